@@ -1,0 +1,98 @@
+// Command portico serves Python WSGI applications: one binary doing the job
+// of nginx + uWSGI. See the README for the commands and flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+
+	"portico/internal/app"
+	"portico/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `Usage: portico COMMAND [flags]
+
+Commands:
+  run [flags] MODULE[:CALLABLE]   serve a WSGI app with supervised Python workers
+  version                         print the version, Go version and build info
+
+Run "portico run --help" for the flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		io.WriteString(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runApp(args[1:], stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "portico %s\n%s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
+					fmt.Fprintf(stdout, "%s=%s\n", s.Key, s.Value)
+				}
+			}
+		}
+		return 0
+	case "help", "-h", "--help":
+		io.WriteString(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "portico: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func runApp(args []string, stdout, stderr io.Writer) int {
+	cfg, err := config.ParseRun(args, stdout)
+	if errors.Is(err, config.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "portico run: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer func() { signal.Stop(hup); close(hup) }()
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+
+	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Stderr: stderr}); err != nil {
+		log.Error("portico stopped", "err", err)
+		fmt.Fprintf(stderr, "portico: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,181 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// RunUsage is the help text of `portico run`, written for people who know
+// gunicorn and uWSGI: each flag names its counterparts.
+const RunUsage = `Usage: portico run [flags] MODULE[:CALLABLE]
+
+Serve one WSGI application with supervised Python worker processes.
+MODULE is a dotted module (mysite.wsgi) or a path to a .py file
+(examples/hello/app.py); CALLABLE defaults to "application", then "app";
+"create_app()" calls a factory.
+
+Listening:
+  -b, --bind ADDR           HTTP listener: host:port, :port or unix:/path; repeatable
+                            (default 127.0.0.1:8000) [gunicorn --bind, uwsgi --http-socket]
+      --uwsgi-socket ADDR   uwsgi-protocol listener for nginx's uwsgi_pass; repeatable
+                            [uwsgi --socket]
+      --socket-mode MODE    mode of unix sockets, octal (default 666) [uwsgi --chmod-socket]
+
+Workers:
+  -w, --workers N           worker processes (default: number of CPUs) [--workers, --processes]
+      --threads N           concurrent requests per worker (default 1) [--threads]
+      --python PATH         interpreter (default $VIRTUAL_ENV/bin/python, else python3)
+                            [uwsgi --home/--virtualenv]
+      --chdir DIR           import the app from DIR (default: current dir) [--chdir]
+  -e, --env KEY=VALUE       extra environment for the workers; repeatable [gunicorn -e, uwsgi --env]
+      --reload              restart workers when a .py file changes (development)
+                            [gunicorn --reload, uwsgi --py-autoreload]
+
+Limits and timeouts:
+  -t, --timeout DUR         a request running longer gets 504; the app is interrupted
+                            (finally blocks run) and its worker replaced only if it does
+                            not unwind within --grace (default 30s) [gunicorn --timeout, uwsgi --harakiri]
+      --grace DUR           time an interrupted request has to unwind (default 5s)
+      --max-requests N      recycle a worker after N requests, +10% jitter (default 0: off)
+                            [--max-requests]
+      --max-rss SIZE        recycle a worker whose memory passes SIZE (default 0: off)
+                            [uwsgi --reload-on-rss]
+      --max-body SIZE       larger request bodies get 413 (default 10MiB) [nginx client_max_body_size]
+      --queue-size N        requests that may wait for a free worker; more get 503 (default 1024)
+                            [gunicorn --backlog, uwsgi --listen]
+      --queue-timeout DUR   longest wait for a free worker before 503 (default 30s)
+      --graceful-timeout DUR  time in-flight requests get on stop (default 30s)
+                            [gunicorn --graceful-timeout]
+
+Files and logs:
+      --static PREFIX=DIR   serve DIR under URL PREFIX without Python; repeatable
+                            [uwsgi --static-map, nginx location + alias]
+      --access-log PATH     access log file, "-" for stderr, "off" (default -) [--access-logfile]
+      --access-log-format F combined (nginx's) or json (default combined)
+      --log-level LEVEL     debug, info, warn, error (default info)
+
+Sizes: 512, 64KiB, 10MiB, 1GiB. Durations: 30s, 2m, 500ms, or seconds.
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request.
+`
+
+type listValue []string
+
+func (l *listValue) String() string     { return strings.Join(*l, ",") }
+func (l *listValue) Set(s string) error { *l = append(*l, s); return nil }
+
+type sizeValue struct{ p *int64 }
+
+func (v sizeValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strconv.FormatInt(*v.p, 10)
+}
+func (v sizeValue) Set(s string) error {
+	n, err := ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*v.p = n
+	return nil
+}
+
+type durationValue struct{ p *time.Duration }
+
+func (v durationValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.String()
+}
+func (v durationValue) Set(s string) error {
+	d, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*v.p = d
+	return nil
+}
+
+// ErrHelp is returned by ParseRun for -h/--help after writing the usage.
+var ErrHelp = flag.ErrHelp
+
+// ParseRun builds a Config from `portico run` arguments and validates it.
+func ParseRun(args []string, out io.Writer) (*Config, error) {
+	c := Default()
+	fs := flag.NewFlagSet("portico run", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var binds, uwsgiSockets, statics listValue
+	var mode string
+	fs.Var(&binds, "bind", "")
+	fs.Var(&binds, "b", "")
+	fs.Var(&uwsgiSockets, "uwsgi-socket", "")
+	fs.StringVar(&mode, "socket-mode", "666", "")
+	fs.IntVar(&c.App.Workers, "workers", c.App.Workers, "")
+	fs.IntVar(&c.App.Workers, "w", c.App.Workers, "")
+	fs.IntVar(&c.App.Threads, "threads", c.App.Threads, "")
+	fs.StringVar(&c.App.Python, "python", c.App.Python, "")
+	fs.StringVar(&c.App.Dir, "chdir", "", "")
+	fs.Var((*listValue)(&c.App.Env), "env", "")
+	fs.Var((*listValue)(&c.App.Env), "e", "")
+	fs.BoolVar(&c.App.Reload, "reload", false, "")
+	fs.Var(durationValue{&c.App.Timeout}, "timeout", "")
+	fs.Var(durationValue{&c.App.Timeout}, "t", "")
+	fs.Var(durationValue{&c.App.Grace}, "grace", "")
+	fs.IntVar(&c.App.MaxRequests, "max-requests", 0, "")
+	fs.Var(sizeValue{&c.App.MaxRSS}, "max-rss", "")
+	fs.Var(sizeValue{&c.App.MaxBody}, "max-body", "")
+	fs.IntVar(&c.App.QueueSize, "queue-size", c.App.QueueSize, "")
+	fs.Var(durationValue{&c.App.QueueTimeout}, "queue-timeout", "")
+	fs.Var(durationValue{&c.ShutdownTimeout}, "graceful-timeout", "")
+	fs.Var(&statics, "static", "")
+	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
+	fs.StringVar(&c.AccessLogFormat, "access-log-format", c.AccessLogFormat, "")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			io.WriteString(out, RunUsage)
+			return nil, ErrHelp
+		}
+		return nil, fmt.Errorf("%w (see portico run --help)", err)
+	}
+	rest := fs.Args()
+	switch len(rest) {
+	case 0:
+		return nil, errors.New("no app given: portico run [flags] MODULE[:CALLABLE] (see --help)")
+	case 1:
+		c.App.Module = rest[0]
+	default:
+		return nil, fmt.Errorf("one app expected, got %q (flags go before the app)", rest)
+	}
+	m, err := strconv.ParseUint(mode, 8, 32)
+	if err != nil {
+		return nil, fmt.Errorf("socket-mode: %q is not an octal mode", mode)
+	}
+	if len(binds) == 0 && len(uwsgiSockets) == 0 {
+		binds = append(binds, DefaultBind)
+	}
+	for _, b := range binds {
+		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoHTTP, SocketMode: os.FileMode(m)})
+	}
+	for _, b := range uwsgiSockets {
+		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoUWSGI, SocketMode: os.FileMode(m)})
+	}
+	for _, s := range statics {
+		prefix, dir, ok := strings.Cut(s, "=")
+		if !ok {
+			return nil, fmt.Errorf("static: %q is not PREFIX=DIR", s)
+		}
+		c.Static = append(c.Static, Static{Prefix: prefix, Dir: dir})
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

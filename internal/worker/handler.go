@@ -1,0 +1,499 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"portico/internal/spool"
+	"portico/internal/uwsgi"
+)
+
+// Errors a request can end with; writeError maps each to one HTTP answer.
+var (
+	ErrQueueFull    = errors.New("worker: request queue full")
+	ErrQueueTimeout = errors.New("worker: no free worker within the queue timeout")
+	errNoWorkers    = errors.New("worker: no worker is running")
+	errTimeout      = errors.New("worker: request timed out")
+	errCrashed      = errors.New("worker: worker process lost during the request")
+	errProtocol     = errors.New("worker: protocol error from worker")
+	errApp          = errors.New("worker: application error")
+	errBodyTooLarge = errors.New("worker: request body too large")
+	errClientBody   = errors.New("worker: reading request body")
+	errVarsTooLarge = errors.New("worker: request headers too large for the uwsgi packet")
+)
+
+// inlineBody is the largest body sent in the same write as the request head.
+const inlineBody = 64 << 10
+
+var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// ServeHTTP runs the request in a worker. The body is read completely before
+// a worker is taken; the response is read from the worker into a buffer as
+// fast as the worker writes it, so neither a slow upload nor a slow reader
+// holds a worker.
+func (pl *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := pl.serve(w, r); err != nil {
+		pl.writeError(w, r, err)
+	}
+}
+
+func (pl *Pool) serve(w http.ResponseWriter, r *http.Request) error {
+	rc := http.NewResponseController(w)
+
+	// 1. The body, completely, before a worker is taken.
+	var body *spool.Buffer
+	var inline []byte
+	var length int64
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		if pl.opt.MaxBody > 0 && r.ContentLength > pl.opt.MaxBody {
+			return errBodyTooLarge
+		}
+		body = spool.New(spool.Options{Memory: pl.opt.BodyMemory, Dir: pl.opt.TempDir, MaxSize: pl.opt.MaxBody})
+		defer body.Close()
+		if _, err := body.ReadFrom(&deadlineReader{r: r.Body, rc: rc, d: pl.opt.ClientTimeout}); err != nil {
+			if errors.Is(err, spool.ErrTooLarge) {
+				return errBodyTooLarge
+			}
+			return fmt.Errorf("%w: %w", errClientBody, err)
+		}
+		_ = rc.SetReadDeadline(time.Time{})
+		length = body.Len()
+		if data, ok := body.Bytes(); ok && length <= inlineBody {
+			inline = data
+		}
+	}
+
+	// 2. The request packet: uwsgi vars, then a small body in the same write.
+	bp := packetPool.Get().(*[]byte)
+	defer packetPool.Put(bp)
+	pkt, err := uwsgi.AppendRequest((*bp)[:0], r, uwsgi.EnvironOptions{ScriptName: pl.opt.ScriptName, ContentLength: length})
+	if err != nil {
+		return errVarsTooLarge
+	}
+	pkt = append(pkt, inline...)
+	*bp = pkt
+
+	// 3. A slot, within the queue's bounds.
+	s, err := pl.acquire(r.Context())
+	if err != nil {
+		return err
+	}
+
+	// 4. The exchange, bounded by the request timeout.
+	return pl.exchange(w, r, rc, s, pkt, body, inline == nil && length > 0)
+}
+
+// acquire takes a free slot, waiting in a bounded queue for a bounded time.
+func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
+	for {
+		select {
+		case s := <-pl.free:
+			if s.tryAcquire() {
+				return s, nil
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if !pl.ready.Load() {
+		return nil, errNoWorkers
+	}
+	if pl.opt.QueueSize < 0 || pl.waiting.Add(1) > int64(pl.opt.QueueSize) {
+		if pl.opt.QueueSize >= 0 {
+			pl.waiting.Add(-1)
+		}
+		return nil, ErrQueueFull
+	}
+	defer pl.waiting.Add(-1)
+	t := time.NewTimer(pl.opt.QueueTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case s := <-pl.free:
+			if s.tryAcquire() {
+				return s, nil
+			}
+		case <-t.C:
+			return nil, ErrQueueTimeout
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// response is what the worker sent, parsed.
+type response struct {
+	status int
+	header http.Header
+}
+
+// exchange sends the request on s and relays the response. It owns s: every
+// path returns it to the pool, hands it to a drain, or closes it.
+func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, s *slot, pkt []byte, body *spool.Buffer, sendBody bool) error {
+	deadline := time.Now().Add(pl.opt.Timeout)
+	_ = s.conn.SetDeadline(deadline)
+	if _, err := s.conn.Write(pkt); err != nil {
+		return pl.lost(s, err, nil)
+	}
+	var bodyDone chan error
+	if sendBody {
+		// A large body goes in its own goroutine: the app may answer before
+		// reading it all, and the response must be read meanwhile.
+		bodyDone = make(chan error, 1)
+		go func() {
+			bp := copyPool.Get().(*[]byte)
+			defer copyPool.Put(bp)
+			_, err := io.CopyBuffer(s.conn, onlyReader{body}, *bp)
+			bodyDone <- err
+		}()
+	}
+
+	// The head frame.
+	resp, err := pl.readHead(s)
+	if err != nil {
+		return pl.failed(s, err, bodyDone)
+	}
+
+	// Fast path: the whole response is already buffered (a small response
+	// comes in one read): copy it, free the slot, then write to the client.
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
+	buf := (*bp)[:0]
+	for s.br.Buffered() >= frameHeaderSize {
+		typ, n, err := s.fr.next()
+		if err != nil {
+			return pl.failed(s, err, bodyDone)
+		}
+		switch typ {
+		case frameBody:
+			if n > s.br.Buffered() || len(buf)+n > cap(buf) {
+				// Not all here, or large: relay it as a stream.
+				goto stream
+			}
+			if buf, err = s.fr.appendPayload(buf); err != nil {
+				return pl.failed(s, err, bodyDone)
+			}
+		case frameEnd:
+			if bodyDone != nil {
+				if err := <-bodyDone; err != nil {
+					return pl.lost(s, err, nil)
+				}
+			}
+			pl.release(s)
+			pl.writeHead(w, r, resp, int64(len(buf)), true)
+			_ = rc.SetWriteDeadline(time.Now().Add(pl.opt.ClientTimeout))
+			if len(buf) > 0 {
+				_, _ = w.Write(buf)
+			}
+			return nil
+		case frameError:
+			return pl.failed(s, errAppAfterHead, bodyDone)
+		default:
+			return pl.failed(s, fmt.Errorf("%w: frame %q after the head", errProtocol, typ), bodyDone)
+		}
+	}
+stream:
+	return pl.stream(w, r, rc, s, resp, buf, bodyDone)
+}
+
+// errAppAfterHead marks an X frame once the head was read: the response was
+// started, so the client connection is aborted rather than answered 500.
+var errAppAfterHead = fmt.Errorf("%w after the response started", errApp)
+
+// readHead reads frames up to and including the head frame.
+func (pl *Pool) readHead(s *slot) (*response, error) {
+	typ, _, err := s.fr.next()
+	if err != nil {
+		return nil, err
+	}
+	switch typ {
+	case frameHead:
+	case frameError:
+		reason, err := s.fr.appendPayload(nil)
+		if err != nil {
+			return nil, err
+		}
+		if string(reason) == "timeout" {
+			return nil, errTimeout
+		}
+		return nil, fmt.Errorf("%w: %s", errAppHandled, reason)
+	default:
+		return nil, fmt.Errorf("%w: frame %q before the head", errProtocol, typ)
+	}
+	bp := packetPool.Get().(*[]byte)
+	defer packetPool.Put(bp)
+	head, err := s.fr.appendPayload((*bp)[:0])
+	*bp = head
+	if err != nil {
+		return nil, err
+	}
+	return parseHead(head)
+}
+
+// errAppHandled: the worker reported an app error before the head and is
+// ready for the next request.
+var errAppHandled = fmt.Errorf("%w", errApp)
+
+// parseHead parses "200 OK\r\nName: value\r\n...".
+func parseHead(head []byte) (*response, error) {
+	text := string(head)
+	line, rest, _ := strings.Cut(text, "\r\n")
+	if len(line) < 3 {
+		return nil, fmt.Errorf("%w: status line %q", errProtocol, line)
+	}
+	code, err := strconv.Atoi(line[:3])
+	if err != nil || code < 100 || code > 999 {
+		return nil, fmt.Errorf("%w: status line %q", errProtocol, line)
+	}
+	resp := &response{status: code, header: make(http.Header, 8)}
+	for rest != "" {
+		line, rest, _ = strings.Cut(rest, "\r\n")
+		name, value, ok := strings.Cut(line, ": ")
+		if !ok {
+			return nil, fmt.Errorf("%w: header line %q", errProtocol, line)
+		}
+		key := http.CanonicalHeaderKey(name)
+		if hopByHop[key] {
+			continue
+		}
+		resp.header[key] = append(resp.header[key], value)
+	}
+	return resp, nil
+}
+
+// hopByHop headers belong to one connection; PEP 3333 forbids apps to send
+// them and the front manages its own.
+var hopByHop = map[string]bool{
+	"Connection":        true,
+	"Keep-Alive":        true,
+	"Proxy-Connection":  true,
+	"Transfer-Encoding": true,
+	"Upgrade":           true,
+	"Te":                true,
+	"Trailer":           true,
+}
+
+// writeHead writes the status and headers; complete says the body length
+// is known (the whole response was read), so Content-Length can be set.
+func (pl *Pool) writeHead(w http.ResponseWriter, r *http.Request, resp *response, length int64, complete bool) {
+	h := w.Header()
+	for k, v := range resp.header {
+		h[k] = v
+	}
+	if complete && bodyAllowed(resp.status) && h.Get("Content-Length") == "" && r.Method != http.MethodHead {
+		h.Set("Content-Length", strconv.FormatInt(length, 10))
+	}
+	w.WriteHeader(resp.status)
+}
+
+func bodyAllowed(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// stream relays a response that did not arrive at once: a goroutine reads
+// the worker into a spool (memory, then a temporary file) and frees the slot
+// at the end frame; this goroutine writes the spool to the client, flushing
+// as data comes, so a streamed response streams and a slow client holds no
+// worker.
+func (pl *Pool) stream(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, s *slot, resp *response, first []byte, bodyDone chan error) error {
+	buf := spool.New(spool.Options{Memory: pl.opt.BodyMemory, Dir: pl.opt.TempDir, MaxLag: pl.opt.MaxResponseBuffer})
+	defer buf.Close()
+	if len(first) > 0 {
+		_, _ = buf.Write(first)
+	}
+	go pl.pump(s, buf, bodyDone)
+
+	pl.writeHead(w, r, resp, 0, false)
+	_ = rc.Flush()
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
+	for {
+		n, err := buf.Read(*bp)
+		if n > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(pl.opt.ClientTimeout))
+			if _, werr := w.Write((*bp)[:n]); werr != nil {
+				// The client is gone; the pump drains the worker on its own.
+				pl.log.Debug("client went away during the response", "uri", r.RequestURI, "err", werr)
+				return nil
+			}
+			_ = rc.Flush()
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			pl.log.Warn("aborting a response the worker did not finish", "uri", r.RequestURI, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// pump reads the rest of a response from the worker into buf.
+// The exchange may hand over in the middle of a body frame.
+func (pl *Pool) pump(s *slot, buf *spool.Buffer, bodyDone chan error) {
+	if s.scratch == nil {
+		s.scratch = make([]byte, 32<<10)
+	}
+	typ := s.fr.typ
+	for {
+		if typ == frameBody {
+			for s.fr.left > 0 {
+				n, err := s.fr.read(s.scratch)
+				if n > 0 {
+					// A closed buffer (client gone) just discards.
+					_, _ = buf.Write(s.scratch[:n])
+				}
+				if err != nil {
+					pl.pumpFailed(s, buf, err, bodyDone)
+					return
+				}
+			}
+		}
+		var err error
+		typ, _, err = s.fr.next()
+		if err != nil {
+			pl.pumpFailed(s, buf, err, bodyDone)
+			return
+		}
+		switch typ {
+		case frameBody:
+		case frameEnd:
+			if bodyDone != nil {
+				if err := <-bodyDone; err != nil {
+					buf.CloseWrite(nil)
+					pl.lost(s, err, nil)
+					return
+				}
+			}
+			pl.release(s)
+			buf.CloseWrite(nil)
+			return
+		case frameError:
+			pl.release(s)
+			buf.CloseWrite(errAppAfterHead)
+			return
+		default:
+			pl.pumpFailed(s, buf, fmt.Errorf("%w: frame %q in a body", errProtocol, typ), bodyDone)
+			return
+		}
+	}
+}
+
+func (pl *Pool) pumpFailed(s *slot, buf *spool.Buffer, err error, bodyDone chan error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		buf.CloseWrite(errTimeout)
+		go pl.drainAfterTimeout(s, bodyDone)
+		return
+	}
+	buf.CloseWrite(err)
+	pl.lost(s, err, bodyDone)
+}
+
+// failed handles an exchange that ended before the response started.
+func (pl *Pool) failed(s *slot, err error, bodyDone chan error) error {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		go pl.drainAfterTimeout(s, bodyDone)
+		return errTimeout
+	case errors.Is(err, errTimeout), errors.Is(err, errApp):
+		// The worker said so with an X frame and is ready again (once it
+		// has read the whole body).
+		if bodyDone != nil {
+			if berr := <-bodyDone; berr != nil {
+				pl.lost(s, berr, nil)
+				return err
+			}
+		}
+		pl.release(s)
+		return err
+	default:
+		return pl.lost(s, err, bodyDone)
+	}
+}
+
+// lost closes a slot whose connection failed: the worker died or broke the
+// protocol. A protocol error also kills the worker: its state is unknown.
+func (pl *Pool) lost(s *slot, err error, bodyDone chan error) error {
+	s.broken()
+	if errors.Is(err, errProtocol) {
+		s.proc.log.Error("worker broke the protocol; killing it", "err", err)
+		s.proc.kill()
+	}
+	if bodyDone != nil {
+		<-bodyDone
+	}
+	if errors.Is(err, errProtocol) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", errCrashed, err)
+}
+
+// writeError maps a request's failure to its HTTP answer: the one place
+// where errors become statuses. The client gets a short safe message, the
+// log gets the cause.
+func (pl *Pool) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusBadGateway
+	level := slog.LevelError
+	switch {
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout), errors.Is(err, errNoWorkers):
+		status = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+		level = slog.LevelWarn
+	case errors.Is(err, errTimeout):
+		status = http.StatusGatewayTimeout
+	case errors.Is(err, errApp):
+		status = http.StatusInternalServerError
+		level = slog.LevelDebug // worker.py logged the traceback
+	case errors.Is(err, errBodyTooLarge):
+		status = http.StatusRequestEntityTooLarge
+		w.Header().Set("Connection", "close")
+		level = slog.LevelWarn
+	case errors.Is(err, errVarsTooLarge):
+		status = http.StatusRequestHeaderFieldsTooLarge
+		level = slog.LevelWarn
+	case errors.Is(err, errClientBody):
+		status = http.StatusBadRequest
+		w.Header().Set("Connection", "close")
+		level = slog.LevelInfo
+	case errors.Is(err, context.Canceled):
+		status = 499 // nginx's "client closed request"; nobody reads it
+		level = slog.LevelInfo
+	}
+	pl.log.Log(r.Context(), level, "request failed", "method", r.Method, "uri", r.RequestURI, "status", status, "err", err)
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, strconv.Itoa(status)+" "+http.StatusText(status)+"\n")
+}
+
+// deadlineReader extends the client's read deadline before each read, like
+// nginx's client_body_timeout: a stalled upload is dropped, a slow steady
+// one is not.
+type deadlineReader struct {
+	r  io.Reader
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	_ = d.rc.SetReadDeadline(time.Now().Add(d.d))
+	return d.r.Read(p)
+}
+
+// onlyReader hides a spool.Buffer's ReadFrom/WriteTo from io.Copy.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }

@@ -1,0 +1,771 @@
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a log sink tests can read while the pool writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testPool struct {
+	*Pool
+	srv   *httptest.Server
+	log   *syncBuffer
+	marks string
+}
+
+func python(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("python3")
+	if err != nil {
+		t.Skip("python3 not found")
+	}
+	return p
+}
+
+// newTestPool starts real Python workers running testdata/pep3333.py behind
+// an httptest server.
+func newTestPool(t *testing.T, opt Options) *testPool {
+	t.Helper()
+	marks := t.TempDir()
+	logs := &syncBuffer{}
+	if opt.App == "" {
+		opt.App = "pep3333:application"
+	}
+	opt.Python = python(t)
+	opt.Dir, _ = filepath.Abs("testdata")
+	opt.Env = append(opt.Env, "PORTICO_TEST_MARKS="+marks)
+	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if opt.Workers == 0 {
+		opt.Workers = 2
+	}
+	pl, err := New(opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pl.Start(ctx); err != nil {
+		t.Fatalf("starting pool: %v\n%s", err, logs)
+	}
+	srv := httptest.NewServer(pl)
+	tp := &testPool{Pool: pl, srv: srv, log: logs, marks: marks}
+	t.Cleanup(func() {
+		srv.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := pl.Stop(ctx); err != nil {
+			t.Errorf("stopping pool: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("pool log:\n%s", logs)
+		}
+	})
+	return tp
+}
+
+func (tp *testPool) get(t *testing.T, path string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(tp.srv.URL + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", path, err)
+	}
+	return resp, body
+}
+
+func (tp *testPool) env(t *testing.T, path string, hdr map[string]string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest("GET", tp.srv.URL+path, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env map[string]any
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+func (tp *testPool) pid(t *testing.T) float64 {
+	return tp.env(t, "/env", nil)["pid"].(float64)
+}
+
+func (tp *testPool) marked(name string) bool {
+	_, err := os.Stat(filepath.Join(tp.marks, name))
+	return err == nil
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestEnviron(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 2})
+	env := tp.env(t, "/env/caf%C3%A9%20x?a=1&b=%20", map[string]string{
+		"X-Custom":     "yes",
+		"Proxy":        "http://evil",
+		"X_Underscore": "spoof",
+		"Content-Type": "text/x-ignored-on-get",
+	})
+	want := map[string]any{
+		"REQUEST_METHOD":    "GET",
+		"SCRIPT_NAME":       "",
+		"PATH_INFO":         "/env/caf\u00c3\u00a9 x", // UTF-8 bytes as latin-1
+		"QUERY_STRING":      "a=1&b=%20",
+		"CONTENT_LENGTH":    "0",
+		"SERVER_PROTOCOL":   "HTTP/1.1",
+		"SERVER_NAME":       "127.0.0.1",
+		"REMOTE_ADDR":       "127.0.0.1",
+		"HTTP_X_CUSTOM":     "yes",
+		"wsgi.url_scheme":   "http",
+		"wsgi.multithread":  false,
+		"wsgi.multiprocess": true,
+		"wsgi.run_once":     false,
+		"CONTENT_TYPE":      "text/x-ignored-on-get",
+	}
+	for k, v := range want {
+		if got := env[k]; got != v {
+			t.Errorf("%s = %#v, want %#v", k, got, v)
+		}
+	}
+	for _, k := range []string{"HTTP_PROXY", "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_X_UNDERSCORE"} {
+		if _, ok := env[k]; ok {
+			t.Errorf("%s present, must not be", k)
+		}
+	}
+	for _, k := range []string{"SERVER_PORT", "REMOTE_PORT", "HTTP_HOST", "wsgi.errors", "wsgi.file_wrapper", "REQUEST_URI"} {
+		if _, ok := env[k]; !ok {
+			t.Errorf("%s missing", k)
+		}
+	}
+	if v, _ := env["wsgi.version"].([]any); len(v) != 2 || v[0] != 1.0 || v[1] != 0.0 {
+		t.Errorf("wsgi.version = %v", env["wsgi.version"])
+	}
+}
+
+func TestMultithreadFlag(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, Threads: 3})
+	env := tp.env(t, "/env", nil)
+	if env["wsgi.multithread"] != true || env["wsgi.multiprocess"] != false {
+		t.Errorf("multithread=%v multiprocess=%v, want true false", env["wsgi.multithread"], env["wsgi.multiprocess"])
+	}
+}
+
+func TestRequestBodies(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, MaxBody: 64 << 20, BodyMemory: 256 << 10})
+	for _, size := range []int{0, 1, 1000, 64 << 10, 300 << 10, 3 << 20} {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d-chunked=%v", size, chunked), func(t *testing.T) {
+				data := make([]byte, size)
+				for i := range data {
+					data[i] = byte(rand.IntN(256))
+				}
+				var body io.Reader = bytes.NewReader(data)
+				if chunked {
+					body = io.MultiReader(bytes.NewReader(data)) // hides the length: sent chunked
+				}
+				req, _ := http.NewRequest("POST", tp.srv.URL+"/echo", body)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var got struct {
+					Length, Read int
+					Sha256       string
+					Extra        string
+				}
+				if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+					t.Fatal(err)
+				}
+				sum := sha256.Sum256(data)
+				if got.Length != size || got.Read != size || got.Sha256 != hex.EncodeToString(sum[:]) || got.Extra != "" {
+					t.Errorf("got %+v, want length %d", got, size)
+				}
+			})
+		}
+	}
+}
+
+func TestInputLines(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	for _, size := range []int{0, 400 << 10} { // BytesIO and the bounded reader
+		pad := strings.Repeat("p", size)
+		body := "first line\nabcdef\nthird\n" + pad + "\nlast"
+		resp, err := http.Post(tp.srv.URL+"/lines", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct {
+			First, Limited string
+			Rest           []string
+		}
+		json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		want := []string{"def\n", "third\n", pad + "\n", "last"}
+		if got.First != "first line\n" || got.Limited != "abc" || fmt.Sprint(got.Rest) != fmt.Sprint(want) {
+			t.Errorf("size %d: got first=%q limited=%q rest=%d lines", size, got.First, got.Limited, len(got.Rest))
+		}
+		resp, err = http.Post(tp.srv.URL+"/iterate", "text/plain", strings.NewReader("a\nb\nc"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var it struct{ Lines []string }
+		json.NewDecoder(resp.Body).Decode(&it)
+		resp.Body.Close()
+		if fmt.Sprint(it.Lines) != fmt.Sprint([]string{"a\n", "b\n", "c"}) {
+			t.Errorf("iteration gave %q", it.Lines)
+		}
+	}
+}
+
+func TestResponses(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	cases := []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/write", 200, "from write; from iterable"},
+		{"/close?name=c1", 200, "ab"},
+		{"/generator?n=3", 200, "chunk 0\nchunk 1\nchunk 2\n"},
+		{"/status", 418, "teapot"},
+		{"/exc-info", 500, "custom error page"},
+		{"/error-before", 500, "500 Internal Server Error\n"},
+		{"/headers", 200, "ok"},
+	}
+	for _, c := range cases {
+		t.Run(c.path, func(t *testing.T) {
+			resp, body := tp.get(t, c.path)
+			if resp.StatusCode != c.status || string(body) != c.body {
+				t.Errorf("got %d %q, want %d %q", resp.StatusCode, body, c.status, c.body)
+			}
+			if c.path == "/headers" {
+				if got := resp.Header.Values("Set-Cookie"); len(got) != 2 || resp.Header.Get("X-One") != "1" {
+					t.Errorf("headers: %v", resp.Header)
+				}
+			}
+		})
+	}
+	if !tp.marked("c1") {
+		t.Error("close() of the iterable was not called")
+	}
+	if !strings.Contains(tp.log.String(), "boom before start_response") {
+		t.Error("the traceback of the app error is not in the log")
+	}
+}
+
+func TestAppMisbehaviour(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw"})
+	for _, path := range []string{"/bad-status", "/no-start"} {
+		resp, _ := tp.get(t, path)
+		if resp.StatusCode != 500 {
+			t.Errorf("%s: status %d, want 500", path, resp.StatusCode)
+		}
+	}
+	// An error after the response started: never a clean 200.
+	resp, err := http.Get(tp.srv.URL + "/error-after")
+	if err == nil {
+		body, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 && rerr == nil {
+			t.Errorf("error after start gave a clean 200 %q", body)
+		}
+	}
+	// And the worker serves on.
+	if resp, _ := tp.get(t, "/status"); resp.StatusCode != 418 {
+		t.Errorf("after errors: %d", resp.StatusCode)
+	}
+}
+
+func TestStreaming(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	start := time.Now()
+	resp, err := http.Get(tp.srv.URL + "/generator?n=4&delay=0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	first := time.Since(start)
+	if err != nil || line != "chunk 0\n" {
+		t.Fatalf("first chunk %q %v", line, err)
+	}
+	rest, _ := io.ReadAll(br)
+	total := time.Since(start)
+	if string(rest) != "chunk 1\nchunk 2\nchunk 3\n" {
+		t.Errorf("rest %q", rest)
+	}
+	if first > total-500*time.Millisecond {
+		t.Errorf("first chunk after %v of %v: not streamed", first, total)
+	}
+	if resp.ContentLength != -1 {
+		t.Errorf("streamed response has Content-Length %d", resp.ContentLength)
+	}
+}
+
+func TestLargeBodies(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, MaxBody: 64 << 20})
+	const size = 50 << 20
+	resp, err := http.Get(fmt.Sprintf("%s/big?size=%d", tp.srv.URL, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || n != size {
+		t.Errorf("download: %d bytes, %v", n, err)
+	}
+	data := bytes.Repeat([]byte("0123456789"), size/10)
+	resp, err = http.Post(tp.srv.URL+"/echo", "application/octet-stream", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Read int }
+	json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if got.Read != len(data) {
+		t.Errorf("upload: app read %d of %d", got.Read, len(data))
+	}
+	// Past max-body: 413, and the server serves on.
+	resp, err = http.Post(tp.srv.URL+"/echo", "application/octet-stream", bytes.NewReader(make([]byte, 65<<20)))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Errorf("oversized body: %d, want 413", resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest("POST", tp.srv.URL+"/echo", io.MultiReader(bytes.NewReader(make([]byte, 65<<20))))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Errorf("oversized chunked body: %d, want 413", resp.StatusCode)
+		}
+	}
+	if resp, _ := tp.get(t, "/status"); resp.StatusCode != 418 {
+		t.Errorf("after 413: %d", resp.StatusCode)
+	}
+}
+
+func TestFileWrapper(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	resp, body := tp.get(t, "/file?size=300000&skip=100")
+	want := append(bytes.Repeat(func() []byte {
+		b := make([]byte, 256)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return b
+	}(), 300000/256), bytes.Repeat([]byte("x"), 300000%256)...)[100:]
+	if resp.StatusCode != 200 || !bytes.Equal(body, want) {
+		t.Errorf("file: %d, %d bytes, want %d", resp.StatusCode, len(body), len(want))
+	}
+}
+
+func TestCrashGives502AndReplacement(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw"})
+	before := tp.pid(t)
+	resp, _ := tp.get(t, "/crash")
+	if resp.StatusCode != 502 {
+		t.Errorf("crash: %d, want 502", resp.StatusCode)
+	}
+	waitFor(t, "a replacement worker", 10*time.Second, func() bool { return tp.Ready() })
+	var after float64
+	waitFor(t, "a request to succeed after the crash", 10*time.Second, func() bool {
+		resp, err := http.Get(tp.srv.URL + "/env")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var env map[string]any
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&env) != nil {
+			return false
+		}
+		after = env["pid"].(float64)
+		return true
+	})
+	if after == before {
+		t.Error("same pid after a crash")
+	}
+	if !strings.Contains(tp.log.String(), "worker died") {
+		t.Error("no log line about the crash")
+	}
+}
+
+func TestCrashLoopBacksOff(t *testing.T) {
+	if got := []time.Duration{backoff(1), backoff(2), backoff(3), backoff(4), backoff(30)}; got[0] != 0 || got[1] != 100*time.Millisecond || got[2] != 200*time.Millisecond || got[3] != 400*time.Millisecond || got[4] != 10*time.Second {
+		t.Errorf("backoff = %v", got)
+	}
+}
+
+func TestTimeoutInterruptsAndKeepsWorker(t *testing.T) {
+	for _, threads := range []int{1, 2} {
+		t.Run(fmt.Sprintf("threads=%d", threads), func(t *testing.T) {
+			tp := newTestPool(t, Options{Workers: 1, Threads: threads, Timeout: time.Second, Grace: 3 * time.Second})
+			before := tp.pid(t)
+			path := "/sleep?s=30&name=finally"
+			if threads > 1 {
+				// A thread other than the main one is interrupted between
+				// bytecodes (a busy loop); the main one even inside sleep().
+				path = "/spin?s=30&name=finally"
+			}
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range threads {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, _ := tp.get(t, path)
+					if resp.StatusCode != 504 {
+						t.Errorf("status %d, want 504", resp.StatusCode)
+					}
+				}()
+			}
+			wg.Wait()
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("504 after %v, want about 1s", d)
+			}
+			waitFor(t, "the finally block to run", 5*time.Second, func() bool { return tp.marked("finally") })
+			waitFor(t, "the slot back", 5*time.Second, func() bool { return len(tp.free) == threads })
+			if after := tp.pid(t); after != before {
+				t.Errorf("worker replaced (pid %v -> %v); it should live on", before, after)
+			}
+			if !strings.Contains(tp.log.String(), "interrupted at its timeout") {
+				t.Error("no log of where the request was stuck")
+			}
+		})
+	}
+}
+
+func TestTimeoutKillsStuckWorker(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw", Timeout: 500 * time.Millisecond, Grace: 500 * time.Millisecond})
+	before := tp.pid(t)
+	resp, _ := tp.get(t, "/hang")
+	if resp.StatusCode != 504 {
+		t.Errorf("status %d, want 504", resp.StatusCode)
+	}
+	var after float64
+	waitFor(t, "a replacement", 10*time.Second, func() bool {
+		r, err := http.Get(tp.srv.URL + "/env")
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		var env map[string]any
+		if r.StatusCode != 200 || json.NewDecoder(r.Body).Decode(&env) != nil {
+			return false
+		}
+		after = env["pid"].(float64)
+		return after != before
+	})
+	if !tp.marked("hang-interrupted") {
+		t.Error("the interrupt was not raised in the app")
+	}
+	if !strings.Contains(tp.log.String(), "did not unwind") {
+		t.Error("no log line about killing the worker")
+	}
+}
+
+func TestMaxRequestsRecyclesWithoutFailures(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 2, MaxRequests: 5})
+	pids := map[float64]bool{}
+	// Replacements start in the background while the old workers serve on
+	// (no request waits for a recycle), so keep asking until they show up;
+	// tp.pid fails the test on any non-200.
+	waitFor(t, "four distinct workers", 20*time.Second, func() bool {
+		pids[tp.pid(t)] = true
+		return len(pids) >= 4
+	})
+	if !strings.Contains(tp.log.String(), "max-requests") {
+		t.Error("no recycle logged")
+	}
+}
+
+func TestMaxRSSRecycles(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, MaxRSS: 80 << 20})
+	resp, body := tp.get(t, "/memory?mb=120")
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	var m struct{ Pid float64 }
+	json.Unmarshal(body, &m)
+	waitFor(t, "the worker to be recycled", 15*time.Second, func() bool { return tp.pid(t) != m.Pid })
+}
+
+func TestReloadUnderLoadNoFailures(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 2, Threads: 2})
+	before := tp.pid(t)
+	var failures, total atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := http.Get(tp.srv.URL + "/sleep?s=0.05")
+				total.Add(1)
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failures.Add(1)
+				}
+			}
+		}()
+	}
+	for range 3 {
+		time.Sleep(300 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if err := tp.Reload(ctx); err != nil {
+			t.Errorf("reload: %v", err)
+		}
+		cancel()
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failures.Load() != 0 {
+		t.Errorf("%d of %d requests failed during reloads", failures.Load(), total.Load())
+	}
+	if tp.pid(t) == before {
+		t.Error("same worker after reloads")
+	}
+}
+
+func TestReloadWithBrokenAppKeepsOld(t *testing.T) {
+	dir := t.TempDir()
+	src := "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'v1']\n"
+	os.WriteFile(filepath.Join(dir, "reloadme.py"), []byte(src), 0o644)
+	pl, err := New(Options{App: "reloadme", Python: python(t), Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := pl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Stop(ctx)
+	srv := httptest.NewServer(pl)
+	defer srv.Close()
+	os.WriteFile(filepath.Join(dir, "reloadme.py"), []byte("import nonexistent_module_xyz\n"), 0o644)
+	err = pl.Reload(ctx)
+	var ie *ImportError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Traceback, "nonexistent_module_xyz") {
+		t.Fatalf("reload of a broken app: %v", err)
+	}
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "v1" {
+		t.Errorf("after a failed reload: %q", body)
+	}
+}
+
+func TestImportErrorStopsStart(t *testing.T) {
+	pl, err := New(Options{App: "no_such_module_abc:app", Python: python(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = pl.Start(context.Background())
+	defer pl.Stop(context.Background())
+	var ie *ImportError
+	if !errors.As(err, &ie) || !strings.Contains(ie.Traceback, "ModuleNotFoundError") {
+		t.Fatalf("Start = %v, want an ImportError with the traceback", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+func TestOverloadSheds503(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, QueueSize: 2, QueueTimeout: 300 * time.Millisecond})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	counts := map[int]int{}
+	retryAfter := true
+	start := time.Now()
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Get(tp.srv.URL + "/sleep?s=0.5")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			counts[resp.StatusCode]++
+			if resp.StatusCode == 503 && resp.Header.Get("Retry-After") == "" {
+				retryAfter = false
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if counts[200] < 1 || counts[503] < 5 || counts[200]+counts[503] != 10 {
+		t.Errorf("statuses %v: want a few 200 and the rest 503", counts)
+	}
+	if !retryAfter {
+		t.Error("503 without Retry-After")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("overload took %v: requests waited unbounded", d)
+	}
+}
+
+func TestSlowClientDoesNotHoldWorker(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	// A client that asks for 20 MiB and reads none of it.
+	conn, err := net.Dial("tcp", tp.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n", 20<<20)
+	// The only worker must be free again soon.
+	waitFor(t, "the worker to be free", 10*time.Second, func() bool { return len(tp.free) == 1 })
+	resp, _ := tp.get(t, "/status")
+	if resp.StatusCode != 418 {
+		t.Errorf("%d", resp.StatusCode)
+	}
+}
+
+func TestSlowUploadDoesNotHoldWorker(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	conn, err := net.Dial("tcp", tp.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	resp, _ := tp.get(t, "/status")
+	if resp.StatusCode != 418 || time.Since(start) > 2*time.Second {
+		t.Errorf("%d after %v", resp.StatusCode, time.Since(start))
+	}
+}
+
+func TestWSGIErrorsLogged(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	tp.get(t, "/stderr")
+	waitFor(t, "the wsgi.errors line in the log", 5*time.Second, func() bool {
+		return strings.Contains(tp.log.String(), "hello from wsgi.errors")
+	})
+	for _, line := range strings.Split(tp.log.String(), "\n") {
+		if strings.Contains(line, "hello from wsgi.errors") && (!strings.Contains(line, "worker=") || !strings.Contains(line, "stream=stderr")) {
+			t.Errorf("line not attributed to its worker: %s", line)
+		}
+	}
+}
+
+func TestThreadsRunConcurrently(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, Threads: 4})
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, _ := tp.get(t, "/sleep?s=0.5"); resp.StatusCode != 200 {
+				t.Errorf("%d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("4 requests of 0.5s on 4 threads took %v", d)
+	}
+}
+
+func TestStopFinishesInFlight(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	done := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(tp.srv.URL + "/sleep?s=0.5")
+		if err != nil {
+			done <- 0
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	waitFor(t, "the request to start", 5*time.Second, func() bool { return len(tp.free) == 0 })
+	tp.srv.Config.Shutdown(context.Background()) // what app does first
+	if code := <-done; code != 200 {
+		t.Errorf("in-flight request got %d", code)
+	}
+}
