@@ -108,6 +108,9 @@ var ErrHelp = flag.ErrHelp
 
 // ParseRun builds a Config from `portico run` arguments and validates it.
 func ParseRun(args []string, out io.Writer) (*Config, error) {
+	if out == nil {
+		out = io.Discard
+	}
 	c := Default()
 	fs := flag.NewFlagSet("portico run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
