@@ -107,9 +107,8 @@ func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
 		}
 		break
 	}
-	if !pl.ready.Load() {
-		return nil, errNoWorkers
-	}
+	// With no worker ready (a crash replacement on its way) the request
+	// waits like any other: the queue's bounds keep the wait bounded.
 	if pl.opt.QueueSize < 0 || pl.waiting.Add(1) > int64(pl.opt.QueueSize) {
 		if pl.opt.QueueSize >= 0 {
 			pl.waiting.Add(-1)

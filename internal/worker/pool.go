@@ -8,8 +8,8 @@
 // codec nginx and uWSGI speak, see internal/uwsgi) followed by its body; the
 // response comes back as frames (see frame.go) so that the connection can be
 // reused, errors are told apart from responses, and a file can follow with
-// sendfile(2). A persistent connection per slot was measured against a
-// connect per request; see BENCHMARKS.md.
+// sendfile(2). A persistent connection per slot saves the socket, connect,
+// accept and close of a connection per request on both sides.
 //
 // The Pool supervises: crashed workers are replaced with exponential
 // backoff; a request past its timeout gets 504 while worker.py raises

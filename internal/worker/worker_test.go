@@ -769,3 +769,48 @@ func TestStopFinishesInFlight(t *testing.T) {
 		t.Errorf("in-flight request got %d", code)
 	}
 }
+
+func TestEnvPassedToWorkers(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, Env: []string{"PORTICO_TEST_VALUE=hello=world"}})
+	if _, body := tp.get(t, "/osenv?k=PORTICO_TEST_VALUE"); string(body) != "hello=world" {
+		t.Errorf("env: %q", body)
+	}
+}
+
+func TestWatchReloadsOnChange(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "watched.py")
+	write := func(v string) {
+		src := "def application(e, s):\n    s('200 OK', [('Content-Type', 'text/plain')])\n    return [b'" + v + "']\n"
+		if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("v1")
+	pl, err := New(Options{App: "watched", Python: python(t), Dir: dir, Watch: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := pl.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pl.Stop(ctx)
+	srv := httptest.NewServer(pl)
+	defer srv.Close()
+	body := func() string {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := body(); got != "v1" {
+		t.Fatalf("before: %q", got)
+	}
+	time.Sleep(1100 * time.Millisecond) // a distinct mtime
+	write("v2")
+	waitFor(t, "the workers to pick up the change", 15*time.Second, func() bool { return body() == "v2" })
+}

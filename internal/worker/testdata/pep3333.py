@@ -170,6 +170,9 @@ def app(environ, start_response):
             mark(arg("name", "spun"))
         return text(start_response, "spun")
 
+    if path == "/osenv":
+        return text(start_response, os.environ.get(arg("k", ""), "<unset>"))
+
     if path == "/threads":
         return as_json(start_response, {"thread": threading.current_thread().name, "pid": os.getpid()})
 

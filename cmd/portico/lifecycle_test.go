@@ -1,0 +1,190 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pep3333 starts portico on the worker tests' app with extra flags.
+func pep3333(t *testing.T, args ...string) *proc {
+	t.Helper()
+	python := needPython(t)
+	return startPortico(t, append([]string{"--python", python, "--chdir", repoPath(t, "internal/worker/testdata")}, append(args, "pep3333:application")...)...)
+}
+
+func TestSIGHUPReloadUnderLoadNoFailures(t *testing.T) {
+	p := pep3333(t, "--workers", "2", "--threads", "2")
+	c := newClient(t)
+	var failures, total atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				total.Add(1)
+				resp, err := c.Get(p.URL("/sleep?s=0.02"))
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, resp.Status)
+				}
+			}
+		}()
+	}
+	for i := 2; i <= 4; i++ {
+		time.Sleep(300 * time.Millisecond)
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitLog(t, fmt.Sprintf("generation=%d", i), 30*time.Second)
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed across 3 reloads; first: %v", n, total.Load(), firstErr.Load())
+	}
+	if total.Load() < 50 {
+		t.Errorf("only %d requests: the load did not run", total.Load())
+	}
+}
+
+func TestGracefulStopFinishesInFlight(t *testing.T) {
+	p := pep3333(t, "--workers", "1")
+	c := newClient(t)
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := c.Get(p.URL("/sleep?s=1"))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{resp.StatusCode, string(b), err}
+	}()
+	time.Sleep(300 * time.Millisecond) // the request is in the worker
+	p.Signal(syscall.SIGTERM)
+	r := <-done
+	if r.err != nil || r.status != 200 || r.body != "woke" {
+		t.Errorf("in-flight request across SIGTERM: %d %q %v", r.status, r.body, r.err)
+	}
+	if err := p.Wait(); err != nil {
+		t.Errorf("exit after SIGTERM: %v, want status 0", err)
+	}
+	// New connections are refused once stopped.
+	if _, err := net.DialTimeout("tcp", p.HTTPAddr, time.Second); err == nil {
+		t.Error("still accepting after the stop")
+	}
+}
+
+func TestImportErrorExitsWithTraceback(t *testing.T) {
+	python := needPython(t)
+	start := time.Now()
+	cmd := exec.Command(porticoBin, "run", "--bind", "127.0.0.1:0", "--python", python, "no_such_module_for_portico:app")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if err == nil || !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("exit: %v, want status 1\n%s", err, out)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("took %v to give up", d)
+	}
+	for _, want := range []string{"Traceback (most recent call last)", "ModuleNotFoundError", "no_such_module_for_portico"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(string(out), "msg=listening") > 0 {
+		t.Error("listened before the app was imported")
+	}
+}
+
+func TestBadFlagsExit2(t *testing.T) {
+	for _, args := range [][]string{{"run"}, {"run", "--workers", "x", "a:b"}, {"frobnicate"}} {
+		cmd := exec.Command(porticoBin, args...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("%q: %v, want exit status 2\n%s", args, err, out)
+		}
+	}
+	out, err := exec.Command(porticoBin, "run", "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--max-requests") || !strings.Contains(string(out), "harakiri") {
+		t.Errorf("run --help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(porticoBin, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "portico ") || !strings.Contains(string(out), "go1.") {
+		t.Errorf("version: %v\n%s", err, out)
+	}
+}
+
+func TestHTTPFrontLimits(t *testing.T) {
+	p := pep3333(t, "--workers", "1")
+	raw := func(req string) string {
+		t.Helper()
+		conn, err := net.Dial("tcp", p.HTTPAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(conn, req)
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return line
+	}
+	// 60 KiB of headers pass (uWSGI's default would refuse 4 KiB)...
+	big := strings.Repeat("a", 60<<10)
+	if got := raw("GET /status HTTP/1.1\r\nHost: x\r\nX-Big: " + big + "\r\n\r\n"); !strings.Contains(got, "418") {
+		t.Errorf("60 KiB header: %q", got)
+	}
+	// ...past 64 KiB is 431...
+	huge := strings.Repeat("a", 80<<10)
+	if got := raw("GET /status HTTP/1.1\r\nHost: x\r\nX-Big: " + huge + "\r\n\r\n"); !strings.Contains(got, "431") {
+		t.Errorf("80 KiB header: %q", got)
+	}
+	// ...garbage is 400...
+	if got := raw("NOT HTTP AT ALL\r\n\r\n"); !strings.Contains(got, "400") {
+		t.Errorf("garbage: %q", got)
+	}
+	// ...and the server serves on.
+	resp, body := get(t, newClient(t), p.URL("/status"))
+	wantStatus(t, resp, body, 418)
+}
+
+func TestAccessLogCombined(t *testing.T) {
+	p := pep3333(t, "--workers", "1")
+	req, _ := http.NewRequest("GET", p.URL("/status?x=1"), nil)
+	req.Header.Set("User-Agent", "portico-test/1")
+	req.Header.Set("Referer", "http://ref.example/")
+	do(t, newClient(t), req)
+	p.waitLog(t, `"GET /status?x=1 HTTP/1.1" 418 6 "http://ref.example/" "portico-test/1"`, 5*time.Second)
+}
