@@ -147,7 +147,7 @@ func (c *Config) Validate() error {
 		if l.Protocol == ProtoUWSGI {
 			key = "uwsgi-socket"
 		}
-		if seen[l.Addr] {
+		if seen[l.Addr] && !strings.HasSuffix(l.Addr, ":0") { // port 0: each gets its own
 			bad(key, "%q is given twice", l.Addr)
 		}
 		seen[l.Addr] = true
