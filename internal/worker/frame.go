@@ -117,6 +117,3 @@ func (f *frameReader) skip() error {
 	}
 	return nil
 }
-
-// reset forgets any partial state (a fresh connection).
-func (f *frameReader) reset() { f.hn, f.left = 0, 0 }

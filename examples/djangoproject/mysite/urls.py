@@ -1,0 +1,9 @@
+"""URL configuration of the mysite project: the admin and the demo app."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("demo.urls")),
+]
