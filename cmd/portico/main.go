@@ -15,7 +15,6 @@ import (
 	"syscall"
 
 	"portico/internal/app"
-	"portico/internal/config"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -62,8 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runApp(args []string, stdout, stderr io.Writer) int {
-	cfg, err := config.ParseRun(args, stdout)
-	if errors.Is(err, config.ErrHelp) {
+	cfg, err := app.ParseRun(args, stdout)
+	if errors.Is(err, app.ErrHelp) {
 		return 0
 	}
 	if err != nil {

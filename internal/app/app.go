@@ -77,6 +77,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	type running struct {
 		serve    func() error
 		shutdown func(context.Context) error
+		close    func() error
 	}
 	var servers []running
 	var listeners []net.Listener
@@ -101,10 +102,10 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		switch lc.Protocol {
 		case config.ProtoUWSGI:
 			s := &uwsgi.Server{Handler: handler, Logger: log}
-			servers = append(servers, running{func() error { return s.Serve(l) }, s.Shutdown})
+			servers = append(servers, running{func() error { return s.Serve(l) }, s.Shutdown, s.Close})
 		default:
 			s := server.NewHTTP(handler, server.Options{Logger: log})
-			servers = append(servers, running{func() error { return s.Serve(l) }, s.Shutdown})
+			servers = append(servers, running{func() error { return s.Serve(l) }, s.Shutdown, s.Close})
 		}
 	}
 
@@ -149,7 +150,8 @@ loop:
 		go func() {
 			defer swg.Done()
 			if err := s.shutdown(shutCtx); err != nil {
-				log.Warn("shutdown did not finish in time", "err", err)
+				log.Warn("in-flight requests did not finish in time; closing their connections", "err", err)
+				_ = s.close()
 			}
 		}()
 	}
@@ -229,3 +231,13 @@ func chain(cfg *config.Config, app http.Handler, log *slog.Logger, stderr io.Wri
 	}
 	return h, closeAll, nil
 }
+
+// ParseRun builds and validates the config of `portico run` from its
+// arguments; out receives --help. The command goes through app so that only
+// this package imports config.
+func ParseRun(args []string, out io.Writer) (*config.Config, error) {
+	return config.ParseRun(args, out)
+}
+
+// ErrHelp is returned by ParseRun after writing the help text.
+var ErrHelp = config.ErrHelp

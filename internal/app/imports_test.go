@@ -1,0 +1,41 @@
+package app
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestImportRules enforces STYLE.md's arrows: only app imports config;
+// feature packages do not import each other (shared leaves aside); server
+// imports no feature package.
+func TestImportRules(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "portico/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true}
+	features := map[string]bool{
+		"portico/internal/server": true, "portico/internal/static": true, "portico/internal/worker": true,
+		"portico/internal/accesslog": true, "portico/internal/uwsgi": true, "portico/internal/spool": true,
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg, imports := fields[0], fields[1:]
+		for _, imp := range imports {
+			if !strings.HasPrefix(imp, "portico/") {
+				continue
+			}
+			switch {
+			case imp == "portico/internal/config" && pkg != "portico/internal/app":
+				t.Errorf("%s imports config; only internal/app may", pkg)
+			case features[pkg] && features[imp] && !leaves[imp]:
+				t.Errorf("feature package %s imports feature package %s", pkg, imp)
+			case pkg == "portico/internal/server" && imp != "portico/internal/config":
+				t.Errorf("server imports %s", imp)
+			case imp == "portico/internal/app" && pkg != "portico/cmd/portico":
+				t.Errorf("%s imports app", pkg)
+			}
+		}
+	}
+}
