@@ -140,6 +140,20 @@ func (tp *testPool) pid(t *testing.T) float64 {
 	return tp.env(t, "/env", nil)["pid"].(float64)
 }
 
+// tryPid asks for the serving worker's pid; ok is false on any failure.
+func (tp *testPool) tryPid() (pid float64, ok bool) {
+	resp, err := http.Get(tp.srv.URL + "/env")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	var env map[string]any
+	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&env) != nil {
+		return 0, false
+	}
+	return env["pid"].(float64), true
+}
+
 func (tp *testPool) marked(name string) bool {
 	_, err := os.Stat(filepath.Join(tp.marks, name))
 	return err == nil
@@ -430,17 +444,9 @@ func TestCrashGives502AndReplacement(t *testing.T) {
 	waitFor(t, "a replacement worker", 10*time.Second, func() bool { return tp.Ready() })
 	var after float64
 	waitFor(t, "a request to succeed after the crash", 10*time.Second, func() bool {
-		resp, err := http.Get(tp.srv.URL + "/env")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var env map[string]any
-		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&env) != nil {
-			return false
-		}
-		after = env["pid"].(float64)
-		return true
+		var ok bool
+		after, ok = tp.tryPid()
+		return ok
 	})
 	if after == before {
 		t.Error("same pid after a crash")
@@ -502,19 +508,9 @@ func TestTimeoutKillsStuckWorker(t *testing.T) {
 	if resp.StatusCode != 504 {
 		t.Errorf("status %d, want 504", resp.StatusCode)
 	}
-	var after float64
 	waitFor(t, "a replacement", 10*time.Second, func() bool {
-		r, err := http.Get(tp.srv.URL + "/env")
-		if err != nil {
-			return false
-		}
-		defer r.Body.Close()
-		var env map[string]any
-		if r.StatusCode != 200 || json.NewDecoder(r.Body).Decode(&env) != nil {
-			return false
-		}
-		after = env["pid"].(float64)
-		return after != before
+		after, ok := tp.tryPid()
+		return ok && after != before
 	})
 	if !tp.marked("hang-interrupted") {
 		t.Error("the interrupt was not raised in the app")
