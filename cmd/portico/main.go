@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 
 	"portico/internal/app"
@@ -88,6 +89,14 @@ func runApp(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	if path := os.Getenv("PORTICO_CPUPROFILE"); path != "" {
+		// For profiling the hot path (see BENCHMARKS.md); written at exit.
+		if f, err := os.Create(path); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+		}
+	}
 	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Stderr: stderr}); err != nil {
 		log.Error("portico stopped", "err", err)
 		fmt.Fprintf(stderr, "portico: %v\n", err)
