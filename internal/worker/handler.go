@@ -81,6 +81,7 @@ func (pl *Pool) serve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return errVarsTooLarge
 	}
+	pkt = pkt[:compactVars(pkt)]
 	pkt = append(pkt, inline...)
 	*bp = pkt
 

@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"portico/internal/uwsgi"
 )
 
 // syncBuffer is a log sink tests can read while the pool writes.
@@ -208,6 +210,10 @@ func TestEnviron(t *testing.T) {
 		if _, ok := env[k]; !ok {
 			t.Errorf("%s missing", k)
 		}
+	}
+	// A NUL in the path travels in standard uwsgi vars (see compactVars).
+	if got := tp.env(t, "/env/a%00b", nil)["PATH_INFO"]; got != "/env/a\x00b" {
+		t.Errorf("PATH_INFO with %%00 = %q", got)
 	}
 	if v, _ := env["wsgi.version"].([]any); len(v) != 2 || v[0] != 1.0 || v[1] != 0.0 {
 		t.Errorf("wsgi.version = %v", env["wsgi.version"])
@@ -809,4 +815,30 @@ func TestWatchReloadsOnChange(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // a distinct mtime
 	write("v2")
 	waitFor(t, "the workers to pick up the change", 15*time.Second, func() bool { return body() == "v2" })
+}
+
+func TestCompactVars(t *testing.T) {
+	pkt, err := uwsgi.AppendRequest(nil, httptest.NewRequest("GET", "/a%20b?x=1", nil), uwsgi.EnvironOptions{ContentLength: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	h, _ := uwsgi.ParseHeader(pkt)
+	uwsgi.ParseVars(pkt[4:4+int(h.Size)], func(k, v []byte) error {
+		want = append(want, string(k), string(v))
+		return nil
+	})
+	pkt = append(pkt, "abc"...)
+	pkt = pkt[:compactVars(pkt)]
+	h, _ = uwsgi.ParseHeader(pkt)
+	got := strings.Split(string(pkt[4:4+int(h.Size)]), "\x00")
+	if h.Modifier2 != varsNUL || strings.Join(got, "|") != strings.Join(want, "|") || string(pkt[4+int(h.Size):]) != "abc" {
+		t.Errorf("compact form: modifier2 %d, %q, body %q; want %q", h.Modifier2, got, pkt[4+int(h.Size):], want)
+	}
+	// A NUL in a value (a %00 in the path) keeps the standard form.
+	nul, _ := uwsgi.AppendRequest(nil, httptest.NewRequest("GET", "/a%00b", nil), uwsgi.EnvironOptions{})
+	orig := append([]byte(nil), nul...)
+	if n := compactVars(nul); n != len(orig) || !bytes.Equal(nul, orig) {
+		t.Error("a packet with a NUL in a value was rewritten")
+	}
 }

@@ -15,6 +15,9 @@ with these inherited file descriptors (numbers in the JSON config):
 On a slot socket, requests come as uwsgi packets: a 4-byte header
 (modifier1, vars size u16 LE, modifier2), the vars block (u16 LE key length,
 key, u16 LE value length, value, ...), then exactly CONTENT_LENGTH body bytes.
+With modifier2 1 the vars block is b"KEY\0VALUE\0KEY\0VALUE" instead, which
+decodes in C (one split) rather than in a Python loop; portico uses it
+whenever no value contains a NUL byte.
 Responses go back as frames: one type byte, a u32 LE payload length, the
 payload:
 
@@ -391,7 +394,11 @@ class Worker(object):
                 return
             size = head[1] | (head[2] << 8)
             environ = base.copy()
-            environ.update(_read_vars(read(size)))
+            if head[3] == 1:
+                it = iter(read(size).decode("latin-1").split("\0"))
+                environ.update(zip(it, it))
+            else:
+                environ.update(_read_vars(read(size)))
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length <= _INLINE_BODY:
                 body = read(length) if length else b""
