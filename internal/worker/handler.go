@@ -165,6 +165,9 @@ func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.Respon
 	if err != nil {
 		return pl.failed(s, err, bodyDone)
 	}
+	if pl.opt.InternalRedirect != nil && (resp.header["X-Accel-Redirect"] != nil || resp.header["X-Sendfile"] != nil) {
+		return pl.redirect(w, r, s, resp, bodyDone)
+	}
 
 	// Fast path: the whole response is already buffered (a small response
 	// comes in one read): copy it, free the slot, then write to the client.
@@ -206,6 +209,31 @@ func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.Respon
 	}
 stream:
 	return pl.stream(w, r, rc, s, resp, buf, bodyDone)
+}
+
+// redirect discards the rest of the worker's response, frees the slot, and
+// hands the response to Options.InternalRedirect.
+func (pl *Pool) redirect(w http.ResponseWriter, r *http.Request, s *slot, resp *response, bodyDone chan error) error {
+	for {
+		typ, _, err := s.fr.next()
+		if err != nil {
+			return pl.failed(s, err, bodyDone)
+		}
+		if typ == frameError {
+			return pl.failed(s, errAppAfterHead, bodyDone)
+		}
+		if typ != frameEnd {
+			continue // next() skips the body frame's payload
+		}
+		if bodyDone != nil {
+			if err := <-bodyDone; err != nil {
+				return pl.lost(s, err, nil)
+			}
+		}
+		pl.release(s)
+		pl.opt.InternalRedirect(w, r, resp.status, resp.header)
+		return nil
+	}
 }
 
 // errAppAfterHead marks an X frame once the head was read: the response was

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -93,6 +94,13 @@ type Options struct {
 	ClientTimeout time.Duration
 	// ScriptName is the URL prefix the app is mounted under ("" for the root).
 	ScriptName string
+	// InternalRedirect, when set, serves app responses carrying
+	// X-Accel-Redirect (nginx's convention) or X-Sendfile: the worker's body
+	// is discarded and its slot freed at once, then InternalRedirect writes
+	// the response, given the app's status and headers (the redirect header
+	// included, for it to read and remove). Nil: such responses are relayed
+	// unchanged, as a server without the feature would.
+	InternalRedirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header)
 	// Watch restarts the workers when a .py file under Dir changes
 	// (development). Polls once a second.
 	Watch bool

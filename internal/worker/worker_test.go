@@ -842,3 +842,26 @@ func TestCompactVars(t *testing.T) {
 		t.Error("a packet with a NUL in a value was rewritten")
 	}
 }
+
+func TestInternalRedirectFreesWorker(t *testing.T) {
+	type call struct {
+		status int
+		target string
+		other  string
+	}
+	calls := make(chan call, 1)
+	tp := newTestPool(t, Options{Workers: 1, InternalRedirect: func(w http.ResponseWriter, r *http.Request, status int, h http.Header) {
+		calls <- call{status, h.Get("X-Accel-Redirect"), h.Get("X-Other")}
+		w.WriteHeader(299)
+	}})
+	resp, _ := tp.get(t, "/accel?to=/protected/a.pdf")
+	if resp.StatusCode != 299 {
+		t.Errorf("status %d, want the redirect handler's 299", resp.StatusCode)
+	}
+	if c := <-calls; c.status != 200 || c.target != "/protected/a.pdf" || c.other != "kept" {
+		t.Errorf("redirect got %+v", c)
+	}
+	if len(tp.free) != 1 {
+		t.Error("the slot was not freed")
+	}
+}

@@ -170,6 +170,10 @@ def app(environ, start_response):
             mark(arg("name", "spun"))
         return text(start_response, "spun")
 
+    if path == "/accel":
+        start_response("200 OK", [("Content-Type", "application/pdf"), ("X-Accel-Redirect", arg("to", "/")), ("X-Other", "kept")])
+        return [b"body the server must drop"]
+
     if path == "/osenv":
         return text(start_response, os.environ.get(arg("k", ""), "<unset>"))
 
