@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,6 +26,8 @@ const usage = `Usage: portico COMMAND [flags]
 
 Commands:
   run [flags] MODULE[:CALLABLE]   serve a WSGI app with supervised Python workers
+  serve -c FILE                   serve what a TOML config file describes
+  check -c FILE                   validate a config file: print FILE: OK or every error
   version                         print the version, Go version and build info
 
 Run "portico run --help" for the flags.
@@ -42,6 +45,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runApp(args[1:], stdout, stderr)
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "check":
+		return check(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "portico %s\n%s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		if bi, ok := debug.ReadBuildInfo(); ok {
@@ -61,6 +68,53 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// configFlag parses the -c FILE of serve and check.
+func configFlag(name string, args []string, stdout, stderr io.Writer) (string, int) {
+	fs := flag.NewFlagSet("portico "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "portico.toml", "config file")
+	fs.Usage = func() { fmt.Fprintf(stdout, "Usage: portico %s -c FILE\n", name) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return "", 0
+		}
+		return "", 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "portico %s: unexpected arguments %q\n", name, fs.Args())
+		return "", 2
+	}
+	return *file, -1
+}
+
+// check validates a config file, like nginx -t: exit 0 and "FILE: OK", or
+// exit 1 and every error, one a line.
+func check(args []string, stdout, stderr io.Writer) int {
+	file, code := configFlag("check", args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	if _, err := app.LoadConfig(file); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: OK\n", file)
+	return 0
+}
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	file, code := configFlag("serve", args, stdout, stderr)
+	if code >= 0 {
+		return code
+	}
+	cfg, err := app.LoadConfig(file)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 2
+	}
+	return start(cfg, func() (*app.Config, error) { return app.LoadConfig(file) }, stderr)
+}
+
 func runApp(args []string, stdout, stderr io.Writer) int {
 	cfg, err := app.ParseRun(args, stdout)
 	if errors.Is(err, app.ErrHelp) {
@@ -70,6 +124,12 @@ func runApp(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "portico run: %v\n", err)
 		return 2
 	}
+	return start(cfg, nil, stderr)
+}
+
+// start serves cfg until SIGTERM or SIGINT. SIGHUP calls load and serves
+// the config it returns; with load nil, SIGHUP restarts the workers.
+func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) int {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -97,7 +157,7 @@ func runApp(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Stderr: stderr}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr}); err != nil {
 		log.Error("portico stopped", "err", err)
 		fmt.Fprintf(stderr, "portico: %v\n", err)
 		return 1

@@ -4,23 +4,19 @@
 package app
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
-	"time"
+	"regexp"
+	"slices"
+	"strings"
 
 	"portico/internal/accesslog"
 	"portico/internal/config"
-	"portico/internal/server"
 	"portico/internal/static"
-	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
@@ -30,149 +26,41 @@ type Options struct {
 	Logger *slog.Logger
 	// Reload delivers a value for each reload request (SIGHUP).
 	Reload <-chan struct{}
+	// Load, when set, re-reads the config on each reload request: a valid
+	// config replaces the running one (see Run); an invalid one is logged
+	// and the running one stays. Nil (portico run): a reload request
+	// restarts the workers of every app instead.
+	Load func() (*config.Config, error)
 	// Stderr is where "-" access logs go. Nil: os.Stderr.
 	Stderr io.Writer
 }
 
-// Run serves cfg until ctx ends, then stops gracefully: listeners close,
-// in-flight requests finish within cfg.ShutdownTimeout, workers stop.
-func Run(ctx context.Context, cfg *config.Config, opt Options) error {
-	log := opt.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	stderr := opt.Stderr
-	if stderr == nil {
-		stderr = os.Stderr
-	}
-
-	// Workers first: an app that cannot be imported stops us before any
-	// socket is opened.
-	pool, err := worker.New(workerOptions(cfg, log))
-	if err != nil {
-		return err
-	}
-	if err := pool.Start(ctx); err != nil {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = pool.Stop(stopCtx)
-		return err
-	}
-	stopPool := func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), cfg.App.Timeout+cfg.App.Grace+5*time.Second)
-		defer cancel()
-		if err := pool.Stop(stopCtx); err != nil {
-			log.Warn("stopping workers", "err", err)
-		}
-	}
-
-	handler, closeChain, err := chain(cfg, pool, log, stderr)
-	if err != nil {
-		stopPool()
-		return err
-	}
-	defer closeChain()
-
-	// Listeners.
-	type running struct {
-		serve    func() error
-		shutdown func(context.Context) error
-		close    func() error
-	}
-	var servers []running
-	var listeners []net.Listener
-	closeAll := func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}
-	for _, lc := range cfg.Listeners {
-		l, err := server.Listen(lc.Addr, lc.SocketMode)
-		if err != nil {
-			closeAll()
-			stopPool()
-			return fmt.Errorf("listening on %s: %w", lc.Addr, err)
-		}
-		listeners = append(listeners, l)
-		addr := l.Addr().String()
-		if l.Addr().Network() == "unix" {
-			addr = "unix:" + addr
-		}
-		log.Info("listening", "proto", lc.Protocol, "addr", addr)
-		switch lc.Protocol {
-		case config.ProtoUWSGI:
-			s := &uwsgi.Server{Handler: handler, Logger: log}
-			servers = append(servers, running{func() error { return s.Serve(l) }, s.Shutdown, s.Close})
-		default:
-			s := server.NewHTTP(handler, server.Options{Logger: log})
-			servers = append(servers, running{func() error { return s.Serve(l) }, s.Shutdown, s.Close})
-		}
-	}
-
-	errc := make(chan error, len(servers))
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := s.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, uwsgi.ErrServerClosed) {
-				errc <- err
+// appMounts returns each app's SCRIPT_NAME: the prefix of the prefix routes
+// that lead to it (Validate makes sure there is one per app).
+func appMounts(cfg *config.Config) map[string]string {
+	m := map[string]string{}
+	for _, s := range cfg.Sites {
+		for _, r := range s.Routes {
+			if r.App == "" {
+				continue
 			}
-		}()
-	}
-	log.Info("ready", "app", cfg.App.Module, "workers", cfg.App.Workers, "threads", cfg.App.Threads)
-
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("stopping: finishing in-flight requests", "grace", cfg.ShutdownTimeout)
-			break loop
-		case err := <-errc:
-			runErr = fmt.Errorf("serving: %w", err)
-			break loop
-		case <-opt.Reload:
-			log.Info("reloading workers")
-			if err := pool.Reload(ctx); err != nil {
-				log.Error("reload failed; the old workers keep serving", "err", err)
+			if kind, p := r.PathKind(); kind == config.PathPrefix {
+				m[r.App] = strings.TrimRight(p, "/")
 			}
 		}
 	}
-
-	// Stop in reverse order of start: listeners and in-flight requests,
-	// then workers.
-	shutCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	var swg sync.WaitGroup
-	for _, s := range servers {
-		swg.Add(1)
-		go func() {
-			defer swg.Done()
-			if err := s.shutdown(shutCtx); err != nil {
-				log.Warn("in-flight requests did not finish in time; closing their connections", "err", err)
-				_ = s.close()
-			}
-		}()
-	}
-	swg.Wait()
-	wg.Wait()
-	stopPool()
-	log.Info("stopped")
-	return runErr
+	return m
 }
 
-func workerOptions(cfg *config.Config, log *slog.Logger) worker.Options {
-	a := &cfg.App
+func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Options {
 	dir := a.Dir
 	if dir != "" {
 		if abs, err := filepath.Abs(dir); err == nil {
 			dir = abs
 		}
 	}
-	module := a.Module
 	return worker.Options{
-		App:          module,
+		App:          a.Module,
 		Python:       a.Python,
 		Dir:          dir,
 		Env:          a.Env,
@@ -185,29 +73,24 @@ func workerOptions(cfg *config.Config, log *slog.Logger) worker.Options {
 		MaxBody:      a.MaxBody,
 		QueueSize:    a.QueueSize,
 		QueueTimeout: a.QueueTimeout,
+		ScriptName:   scriptName,
 		Watch:        a.Reload,
 		Logger:       log,
 	}
 }
 
-// chain builds the fixed handler chain: access log → router (static routes
-// by longest prefix, then the app).
-func chain(cfg *config.Config, app http.Handler, log *slog.Logger, stderr io.Writer) (http.Handler, func(), error) {
-	var closers []func()
+// chain builds the fixed handler chain: access log → router (site by
+// Host, then route by path).
+func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, stderr io.Writer) (http.Handler, func(), error) {
+	r, closeRouter, err := buildRouter(cfg, apps, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers := []func(){closeRouter}
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
-	}
-	r := &router{fallback: app}
-	for _, s := range cfg.Static {
-		h, err := static.New(static.Options{Root: s.Dir, Prefix: s.Prefix, Logger: log})
-		if err != nil {
-			closeAll()
-			return nil, nil, fmt.Errorf("static %s: %w", s.Prefix, err)
-		}
-		closers = append(closers, func() { h.Close() })
-		r.add(s.Prefix, h)
 	}
 	var h http.Handler = r
 	switch cfg.AccessLog {
@@ -232,11 +115,91 @@ func chain(cfg *config.Config, app http.Handler, log *slog.Logger, stderr io.Wri
 	return h, closeAll, nil
 }
 
+// buildRouter turns the sites of cfg into a router; apps holds each app's
+// handler by name. The returned func closes the static handlers.
+func buildRouter(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger) (*router, func(), error) {
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	rt := &router{}
+	for _, sc := range cfg.Sites {
+		s := rt.addSite(sc.Hosts)
+		for _, rc := range sc.Routes {
+			kind, p := rc.PathKind()
+			r := &route{kind: kind, path: p, methods: rc.Methods, header: rc.Header}
+			switch kind {
+			case config.PathRegex:
+				re, err := regexp.Compile(p)
+				if err != nil {
+					closeAll()
+					return nil, nil, fmt.Errorf("compiling route %q: %w", rc.Path, err)
+				}
+				r.re = re
+			case config.PathPrefix:
+				r.path = strings.TrimRight(p, "/")
+			}
+			switch {
+			case rc.Static != nil:
+				h, err := static.New(static.Options{Root: rc.Static.Dir, Prefix: p, Logger: log})
+				if err != nil {
+					closeAll()
+					return nil, nil, fmt.Errorf("static %s: %w", rc.Path, err)
+				}
+				closers = append(closers, func() { h.Close() })
+				r.h, r.desc = h, "static "+rc.Static.Dir
+			case rc.App != "":
+				h, ok := apps[rc.App]
+				if !ok {
+					closeAll()
+					return nil, nil, fmt.Errorf("route %q: no app %q", rc.Path, rc.App)
+				}
+				r.h, r.desc = h, "app "+rc.App
+				if kind == config.PathPrefix {
+					r.desc += " SCRIPT_NAME=" + r.path
+				}
+			case rc.Redirect != nil:
+				r.h = redirectHandler{to: rc.Redirect.To, status: rc.Redirect.Status}
+				r.desc = fmt.Sprintf("redirect %d %s", rc.Redirect.Status, rc.Redirect.To)
+			case rc.Respond != nil:
+				r.h = respondHandler{status: rc.Respond.Status, body: rc.Respond.Body, headers: rc.Respond.Headers}
+				r.desc = fmt.Sprintf("respond %d (%d bytes)", rc.Respond.Status, len(rc.Respond.Body))
+			default:
+				closeAll()
+				return nil, nil, fmt.Errorf("route %q: no handler this version can serve", rc.Path)
+			}
+			if len(rc.HeadersAdd) > 0 || len(rc.HeadersRemove) > 0 {
+				r.h = withHeaders(r.h, rc.HeadersAdd, rc.HeadersRemove)
+				var add []string
+				for k, v := range rc.HeadersAdd {
+					add = append(add, k+"="+v)
+				}
+				slices.Sort(add)
+				r.desc += fmt.Sprintf(" headers_add=[%s] headers_remove=[%s]", strings.Join(add, " "), strings.Join(rc.HeadersRemove, " "))
+			}
+			s.add(r)
+		}
+	}
+	return rt, closeAll, nil
+}
+
 // ParseRun builds and validates the config of `portico run` from its
 // arguments; out receives --help. The command goes through app so that only
 // this package imports config.
 func ParseRun(args []string, out io.Writer) (*config.Config, error) {
 	return config.ParseRun(args, out)
+}
+
+// Config is the configuration Run serves (config.Config, named here so that
+// the command need not import config).
+type Config = config.Config
+
+// LoadConfig reads and validates a TOML config file; the error lists every
+// problem, each with file:line and key.
+func LoadConfig(path string) (*config.Config, error) {
+	return config.Load(path)
 }
 
 // ErrHelp is returned by ParseRun after writing the help text.

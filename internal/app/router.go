@@ -1,36 +1,208 @@
 package app
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"net/http"
-	"sort"
+	"regexp"
+	"slices"
 	"strings"
 )
 
-// router sends a request to the route with the longest matching path
-// prefix (at a segment boundary: /static matches /static and /static/x, not
-// /staticfiles), else to fallback.
+// router chooses a site by the request's Host, then a route in the site.
+//
+// Hosts: an exact name beats a wildcard ("*.example.com", the longest
+// suffix first), which beats the default site; the port is stripped and
+// names compare case-insensitively. No site and no default site: 404.
+//
+// Routes in a site, as nginx chooses locations: exact paths first, then
+// regexes in file order, then the longest matching prefix (at a segment
+// boundary: /static matches /static and /static/x, not /staticfiles).
+// Regexes before prefixes so that a catch-all "/" does not make every regex
+// unreachable, and so that nginx configs translate as they read. Among
+// routes with the same path, the first in the file whose methods and
+// headers match wins. No route: 404.
 type router struct {
-	routes   []route // longest prefix first
-	fallback http.Handler
+	exact     map[string]*site
+	wildcards []wildcard // longest suffix first
+	def       *site
+}
+
+type wildcard struct {
+	suffix string // ".example.com"
+	site   *site
+}
+
+type site struct {
+	hosts  []string
+	exact  []*route // file order
+	prefix []*route // longest prefix first, then file order
+	regex  []*route // file order
 }
 
 type route struct {
-	prefix string // without trailing slash; "" is the root
-	h      http.Handler
+	kind    string // "exact", "prefix", "regex"
+	path    string // exact path, prefix without trailing slash ("" for "/"), or regex source
+	re      *regexp.Regexp
+	methods []string
+	header  map[string]string
+	desc    string // the handler, for the table dump
+	h       http.Handler
 }
 
-func (rt *router) add(prefix string, h http.Handler) {
-	rt.routes = append(rt.routes, route{strings.TrimRight(prefix, "/"), h})
-	sort.SliceStable(rt.routes, func(i, j int) bool { return len(rt.routes[i].prefix) > len(rt.routes[j].prefix) })
+func (rt *router) addSite(hosts []string) *site {
+	s := &site{hosts: hosts}
+	if rt.exact == nil {
+		rt.exact = map[string]*site{}
+	}
+	for _, h := range hosts {
+		h = strings.ToLower(h)
+		switch {
+		case h == "default":
+			rt.def = s
+		case strings.HasPrefix(h, "*."):
+			rt.wildcards = append(rt.wildcards, wildcard{h[1:], s})
+			slices.SortStableFunc(rt.wildcards, func(a, b wildcard) int { return len(b.suffix) - len(a.suffix) })
+		default:
+			rt.exact[h] = s
+		}
+	}
+	return s
+}
+
+func (s *site) add(r *route) {
+	switch r.kind {
+	case "exact":
+		s.exact = append(s.exact, r)
+	case "regex":
+		s.regex = append(s.regex, r)
+	default:
+		s.prefix = append(s.prefix, r)
+		slices.SortStableFunc(s.prefix, func(a, b *route) int { return len(b.path) - len(a.path) })
+	}
+}
+
+// hostSite returns the site for a Host header value, or nil.
+func (rt *router) hostSite(host string) *site {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if s, ok := rt.exact[host]; ok {
+		return s
+	}
+	for _, w := range rt.wildcards {
+		if strings.HasSuffix(host, w.suffix) && len(host) > len(w.suffix) {
+			return w.site
+		}
+	}
+	return rt.def
+}
+
+// match returns the route for r in s, or nil.
+func (s *site) match(r *http.Request) *route {
+	path := r.URL.Path
+	for _, rt := range s.exact {
+		if path == rt.path && rt.conditions(r) {
+			return rt
+		}
+	}
+	for _, rt := range s.regex {
+		if rt.re.MatchString(path) && rt.conditions(r) {
+			return rt
+		}
+	}
+	for _, rt := range s.prefix {
+		if (rt.path == "" || path == rt.path || (strings.HasPrefix(path, rt.path) && path[len(rt.path)] == '/')) && rt.conditions(r) {
+			return rt
+		}
+	}
+	return nil
+}
+
+func (rt *route) conditions(r *http.Request) bool {
+	if len(rt.methods) > 0 && !slices.Contains(rt.methods, r.Method) {
+		return false
+	}
+	for k, v := range rt.header {
+		if r.Header.Get(k) != v {
+			return false
+		}
+	}
+	return true
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path := r.URL.Path
-	for _, route := range rt.routes {
-		if route.prefix == "" || path == route.prefix || (strings.HasPrefix(path, route.prefix) && path[len(route.prefix)] == '/') {
-			route.h.ServeHTTP(w, r)
-			return
+	s := rt.hostSite(r.Host)
+	if s == nil {
+		http.Error(w, "404 no site for this host", http.StatusNotFound)
+		return
+	}
+	route := s.match(r)
+	if route == nil {
+		http.NotFound(w, r)
+		return
+	}
+	route.h.ServeHTTP(w, r)
+}
+
+// dump writes the route table in the order it is searched: a textual form
+// for golden tests and for people.
+func (rt *router) dump(w io.Writer) {
+	var sites []*site
+	seen := map[*site]bool{}
+	add := func(s *site) {
+		if s != nil && !seen[s] {
+			seen[s] = true
+			sites = append(sites, s)
 		}
 	}
-	rt.fallback.ServeHTTP(w, r)
+	var exact []string
+	for h := range rt.exact {
+		exact = append(exact, h)
+	}
+	slices.Sort(exact)
+	fmt.Fprintln(w, "hosts (exact, then wildcards longest first, then default):")
+	for _, h := range exact {
+		fmt.Fprintf(w, "  %s -> site %s\n", h, strings.Join(rt.exact[h].hosts, ","))
+		add(rt.exact[h])
+	}
+	for _, wc := range rt.wildcards {
+		fmt.Fprintf(w, "  *%s -> site %s\n", wc.suffix, strings.Join(wc.site.hosts, ","))
+		add(wc.site)
+	}
+	if rt.def != nil {
+		fmt.Fprintf(w, "  default -> site %s\n", strings.Join(rt.def.hosts, ","))
+		add(rt.def)
+	}
+	for _, s := range sites {
+		fmt.Fprintf(w, "site %s:\n", strings.Join(s.hosts, ","))
+		for _, group := range [][]*route{s.exact, s.regex, s.prefix} {
+			for _, r := range group {
+				path := r.path
+				switch r.kind {
+				case "exact":
+					path = "=" + path
+				case "regex":
+					path = "~" + path
+				case "prefix":
+					path += "/"
+				}
+				cond := ""
+				if len(r.methods) > 0 {
+					cond += " methods=" + strings.Join(r.methods, ",")
+				}
+				if len(r.header) > 0 {
+					var hs []string
+					for k, v := range r.header {
+						hs = append(hs, http.CanonicalHeaderKey(k)+":"+v)
+					}
+					slices.Sort(hs)
+					cond += " header=" + strings.Join(hs, ",")
+				}
+				fmt.Fprintf(w, "  %-6s %s%s -> %s\n", r.kind, path, cond, r.desc)
+			}
+		}
+	}
 }

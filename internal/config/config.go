@@ -1,14 +1,17 @@
-// Package config holds Portico's configuration: the structs every other
-// path (the `portico run` flags now, the TOML file later) fills, the defaults
-// in one place, and Validate.
+// Package config holds Portico's configuration: the structs that both the
+// TOML file (Load) and the `portico run` flags (ParseRun, with defaults from
+// a pyproject.toml's [tool.portico]) fill, the defaults in one place, and
+// Validate, which reports every problem at once with file:line and key.
 //
 // Only internal/app imports this package; it turns a Config into each
 // feature package's own Options.
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,14 +32,19 @@ const (
 	DefaultSocketMode      = 0o666
 )
 
-// Config is everything one Portico process serves.
+// Config is everything one Portico process serves. The TOML file (Load)
+// and the `portico run` flags (ParseRun) both fill it; Validate checks it.
 type Config struct {
-	// Listeners: HTTP and uwsgi-protocol sockets.
+	// File is the path the config was read from; "" when it came from flags.
+	// Errors name it.
+	File string
+	// Listeners: HTTP and uwsgi-protocol sockets. At least one.
 	Listeners []Listener
-	// App is the WSGI application.
-	App App
-	// Static routes, matched before the app by longest prefix.
-	Static []Static
+	// Apps are the WSGI applications, in file order; each gets its own
+	// worker pool. Names are unique.
+	Apps []App
+	// Sites are matched by the request's Host; each has ordered routes.
+	Sites []Site
 	// AccessLog is "-" (stderr), "off", or a file path. Default "-".
 	AccessLog string
 	// AccessLogFormat is "combined" (nginx's) or "json". Default "combined".
@@ -46,6 +54,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string
+	// Admin, when set, opens the admin listener (health, readiness, the
+	// running config, reload). Nil: no admin listener.
+	Admin *Admin
+
+	// lines maps a key path ("site[0].route[1].path") to its line in File.
+	lines map[string]int
+	// names maps a key path to the flag that set it (configs from flags).
+	names map[string]string
 }
 
 // Listener protocols.
@@ -56,18 +72,46 @@ const (
 
 // Listener is one socket.
 type Listener struct {
-	// Addr is host:port, :port, or unix:/path.
+	// Addr is host:port, :port, or unix:/path. Required.
 	Addr string
-	// Protocol is ProtoHTTP or ProtoUWSGI.
+	// Protocol is ProtoHTTP or ProtoUWSGI. Default ProtoHTTP.
 	Protocol string
 	// SocketMode is the file mode of a unix socket. Default 0666, so that
 	// nginx's worker user can connect.
 	SocketMode os.FileMode
+	// TLS, when set, makes an HTTP listener serve HTTPS (HTTP/2 and
+	// HTTP/1.1, TLS 1.2 or later) with these files, re-read on reload.
+	// Nil: plain HTTP.
+	TLS *TLS
+}
+
+// Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
+// POST /reload. It is for the machine itself and its orchestrator, so it
+// listens only on a unix socket or a loopback address.
+type Admin struct {
+	// Addr is unix:/path or a loopback host:port (127.0.0.1, [::1],
+	// localhost). Required.
+	Addr string
+	// ShutdownDelay is how long /readyz answers 503 before the listeners
+	// close on SIGTERM, so that a load balancer polling it stops sending
+	// requests first. Default 0.
+	ShutdownDelay time.Duration
+}
+
+// TLS names a certificate chain and its private key, both PEM files.
+type TLS struct {
+	// Cert is the certificate chain file (PEM). Required; it must exist.
+	Cert string
+	// Key is the private key file (PEM). Required; it must exist.
+	Key string
 }
 
 // App is one WSGI application and its workers.
 type App struct {
+	// Name identifies the app in routes (app = "NAME") and logs. Required.
+	Name string
 	// Module is MODULE:CALLABLE, MODULE dotted or a path to a .py file.
+	// Required.
 	Module string
 	// Python is the interpreter: $VIRTUAL_ENV/bin/python, else python3.
 	Python string
@@ -99,30 +143,133 @@ type App struct {
 	Reload bool
 }
 
-// Static serves a directory under a URL prefix.
-type Static struct {
-	Prefix string
-	Dir    string
+// Site is a set of host names and the routes that serve them.
+type Site struct {
+	// Hosts are exact names ("example.com"), wildcards ("*.example.com":
+	// any name ending in ".example.com"), or "default" (the site for a Host
+	// no other site claims). Matched case-insensitively, port stripped.
+	Hosts []string
+	// Routes, in file order. See Route.Path for how one is chosen.
+	Routes []Route
 }
 
-// Default returns a Config with every default set and no app.
+// Path kinds of a route.
+const (
+	PathPrefix = "prefix"
+	PathExact  = "exact"
+	PathRegex  = "regex"
+)
+
+// Route sends matching requests to one handler.
+type Route struct {
+	// Path is "/x" (a prefix, at a segment boundary: /x, /x/ and /x/y, not
+	// /xy), "=/x" (exactly /x) or "~REGEX" (Go RE2 syntax, unanchored unless
+	// it says ^ or $). Required.
+	Path string
+	// Methods, when set, restrict the route to these methods (upper case).
+	Methods []string
+	// Header, when set, restricts the route to requests whose headers have
+	// these exact values.
+	Header map[string]string
+
+	// Exactly one handler is set.
+
+	// Static serves a directory.
+	Static *StaticRoute
+	// App names the [app.NAME] that serves the route. A prefix route
+	// mounts it: SCRIPT_NAME is the prefix, PATH_INFO the rest.
+	App string
+	// Redirect answers with a redirect.
+	Redirect *Redirect
+	// Respond answers with a fixed status, headers and body.
+	Respond *Respond
+	// Proxy forwards to upstreams. Its shape is parsed and checked; serving
+	// it is not built yet, so Validate rejects it.
+	Proxy *Proxy
+
+	// HeadersAdd are response headers set on every answer of the route.
+	HeadersAdd map[string]string
+	// HeadersRemove are response headers deleted from every answer.
+	HeadersRemove []string
+}
+
+// PathKind returns PathPrefix, PathExact or PathRegex, and the path
+// without its "=" or "~" marker.
+func (r *Route) PathKind() (kind, path string) {
+	switch {
+	case strings.HasPrefix(r.Path, "="):
+		return PathExact, r.Path[1:]
+	case strings.HasPrefix(r.Path, "~"):
+		return PathRegex, r.Path[1:]
+	}
+	return PathPrefix, r.Path
+}
+
+// StaticRoute serves the files under Dir (the route's prefix is stripped).
+type StaticRoute struct {
+	// Dir is the directory served. Required; it must exist.
+	Dir string
+}
+
+// Redirect answers with Status and a Location.
+type Redirect struct {
+	// To is the Location. "$uri" in it is replaced by the request's path and
+	// query, so `to = "https://example.com$uri"` keeps them. Required.
+	To string
+	// Status is 301, 302, 303, 307 or 308. Default 302.
+	Status int
+}
+
+// Respond answers with a fixed status, headers and body.
+type Respond struct {
+	// Status is the HTTP status. Default 200.
+	Status int
+	// Body is sent as is. Default empty.
+	Body string
+	// Headers are set on the answer. Content-Type defaults to
+	// "text/plain; charset=utf-8" when Body is not empty.
+	Headers map[string]string
+}
+
+// Proxy forwards to a set of upstreams (not built yet).
+type Proxy struct {
+	// Upstreams are http://host:port, uwsgi://host:port or
+	// uwsgi+unix:///path URLs. At least one.
+	Upstreams []string
+}
+
+// DefaultRedirectStatus is a redirect route's status when none is given.
+const DefaultRedirectStatus = 302
+
+// Default returns a Config with every default set and nothing to serve.
 func Default() *Config {
 	return &Config{
 		AccessLog:       "-",
 		AccessLogFormat: "combined",
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        "info",
-		App: App{
-			Python:       defaultPython(),
-			Workers:      runtime.NumCPU(),
-			Threads:      1,
-			Timeout:      DefaultTimeout,
-			Grace:        DefaultGrace,
-			MaxBody:      DefaultMaxBody,
-			QueueSize:    DefaultQueueSize,
-			QueueTimeout: DefaultQueueTimeout,
-		},
 	}
+}
+
+// DefaultApp returns an App with every default set and no module.
+func DefaultApp(name string) App {
+	return App{
+		Name:         name,
+		Python:       defaultPython(),
+		Workers:      runtime.NumCPU(),
+		Threads:      1,
+		Timeout:      DefaultTimeout,
+		Grace:        DefaultGrace,
+		MaxBody:      DefaultMaxBody,
+		QueueSize:    DefaultQueueSize,
+		QueueTimeout: DefaultQueueTimeout,
+	}
+}
+
+// DefaultListener returns a Listener on addr with the default protocol and
+// socket mode.
+func DefaultListener(addr string) Listener {
+	return Listener{Addr: addr, Protocol: ProtoHTTP, SocketMode: DefaultSocketMode}
 }
 
 func defaultPython() string {
@@ -132,47 +279,198 @@ func defaultPython() string {
 	return "python3"
 }
 
-// Validate checks the whole config and returns every problem at once.
+// App returns the app called name, or nil.
+func (c *Config) App(name string) *App {
+	for i := range c.Apps {
+		if c.Apps[i].Name == name {
+			return &c.Apps[i]
+		}
+	}
+	return nil
+}
+
+// Error is one problem in a config: where (file, line, key) and what.
+type Error struct {
+	// File is the config file; "" for flags.
+	File string
+	// Line is the line in File; 0 when unknown.
+	Line int
+	// Key is the key path ("site[0].route[1].path"), or the flag name.
+	Key string
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// errorAt builds an Error for key path, with its line or flag name.
+func (c *Config) errorAt(path, format string, args ...any) *Error {
+	e := &Error{File: c.File, Key: path, Msg: fmt.Sprintf(format, args...)}
+	for p := path; p != ""; p = parentPath(p) {
+		if c.names != nil {
+			if n, ok := c.names[p]; ok {
+				e.Key = n
+				break
+			}
+		}
+		if l, ok := c.lines[p]; ok {
+			e.Line = l
+			break
+		}
+	}
+	return e
+}
+
+// parentPath strips the last element of a key path: "a[0].b" → "a[0]" → "a".
+func parentPath(p string) string {
+	i := strings.LastIndexAny(p, ".[")
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
+}
+
+// Validate checks the whole config and returns every problem at once, each
+// an *Error, joined with errors.Join.
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, c.errorAt(key, format, args...))
 	}
 	if len(c.Listeners) == 0 {
-		bad("bind", "no listener")
+		bad("listener", "no listener")
 	}
 	seen := map[string]bool{}
-	for _, l := range c.Listeners {
-		key := "bind"
-		if l.Protocol == ProtoUWSGI {
-			key = "uwsgi-socket"
-		}
+	for i, l := range c.Listeners {
+		key := fmt.Sprintf("listener[%d]", i)
 		if seen[l.Addr] && !strings.HasSuffix(l.Addr, ":0") { // port 0: each gets its own
-			bad(key, "%q is given twice", l.Addr)
+			bad(key+".addr", "%q is given twice", l.Addr)
 		}
 		seen[l.Addr] = true
 		if err := checkAddr(l.Addr); err != nil {
-			bad(key, "%v", err)
+			bad(key+".addr", "%v", err)
+		}
+		switch l.Protocol {
+		case ProtoHTTP, ProtoUWSGI:
+		default:
+			bad(key+".protocol", "%q is not http or uwsgi", l.Protocol)
+		}
+		if l.SocketMode&^0o777 != 0 {
+			bad(key+".socket_mode", "%o is not a file mode (like 660)", l.SocketMode)
+		}
+		if l.TLS != nil {
+			errs = append(errs, c.validateTLS(key, l)...)
 		}
 	}
-	a := &c.App
+	names := map[string]bool{}
+	for _, a := range c.Apps {
+		key := "app." + a.Name
+		if a.Name == "" || strings.ContainsAny(a.Name, ". \t") {
+			bad(key, "app name %q must be non-empty without dots or spaces", a.Name)
+		}
+		if names[a.Name] {
+			bad(key, "app %q is defined twice", a.Name)
+		}
+		names[a.Name] = true
+		c.validateApp(&errs, key, &a)
+	}
+	c.validateSites(&errs)
+	if c.Admin != nil {
+		if err := checkLoopback(c.Admin.Addr); err != nil {
+			bad("admin.addr", "%v", err)
+		}
+		if c.Admin.ShutdownDelay < 0 {
+			bad("admin.shutdown_delay", "must not be negative")
+		}
+	}
+	switch c.AccessLogFormat {
+	case "combined", "json":
+	default:
+		bad("access_log_format", "%q is not combined or json", c.AccessLogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("graceful_timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) validateTLS(key string, l Listener) []error {
+	var errs []error
+	if l.Protocol == ProtoUWSGI {
+		errs = append(errs, c.errorAt(key+".tls", "TLS is for protocol \"http\" listeners; the uwsgi protocol is spoken in the clear, to a local nginx"))
+	}
+	n := len(errs)
+	if l.TLS.Cert == "" {
+		errs = append(errs, c.errorAt(key+".tls.cert", "missing"))
+	} else {
+		c.checkFile(&errs, key+".tls.cert", l.TLS.Cert)
+	}
+	if l.TLS.Key == "" {
+		errs = append(errs, c.errorAt(key+".tls.key", "missing"))
+	} else {
+		c.checkFile(&errs, key+".tls.key", l.TLS.Key)
+	}
+	if len(errs) == n {
+		if _, err := tls.LoadX509KeyPair(l.TLS.Cert, l.TLS.Key); err != nil {
+			errs = append(errs, c.errorAt(key+".tls", "loading the certificate and key: %v", err))
+		}
+	}
+	return errs
+}
+
+func (c *Config) checkFile(errs *[]error, key, path string) {
+	if st, err := os.Stat(path); err != nil {
+		*errs = append(*errs, c.errorAt(key, "%v", err))
+	} else if st.IsDir() {
+		*errs = append(*errs, c.errorAt(key, "%s is a directory, not a file", path))
+	}
+}
+
+func (c *Config) checkDir(errs *[]error, key, path string) {
+	if st, err := os.Stat(path); err != nil {
+		*errs = append(*errs, c.errorAt(key, "%v", err))
+	} else if !st.IsDir() {
+		*errs = append(*errs, c.errorAt(key, "%s is not a directory", path))
+	}
+}
+
+func (c *Config) validateApp(errs *[]error, key string, a *App) {
+	bad := func(k, format string, args ...any) {
+		*errs = append(*errs, c.errorAt(key+"."+k, format, args...))
+	}
 	if a.Module == "" {
-		bad("app", "no MODULE:CALLABLE given")
-	} else if strings.HasSuffix(strings.SplitN(a.Module, ":", 2)[0], ".py") {
-		path := strings.SplitN(a.Module, ":", 2)[0]
+		bad("module", "no MODULE:CALLABLE given")
+	} else if path := strings.SplitN(a.Module, ":", 2)[0]; strings.HasSuffix(path, ".py") {
 		if !filepath.IsAbs(path) && a.Dir != "" {
 			path = filepath.Join(a.Dir, path)
 		}
-		if _, err := os.Stat(path); err != nil {
-			bad("app", "%v", err)
-		}
+		c.checkFile(errs, key+".module", path)
+	}
+	if strings.Contains(a.Python, "/") {
+		c.checkFile(errs, key+".python", a.Python)
 	}
 	if a.Dir != "" {
-		if st, err := os.Stat(a.Dir); err != nil {
-			bad("chdir", "%v", err)
-		} else if !st.IsDir() {
-			bad("chdir", "%s is not a directory", a.Dir)
-		}
+		c.checkDir(errs, key+".chdir", a.Dir)
 	}
 	if a.Workers < 1 {
 		bad("workers", "must be at least 1, not %d", a.Workers)
@@ -183,44 +481,47 @@ func (c *Config) Validate() error {
 	if a.Timeout <= 0 {
 		bad("timeout", "must be positive")
 	}
+	if a.Grace <= 0 {
+		bad("grace", "must be positive")
+	}
 	if a.MaxRequests < 0 {
-		bad("max-requests", "must not be negative")
+		bad("max_requests", "must not be negative")
 	}
 	if a.MaxRSS < 0 {
-		bad("max-rss", "must not be negative")
+		bad("max_rss", "must not be negative")
 	}
 	if a.MaxBody <= 0 {
-		bad("max-body", "must be positive")
+		bad("max_body", "must be positive")
 	}
 	if a.QueueSize < 0 {
-		bad("queue-size", "must not be negative")
+		bad("queue_size", "must not be negative")
+	}
+	if a.QueueTimeout <= 0 {
+		bad("queue_timeout", "must be positive")
 	}
 	for _, kv := range a.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			bad("env", "%q is not KEY=VALUE", kv)
 		}
 	}
-	for _, s := range c.Static {
-		if !strings.HasPrefix(s.Prefix, "/") {
-			bad("static", "prefix %q must start with /", s.Prefix)
-		}
-		if st, err := os.Stat(s.Dir); err != nil {
-			bad("static", "%v", err)
-		} else if !st.IsDir() {
-			bad("static", "%s is not a directory", s.Dir)
-		}
+}
+
+// checkLoopback accepts unix:/path and loopback host:port addresses only.
+func checkLoopback(addr string) error {
+	if err := checkAddr(addr); err != nil {
+		return err
 	}
-	switch c.AccessLogFormat {
-	case "combined", "json":
-	default:
-		bad("access-log-format", "%q is not combined or json", c.AccessLogFormat)
+	if strings.HasPrefix(addr, "unix:") {
+		return nil
 	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		bad("log-level", "%q is not debug, info, warn or error", c.LogLevel)
+	host, _, _ := splitHostPort(addr)
+	if host == "localhost" {
+		return nil
 	}
-	return errors.Join(errs...)
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: the admin listener must be a unix socket or a loopback address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT)", addr)
+	}
+	return nil
 }
 
 func checkAddr(addr string) error {

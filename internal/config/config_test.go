@@ -47,19 +47,19 @@ func TestParseRun(t *testing.T) {
 	if len(c.Listeners) != 3 || c.Listeners[0].Addr != ":9000" || c.Listeners[2].Protocol != ProtoUWSGI || c.Listeners[0].SocketMode != 0o666 {
 		t.Errorf("listeners %+v", c.Listeners)
 	}
-	a := c.App
+	a := c.Apps[0]
 	if a.Workers != 3 || a.Threads != 4 || a.Timeout != 10*time.Second || a.MaxRequests != 100 || a.MaxRSS != 300<<20 ||
 		a.MaxBody != 1<<20 || strings.Join(a.Env, ",") != "A=1,B=2" || !a.Reload || a.Module != app+":create_app()" {
 		t.Errorf("app %+v", a)
 	}
-	if len(c.Static) != 1 || c.Static[0].Prefix != "/static/" || c.Static[0].Dir != dir {
-		t.Errorf("static %+v", c.Static)
+	if rs := c.Sites[0].Routes; len(rs) != 2 || rs[0].Path != "/static/" || rs[0].Static.Dir != dir || rs[1].Path != "/" || rs[1].App != RunAppName {
+		t.Errorf("routes %+v", rs)
 	}
 	d, err := ParseRun([]string{"hello:app"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(d.Listeners) != 1 || d.Listeners[0].Addr != DefaultBind || d.App.Timeout != DefaultTimeout || d.App.MaxBody != DefaultMaxBody || d.App.Threads != 1 {
+	if len(d.Listeners) != 1 || d.Listeners[0].Addr != DefaultBind || d.Apps[0].Timeout != DefaultTimeout || d.Apps[0].MaxBody != DefaultMaxBody || d.Apps[0].Threads != 1 {
 		t.Errorf("defaults %+v", d)
 	}
 }
@@ -92,12 +92,61 @@ func TestParseRunErrors(t *testing.T) {
 
 func TestValidateReportsAllErrors(t *testing.T) {
 	c := Default()
-	c.App.Workers = 0
-	c.App.Threads = 0
+	a := DefaultApp("web")
+	a.Workers = 0
+	a.Threads = 0
+	c.Apps = []App{a}
 	err := c.Validate()
-	for _, want := range []string{"bind: no listener", "app: no MODULE", "workers:", "threads:"} {
+	for _, want := range []string{"listener: no listener", "app.web.module: no MODULE", "app.web.workers:", "app.web.threads:", "site: no site"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want %q among the errors", err, want)
+		}
+	}
+}
+
+func TestParseRunPyproject(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "app.py"), nil, 0o644)
+	os.Mkdir(filepath.Join(dir, "static"), 0o755)
+	os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte(`
+[project]
+name = "demo"
+
+[tool.portico]
+app = "app.py:application"
+bind = ["127.0.0.1:9001"]
+workers = 3
+timeout = "10s"
+max_body = "1MiB"
+env = { A = "1" }
+static = { "/static/" = "static" }
+`), 0o644)
+	c, err := ParseRun([]string{"--chdir", dir, "--workers", "5", "-e", "B=2"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.Apps[0]
+	if a.Module != "app.py:application" || a.Workers != 5 || a.Timeout != 10*time.Second || a.MaxBody != 1<<20 ||
+		strings.Join(a.Env, ",") != "A=1,B=2" {
+		t.Errorf("app %+v", a)
+	}
+	if len(c.Listeners) != 1 || c.Listeners[0].Addr != "127.0.0.1:9001" {
+		t.Errorf("listeners %+v", c.Listeners)
+	}
+	if r := c.Sites[0].Routes; len(r) != 2 || r[0].Static.Dir != filepath.Join(dir, "static") {
+		t.Errorf("routes %+v", r)
+	}
+	// Flags win over the file; a bad key names file:line.
+	c, err = ParseRun([]string{"--chdir", dir, "--bind", ":0", "other.py"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "app:") {
+		t.Errorf("ParseRun with a missing app file = %v, %v", c, err)
+	}
+	os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte("[tool.portico]\nworkers = \"many\"\ncolour = 1\n"), 0o644)
+	_, err = ParseRun([]string{"--chdir", dir, "app.py"}, nil)
+	pp := filepath.Join(dir, "pyproject.toml")
+	for _, want := range []string{pp + ":2: tool.portico.workers: want an integer", pp + ":3: tool.portico.colour: unknown key"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseRun = %v, want %q", err, want)
 		}
 	}
 }

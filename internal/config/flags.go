@@ -112,6 +112,20 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		out = io.Discard
 	}
 	c := Default()
+	a := DefaultApp(RunAppName)
+	// [tool.portico] in a pyproject.toml in --chdir (or the current
+	// directory) gives the defaults; flags override them.
+	pydir := chdirArg(args)
+	if pydir == "" {
+		pydir = "."
+	}
+	rd, err := readPyproject(pydir, c, &a)
+	if err != nil {
+		return nil, err
+	}
+	if rd.mode == "" {
+		rd.mode = "666"
+	}
 	fs := flag.NewFlagSet("portico run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var binds, uwsgiSockets, statics listValue
@@ -119,23 +133,23 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.Var(&binds, "bind", "")
 	fs.Var(&binds, "b", "")
 	fs.Var(&uwsgiSockets, "uwsgi-socket", "")
-	fs.StringVar(&mode, "socket-mode", "666", "")
-	fs.IntVar(&c.App.Workers, "workers", c.App.Workers, "")
-	fs.IntVar(&c.App.Workers, "w", c.App.Workers, "")
-	fs.IntVar(&c.App.Threads, "threads", c.App.Threads, "")
-	fs.StringVar(&c.App.Python, "python", c.App.Python, "")
-	fs.StringVar(&c.App.Dir, "chdir", "", "")
-	fs.Var((*listValue)(&c.App.Env), "env", "")
-	fs.Var((*listValue)(&c.App.Env), "e", "")
-	fs.BoolVar(&c.App.Reload, "reload", false, "")
-	fs.Var(durationValue{&c.App.Timeout}, "timeout", "")
-	fs.Var(durationValue{&c.App.Timeout}, "t", "")
-	fs.Var(durationValue{&c.App.Grace}, "grace", "")
-	fs.IntVar(&c.App.MaxRequests, "max-requests", 0, "")
-	fs.Var(sizeValue{&c.App.MaxRSS}, "max-rss", "")
-	fs.Var(sizeValue{&c.App.MaxBody}, "max-body", "")
-	fs.IntVar(&c.App.QueueSize, "queue-size", c.App.QueueSize, "")
-	fs.Var(durationValue{&c.App.QueueTimeout}, "queue-timeout", "")
+	fs.StringVar(&mode, "socket-mode", rd.mode, "")
+	fs.IntVar(&a.Workers, "workers", a.Workers, "")
+	fs.IntVar(&a.Workers, "w", a.Workers, "")
+	fs.IntVar(&a.Threads, "threads", a.Threads, "")
+	fs.StringVar(&a.Python, "python", a.Python, "")
+	fs.StringVar(&a.Dir, "chdir", "", "")
+	fs.Var((*listValue)(&a.Env), "env", "")
+	fs.Var((*listValue)(&a.Env), "e", "")
+	fs.BoolVar(&a.Reload, "reload", a.Reload, "")
+	fs.Var(durationValue{&a.Timeout}, "timeout", "")
+	fs.Var(durationValue{&a.Timeout}, "t", "")
+	fs.Var(durationValue{&a.Grace}, "grace", "")
+	fs.IntVar(&a.MaxRequests, "max-requests", a.MaxRequests, "")
+	fs.Var(sizeValue{&a.MaxRSS}, "max-rss", "")
+	fs.Var(sizeValue{&a.MaxBody}, "max-body", "")
+	fs.IntVar(&a.QueueSize, "queue-size", a.QueueSize, "")
+	fs.Var(durationValue{&a.QueueTimeout}, "queue-timeout", "")
 	fs.Var(durationValue{&c.ShutdownTimeout}, "graceful-timeout", "")
 	fs.Var(&statics, "static", "")
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
@@ -149,11 +163,18 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		return nil, fmt.Errorf("%w (see portico run --help)", err)
 	}
 	rest := fs.Args()
+	if len(rest) == 0 && rd.module != "" {
+		rest = []string{rd.module}
+	}
+	if len(binds) == 0 && len(uwsgiSockets) == 0 {
+		binds, uwsgiSockets = rd.binds, rd.uwsgiSockets
+	}
+	statics = append(rd.statics, statics...)
 	switch len(rest) {
 	case 0:
 		return nil, errors.New("no app given: portico run [flags] MODULE[:CALLABLE] (see --help)")
 	case 1:
-		c.App.Module = rest[0]
+		a.Module = rest[0]
 	default:
 		return nil, fmt.Errorf("one app expected, got %q (flags go before the app)", rest)
 	}
@@ -161,24 +182,47 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket-mode: %q is not an octal mode", mode)
 	}
+	c.names = map[string]string{
+		"listener":          "bind",
+		"access_log_format": "access-log-format",
+		"log_level":         "log-level",
+		"graceful_timeout":  "graceful-timeout",
+		"app." + RunAppName: "app",
+	}
+	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout"} {
+		c.names["app."+RunAppName+"."+k] = strings.ReplaceAll(k, "_", "-")
+	}
 	if len(binds) == 0 && len(uwsgiSockets) == 0 {
 		binds = append(binds, DefaultBind)
 	}
 	for _, b := range binds {
+		c.names[fmt.Sprintf("listener[%d]", len(c.Listeners))] = "bind"
 		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoHTTP, SocketMode: os.FileMode(m)})
 	}
 	for _, b := range uwsgiSockets {
+		c.names[fmt.Sprintf("listener[%d]", len(c.Listeners))] = "uwsgi-socket"
 		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoUWSGI, SocketMode: os.FileMode(m)})
 	}
+	c.Apps = []App{a}
+	site := Site{Hosts: []string{HostDefault}}
 	for _, s := range statics {
 		prefix, dir, ok := strings.Cut(s, "=")
 		if !ok {
 			return nil, fmt.Errorf("static: %q is not PREFIX=DIR", s)
 		}
-		c.Static = append(c.Static, Static{Prefix: prefix, Dir: dir})
+		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "static"
+		site.Routes = append(site.Routes, Route{Path: prefix, Static: &StaticRoute{Dir: dir}})
 	}
+	// The app serves everything the static routes do not: a prefix route
+	// on "/" loses to every longer prefix.
+	c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "app"
+	site.Routes = append(site.Routes, Route{Path: "/", App: RunAppName})
+	c.Sites = []Site{site}
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
+
+// RunAppName is the name of the one app `portico run` serves.
+const RunAppName = "app"

@@ -1,0 +1,98 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+
+	"portico/internal/server"
+)
+
+// adminHandler serves the admin listener:
+//
+//	GET  /healthz  200 while the process runs
+//	GET  /readyz   200 when every app has ready workers and no stop has
+//	               begun; 503 otherwise (a readiness probe)
+//	GET  /config   the running config as JSON (durations in nanoseconds)
+//	POST /reload   re-read the config, as SIGHUP does; 200, or 422 with
+//	               the errors when the running config stays
+func (e *engine) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if e.draining.Load() {
+			http.Error(w, "stopping", http.StatusServiceUnavailable)
+			return
+		}
+		g := e.cur.Load()
+		var notReady []string
+		for name, ap := range g.pools {
+			if !ap.pool.Ready() {
+				notReady = append(notReady, name)
+			}
+		}
+		if len(notReady) > 0 {
+			slices.Sort(notReady)
+			http.Error(w, "apps without ready workers: "+strings.Join(notReady, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(e.cur.Load().cfg)
+	})
+	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
+		reply := make(chan error, 1)
+		select {
+		case e.reloadReq <- reply:
+		case <-r.Context().Done():
+			return
+		}
+		select {
+		case err := <-reply:
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+				return
+			}
+			fmt.Fprintln(w, "reloaded")
+		case <-r.Context().Done():
+		}
+	})
+	return mux
+}
+
+// openAdmin opens the admin listener, if the config has one, and serves it.
+func (e *engine) openAdmin() error {
+	a := e.cur.Load().cfg.Admin
+	if a == nil {
+		return nil
+	}
+	nl, err := server.Listen(a.Addr, 0o600)
+	if err != nil {
+		return fmt.Errorf("listening on admin %s: %w", a.Addr, err)
+	}
+	addr := nl.Addr().String()
+	if nl.Addr().Network() == "unix" {
+		addr = "unix:" + addr
+	}
+	s := server.NewHTTP(e.adminHandler(), server.Options{Logger: e.log})
+	e.admin = &listener{l: nl, key: "admin", addr: addr, serve: func() error { return s.Serve(nl) }, shutdown: s.Shutdown, close: s.Close}
+	e.log.Info("listening", "proto", "admin", "addr", addr)
+	e.serve([]*listener{e.admin})
+	return nil
+}
+
+// closeAdmin stops the admin listener, last of all.
+func (e *engine) closeAdmin(ctx context.Context) {
+	if e.admin != nil {
+		e.shutdown(ctx, []*listener{e.admin})
+	}
+}
