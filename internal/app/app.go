@@ -81,10 +81,10 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 
 // chain builds the fixed handler chain: access log → router (site by
 // Host, then route by path).
-func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, stderr io.Writer) (http.Handler, func(), error) {
+func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), error) {
 	r, closeRouter, err := buildRouter(cfg, apps, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	closers := []func(){closeRouter}
 	closeAll := func() {
@@ -101,7 +101,7 @@ func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, s
 			f, err := os.OpenFile(cfg.AccessLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("opening access log: %w", err)
+				return nil, nil, nil, fmt.Errorf("opening access log: %w", err)
 			}
 			closers = append(closers, func() { f.Close() })
 			w = f
@@ -112,7 +112,7 @@ func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, s
 		}
 		h = accesslog.New(w, accesslog.Options{Format: format, Logger: log})(h)
 	}
-	return h, closeAll, nil
+	return h, r, closeAll, nil
 }
 
 // buildRouter turns the sites of cfg into a router; apps holds each app's
@@ -143,13 +143,29 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, log *slog.Log
 			}
 			switch {
 			case rc.Static != nil:
-				h, err := static.New(static.Options{Root: rc.Static.Dir, Prefix: p, Logger: log})
+				sc := rc.Static
+				opt := static.Options{Root: sc.Dir, Prefix: p, Logger: log, Index: sc.Index, Listing: sc.Listing,
+					SPA: sc.SPA, MaxAge: sc.MaxAge, AllowDotfiles: sc.Dotfiles, Internal: sc.Internal}
+				if sc.Fallthrough != "" {
+					if opt.Fallthrough = apps[sc.Fallthrough]; opt.Fallthrough == nil {
+						closeAll()
+						return nil, nil, fmt.Errorf("route %q: no app %q to fall through to", rc.Path, sc.Fallthrough)
+					}
+				}
+				h, err := static.New(opt)
 				if err != nil {
 					closeAll()
 					return nil, nil, fmt.Errorf("static %s: %w", rc.Path, err)
 				}
 				closers = append(closers, func() { h.Close() })
-				r.h, r.desc = h, "static "+rc.Static.Dir
+				r.h, r.desc = h, "static "+sc.Dir
+				r.static, r.root = h, sc.Dir
+				if sc.Internal {
+					r.desc += " internal"
+				}
+				if sc.Fallthrough != "" {
+					r.desc += " fallthrough=" + sc.Fallthrough
+				}
 			case rc.App != "":
 				h, ok := apps[rc.App]
 				if !ok {

@@ -145,6 +145,7 @@ type engine struct {
 type generation struct {
 	cfg     *config.Config
 	handler http.Handler
+	router  *router // for X-Accel-Redirect / X-Sendfile lookups
 	close   func()              // closes the chain (static handlers, access log)
 	pools   map[string]*appPool // by app name
 
@@ -185,6 +186,12 @@ func (g *generation) retire() {
 	}
 }
 
+// internalRedirect serves an app's X-Accel-Redirect or X-Sendfile with the
+// current routing (worker.Options.InternalRedirect).
+func (e *engine) internalRedirect(w http.ResponseWriter, r *http.Request, status int, header http.Header) {
+	e.cur.Load().router.internalRedirect(w, r, status, header, e.log)
+}
+
 // ServeHTTP sends the request to the current generation.
 func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for {
@@ -222,7 +229,9 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 			plog = e.log.With("app", a.Name)
 		}
 		ap := &appPool{app: a, mount: mounts[a.Name]}
-		pool, err := worker.New(workerOptions(&a, ap.mount, plog))
+		wo := workerOptions(&a, ap.mount, plog)
+		wo.InternalRedirect = e.internalRedirect
+		pool, err := worker.New(wo)
 		if err != nil {
 			return fail(fmt.Errorf("creating app %s: %w", a.Name, err))
 		}
@@ -240,11 +249,11 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
 	}
-	h, closeChain, err := chain(cfg, apps, e.log, e.stderr)
+	h, rt, closeChain, err := chain(cfg, apps, e.log, e.stderr)
 	if err != nil {
 		return fail(err)
 	}
-	g.handler, g.close = h, closeChain
+	g.handler, g.router, g.close = h, rt, closeChain
 	return g, nil
 }
 

@@ -3,11 +3,16 @@ package app
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+
+	"portico/internal/static"
 )
 
 // router chooses a site by the request's Host, then a route in the site.
@@ -49,6 +54,8 @@ type route struct {
 	header  map[string]string
 	desc    string // the handler, for the table dump
 	h       http.Handler
+	static  *static.Handler // a static route's handler, for internal redirects
+	root    string          // a static route's directory
 }
 
 func (rt *router) addSite(hosts []string) *site {
@@ -145,6 +152,78 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	route.h.ServeHTTP(w, r)
+}
+
+// internalRedirect serves the file an app response named, with the app's
+// headers (status: what http.ServeContent decides — 200, 206 or 304):
+//   - X-Accel-Redirect: a URI, matched against the request's site like an
+//     nginx internal redirect; it must land on a static route (typically
+//     one marked internal), which serves the file;
+//   - X-Sendfile: a file path, which must lie inside the directory of one of
+//     the site's static routes: an app cannot make Portico send an
+//     arbitrary file of the machine.
+//
+// Anything else is a 404 for the client and an error in the log, naming
+// the header.
+func (rt *router) internalRedirect(w http.ResponseWriter, r *http.Request, status int, header http.Header, log *slog.Logger) {
+	accel, sendfile := header.Get("X-Accel-Redirect"), header.Get("X-Sendfile")
+	h := w.Header()
+	for k, v := range header {
+		switch k {
+		case "X-Accel-Redirect", "X-Sendfile", "Content-Length", "Content-Range", "Accept-Ranges", "Etag", "Last-Modified":
+			continue // about the body the app did not send, or ours to set
+		}
+		h[k] = v
+	}
+	fail := func(why string) {
+		log.Error("internal redirect failed", "uri", r.RequestURI, "x_accel_redirect", accel, "x_sendfile", sendfile, "status", status, "err", why)
+		for k := range h {
+			delete(h, k)
+		}
+		http.NotFound(w, r)
+	}
+	s := rt.hostSite(r.Host)
+	if s == nil {
+		fail("no site for the host")
+		return
+	}
+	if accel != "" {
+		u, err := url.Parse(accel)
+		if err != nil || !strings.HasPrefix(u.Path, "/") {
+			fail("X-Accel-Redirect is not an absolute URI path")
+			return
+		}
+		r2 := r.Clone(r.Context())
+		r2.URL.Path, r2.URL.RawPath, r2.URL.RawQuery = u.Path, "", u.RawQuery
+		route := s.match(r2)
+		if route == nil || route.static == nil {
+			fail("X-Accel-Redirect does not lead to a static route")
+			return
+		}
+		route.static.ServeInternal(w, r, strings.TrimPrefix(u.Path, route.path))
+		return
+	}
+	file := filepath.Clean(sendfile)
+	if !filepath.IsAbs(file) {
+		fail("X-Sendfile is not an absolute path")
+		return
+	}
+	for _, list := range [][]*route{s.prefix, s.exact, s.regex} {
+		for _, route := range list {
+			if route.static == nil {
+				continue
+			}
+			root, err := filepath.Abs(route.root)
+			if err != nil {
+				continue
+			}
+			if rel, err := filepath.Rel(root, file); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+				route.static.ServeInternal(w, r, "/"+filepath.ToSlash(rel))
+				return
+			}
+		}
+	}
+	fail("X-Sendfile is outside every static route's directory")
 }
 
 // dump writes the route table in the order it is searched: a textual form

@@ -209,6 +209,30 @@ func (r *Route) PathKind() (kind, path string) {
 type StaticRoute struct {
 	// Dir is the directory served. Required; it must exist.
 	Dir string
+	// Index lists the files served for a directory request. Default
+	// ["index.html"]; an empty list serves none.
+	Index []string
+	// Listing serves an HTML listing of directories without an index.
+	// Default off.
+	Listing bool
+	// SPA serves /index.html (200) for any GET or HEAD of a missing file, as
+	// a single-page app in history mode needs (nginx try_files $uri
+	// /index.html). Default off.
+	SPA bool
+	// Fallthrough names an app that gets the requests for missing files
+	// (nginx try_files $uri @app). Default none (404).
+	Fallthrough string
+	// MaxAge sets Cache-Control: public, max-age=N. Files whose names carry
+	// a content hash (Django's ManifestStaticFilesStorage) get a year and
+	// immutable whatever this is. Default 0: no Cache-Control.
+	MaxAge time.Duration
+	// Dotfiles serves names starting with a dot (.git, .env). Default off:
+	// they are 404, except .well-known.
+	Dotfiles bool
+	// Internal makes the route unreachable from outside (404), like an
+	// nginx `internal;` location: only an app's X-Accel-Redirect or
+	// X-Sendfile reaches it. Default off.
+	Internal bool
 }
 
 // Redirect answers with Status and a Location.

@@ -403,9 +403,17 @@ func (d *decoder) route(t *value, p string) Route {
 	d.strings(t, p, "methods", &r.Methods)
 	_, r.Header = d.stringTable(t, p, "header")
 	if st := d.get(t, p, "static", kTable); st != nil {
-		r.Static = &StaticRoute{}
-		d.path(st, p+".static", "dir", &r.Static.Dir)
-		d.unknown(st, p+".static", "dir")
+		r.Static = &StaticRoute{Index: []string{"index.html"}}
+		sp := p + ".static"
+		d.path(st, sp, "dir", &r.Static.Dir)
+		d.strings(st, sp, "index", &r.Static.Index)
+		d.boolean(st, sp, "listing", &r.Static.Listing)
+		d.boolean(st, sp, "spa", &r.Static.SPA)
+		d.str(st, sp, "fallthrough", &r.Static.Fallthrough)
+		d.duration(st, sp, "max_age", &r.Static.MaxAge)
+		d.boolean(st, sp, "dotfiles", &r.Static.Dotfiles)
+		d.boolean(st, sp, "internal", &r.Static.Internal)
+		d.unknown(st, sp, "dir, index, listing, spa, fallthrough, max_age, dotfiles, internal")
 	}
 	d.str(t, p, "app", &r.App)
 	if rt := d.get(t, p, "redirect", kTable); rt != nil {

@@ -144,6 +144,15 @@ func (c *Config) validateRoute(errs *[]error, key string, r *Route, used map[str
 		if kind != PathPrefix {
 			bad("static", "a static route needs a prefix path, not %q", r.Path)
 		}
+		if f := r.Static.Fallthrough; f != "" {
+			used[f] = true
+			if c.App(f) == nil {
+				bad("static.fallthrough", "no [app.%s] is defined", f)
+			}
+		}
+		if r.Static.MaxAge < 0 {
+			bad("static.max_age", "must not be negative")
+		}
 	}
 	if r.App != "" {
 		n++

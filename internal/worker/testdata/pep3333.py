@@ -174,6 +174,10 @@ def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "application/pdf"), ("X-Accel-Redirect", arg("to", "/")), ("X-Other", "kept")])
         return [b"body the server must drop"]
 
+    if path == "/sendfile":
+        start_response("200 OK", [("Content-Type", "text/x-sent"), ("X-Sendfile", arg("path", "/"))])
+        return [b"body the server must drop"]
+
     if path == "/osenv":
         return text(start_response, os.environ.get(arg("k", ""), "<unset>"))
 
