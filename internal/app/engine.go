@@ -145,7 +145,7 @@ type engine struct {
 type generation struct {
 	cfg     *config.Config
 	handler http.Handler
-	router  *router // for X-Accel-Redirect / X-Sendfile lookups
+	router  *router             // for X-Accel-Redirect / X-Sendfile lookups
 	close   func()              // closes the chain (static handlers, access log)
 	pools   map[string]*appPool // by app name
 
