@@ -682,3 +682,55 @@ func TestExampleDjango(t *testing.T) {
 		t.Errorf("/healthz: %q", body)
 	}
 }
+
+// TestExampleNginxUWSGI serves examples/configs/nginx-uwsgi, the config
+// that replaces an nginx.conf + uwsgi.ini pair, and checks what each of its
+// nginx locations did.
+func TestExampleNginxUWSGI(t *testing.T) {
+	python := needPython(t, "django")
+	tree := exampleTree(t)
+	writeFile(t, tree, "djangoproject/staticfiles/site.css", "body{}\n")
+	cfg := filepath.Join(tree, "configs", "nginx-uwsgi", "portico.toml")
+	text, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(text), `addr = ":8000"`, `addr = "127.0.0.1:0"`, 1)
+	s = strings.Replace(s, "[app.mysite]\n", "[app.mysite]\npython = \""+python+"\"\n", 1)
+	s = strings.Replace(s, "workers = 4 ", "workers = 1 ", 1)
+	if err := os.WriteFile(cfg, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, cfg)
+	c := newClient(t)
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, tc := range []struct {
+		host, path string
+		status     int
+		want       string
+	}{
+		{"www.example.com", "/healthz", 200, "ok\n"},
+		{"www.example.com", "/static/site.css", 200, "body{}\n"},
+		{"www.example.com", "/static/missing.css", 404, ""},
+		{"www.example.com", "/index.php", 404, ""},
+		{"www.example.com", "/api/hello", 200, "{"},
+		{"other.example.org", "/x?y=1", 301, ""},
+	} {
+		req, _ := http.NewRequest("GET", p.URL(tc.path), nil)
+		req.Host = tc.host
+		resp, body := do(t, c, req)
+		if resp.StatusCode != tc.status || !strings.HasPrefix(string(body), tc.want) {
+			t.Errorf("%s%s: %d %q, want %d %q", tc.host, tc.path, resp.StatusCode, truncate(body, 80), tc.status, tc.want)
+		}
+		switch tc.path {
+		case "/static/site.css":
+			if resp.Header.Get("Cache-Control") != "public, max-age=86400" {
+				t.Errorf("static Cache-Control %q", resp.Header.Get("Cache-Control"))
+			}
+		case "/x?y=1":
+			if loc := resp.Header.Get("Location"); loc != "http://www.example.com/x?y=1" {
+				t.Errorf("redirect to %q", loc)
+			}
+		}
+	}
+}
