@@ -409,8 +409,8 @@ func (pl *Pool) pump(s *slot, buf *spool.Buffer, bodyDone chan error) {
 			buf.CloseWrite(nil)
 			return
 		case frameError:
-			pl.release(s)
 			buf.CloseWrite(errAppAfterHead)
+			_ = pl.failed(s, errAppAfterHead, bodyDone) // frees s once the body is sent
 			return
 		default:
 			pl.pumpFailed(s, buf, fmt.Errorf("%w: frame %q in a body", errProtocol, typ), bodyDone)
