@@ -1,0 +1,9 @@
+"""URLs of the benchmark site."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("rows", views.rows, name="rows"),
+]

@@ -1,0 +1,690 @@
+#!/usr/bin/env bash
+# bench/run.sh: Portico side by side with nginx, uWSGI and gunicorn (issue 3).
+#
+#   ./bench/run.sh                                   # everything, ~20 minutes
+#   BENCH_DURATION=3 BENCH_RUNS=1 ./bench/run.sh     # a quick pass, ~4 minutes
+#   BENCH_SCENARIOS="hello idle" ./bench/run.sh      # some scenarios only
+#
+# What it does:
+#   1. installs what is missing from Debian (nginx, uwsgi, uwsgi-plugin-python3,
+#      gunicorn, caddy, python3-django, wrk, nghttp2-client, curl) with apt-get;
+#   2. builds portico (plain go build) and bench/idleconns into a temp dir;
+#   3. for each scenario and each stack: starts the stack pinned to CPU 0, in
+#      its own session, on its own loopback port; waits until it answers 200;
+#      warms up; runs wrk pinned to CPU 1 (-t1) BENCH_RUNS times for each
+#      connection count, measuring the server's CPU time (utime+stime of every
+#      process of its sessions, from /proc) around each run and its RSS after;
+#      stops the stack by its own process group;
+#   4. prints one markdown table per scenario and writes BENCHMARKS.md (machine,
+#      versions, settings, tables, targets of issue 3, the exact commands).
+#
+# Environment (defaults in brackets):
+#   BENCH_DURATION [10]   seconds per wrk run
+#   BENCH_RUNS [3]        wrk runs per stack and connection count (median, min, max)
+#   BENCH_WARMUP [2]      seconds of wrk warm-up after a stack answers
+#   BENCH_CONNS ["64 256"] wrk connection counts
+#   BENCH_WRK_TIMEOUT [10s] wrk --timeout: a response slower than this counts as a
+#                         timeout and not in the latency figures (wrk's own 2 s
+#                         default would hide the slow tail of the Django and
+#                         overload scenarios, and make the sync servers collapse)
+#   BENCH_SCENARIOS [all] space- or comma-separated scenario names (see SCENARIOS below)
+#   BENCH_STACKS [all]    only these stacks (for a quick look at one stack)
+#   BENCH_IDLE_CONNS [18000]    idle keep-alive connections in the "idle" scenario
+#   BENCH_OVERLOAD_CONNS [400]  wrk connections in the "overload" scenario
+#   BENCH_PORT [18100]    first loopback port; each stack takes the next free one
+#   BENCH_OUT [BENCHMARKS.md at the repository root]  where to write the report; "none" skips it
+#   BENCH_KEEP [0]        1 keeps the temp dir (logs, configs, raw wrk output)
+#   BENCH_PORTICO []      a portico binary to use instead of building ./cmd/portico
+#
+# Adding a scenario is one line in SCENARIOS (and an app under bench/apps or
+# bench/ if it needs one); adding a stack is one start_<stack> function plus a
+# line in STACK_LABEL.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH_DIR/.." && pwd)
+cd "$REPO"
+
+if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+	export PATH="$PATH:/usr/local/go/bin"
+fi
+
+DURATION=${BENCH_DURATION:-10}
+RUNS=${BENCH_RUNS:-3}
+WARMUP=${BENCH_WARMUP:-2}
+CONNS=${BENCH_CONNS:-64 256}
+WRK_TIMEOUT=${BENCH_WRK_TIMEOUT:-10s}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-18000}
+OVERLOAD_CONNS=${BENCH_OVERLOAD_CONNS:-400}
+NEXT_PORT=${BENCH_PORT:-18100}
+OUT=${BENCH_OUT:-$REPO/BENCHMARKS.md}
+SCENARIO_FILTER=${BENCH_SCENARIOS:-}
+STACK_FILTER=${BENCH_STACKS:-}
+
+PYTHON=/usr/bin/python3 # Debian's: the one python3-django, gunicorn and the uwsgi plugin are built for
+SERVER_CPU=0
+CLIENT_CPU=1
+WORKERS=2
+OVERLOAD_SLEEP_MS=10 # bench/apps/sleepy.py
+QUEUE_TIMEOUT=1s     # portico's --queue-timeout in the overload scenario
+
+# The settings every stack shares: 2 worker processes of 1 thread, logging
+# off, nginx with 1 worker process (pinned to CPU 0 with its upstream).
+unset DJANGO_DEBUG # DEBUG off in every Django scenario
+
+# ---------------------------------------------------------------------------
+# Scenarios: name|app (directory under the app copies)|module:callable|URL path|kind|title
+#   kind: http (wrk at $CONNS), overload (wrk at $OVERLOAD_CONNS, status counts), idle (idleconns)
+# and, in SCENARIO_STACKS, the stacks each scenario runs, in table order.
+SCENARIOS=(
+	"hello|hello|app:application|/|http|Hello-world WSGI app (examples/hello); the nginx → portico row is issue 3's \"Portico behind nginx\""
+	"django-json|djangoproject|mysite.wsgi:application|/api/hello|http|Django 3.2 JSON view (examples/djangoproject /api/hello, DEBUG off, SQLite)"
+	"django-template|djangobench|benchsite.wsgi:application|/rows|http|Django 3.2 template page with a 100-row loop (bench/djangobench /rows)"
+	"overload|sleepy|sleepy:application|/|overload|2x overload: 10 ms requests, 2 workers (capacity 200 req/s)"
+	"idle|hello|app:application|/|idle|Idle keep-alive connections"
+)
+declare -A SCENARIO_STACKS=(
+	[hello]="portico uwsgi nginx-uwsgi gunicorn-sync gunicorn-gthread nginx-gunicorn nginx-portico"
+	[django-json]="portico uwsgi nginx-uwsgi gunicorn-sync"
+	[django-template]="portico uwsgi nginx-uwsgi gunicorn-sync"
+	[overload]="portico gunicorn-sync"
+	[idle]="portico nginx-static"
+)
+# Extra portico flags per scenario.
+declare -A PORTICO_EXTRA=(
+	[overload]="--queue-timeout $QUEUE_TIMEOUT"
+)
+
+declare -A STACK_LABEL=(
+	[portico]="portico"
+	[uwsgi]="uWSGI --http-socket"
+	[nginx-uwsgi]="nginx → uWSGI (unix socket)"
+	[gunicorn-sync]="gunicorn sync"
+	[gunicorn-gthread]="gunicorn gthread"
+	[nginx-gunicorn]="nginx → gunicorn (unix socket)"
+	[nginx-portico]="nginx → portico --uwsgi-socket"
+	[nginx-static]="nginx (return 200)"
+)
+
+# ---------------------------------------------------------------------------
+# Plumbing.
+
+WORK=$(mktemp -d /tmp/portico-bench.XXXXXX)
+chmod 755 "$WORK"
+RESULTS=$WORK/results
+LOGS=$WORK/logs
+RUNDIR=$WORK/run
+APPS=$WORK/apps
+mkdir -p "$RESULTS" "$LOGS" "$RUNDIR" "$APPS"
+: >"$RESULTS/runs.tsv"
+: >"$RESULTS/rss.tsv"
+: >"$RESULTS/failed.tsv"
+: >"$RESULTS/idle.tsv"
+: >"$RESULTS/commands.md"
+: >"$RESULTS/scenarios.tsv"
+
+ALL_SIDS=()   # every session this script started (each a stack's process group leader)
+STACK_SIDS=() # the sessions of the stack that is running
+STACK_CMDS=() # their command lines, for the report
+IDLE_PID=""   # the idleconns client while it runs
+CLIENT_PID="" # wrk while it runs
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# proc_fields PID: sets F to the fields of /proc/PID/stat after the command
+# name (F[0] is field 3, state; F[3] session; F[11] utime; F[12] stime).
+proc_fields() {
+	local line
+	{ read -r line <"/proc/$1/stat"; } 2>/dev/null || return 1
+	line=${line##*) }
+	read -r -a F <<<"$line"
+}
+
+# session_pids SID...: the live (not zombie) processes of those sessions.
+session_pids() {
+	local want=" $* " p pid
+	for p in /proc/[0-9]*; do
+		pid=${p#/proc/}
+		proc_fields "$pid" || continue
+		[[ ${F[0]} != Z && $want == *" ${F[3]} "* ]] && echo "$pid"
+	done
+	return 0
+}
+
+# cpu_ticks SID...: utime+stime, in clock ticks, of every live process of those sessions.
+cpu_ticks() {
+	local total=0 pid
+	for pid in $(session_pids "$@"); do
+		proc_fields "$pid" || continue
+		total=$((total + F[11] + F[12]))
+	done
+	echo "$total"
+}
+
+# rss_kib SID...: the sum of VmRSS of every live process of those sessions.
+rss_kib() {
+	local total=0 pid kib
+	for pid in $(session_pids "$@"); do
+		kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+		total=$((total + ${kib:-0}))
+	done
+	echo "$total"
+}
+
+# cpus_busy: user+nice+system clock ticks of the server's and the client's CPUs
+# (/proc/stat), to tell how much else ran on them during a run.
+cpus_busy() {
+	awk -v a="cpu$SERVER_CPU" -v b="cpu$CLIENT_CPU" '$1 == a || $1 == b { s += $2 + $3 + $4 } END { print s }' /proc/stat
+}
+
+# children_cpu FILE0 FILE1: seconds of CPU this shell's reaped children used
+# between two outputs of the "times" builtin (which must run in this shell: in
+# a $(...) subshell it would report the subshell's own children).
+children_cpu() {
+	awk 'FNR == 2 { n = split($0, t, " "); s = 0
+			for (i = 1; i <= n; i++) { split(t[i], ms, "m"); s += ms[1] * 60 + ms[2] }
+			v[++k] = s }
+		END { printf "%.3f\n", v[2] - v[1] }' "$1" "$2"
+}
+
+# stop_sessions SID...: SIGTERM to each session's process group (the leader's
+# children that made their own process groups are stopped by their leader),
+# wait up to 20 s for every process of the sessions, then SIGKILL what is left.
+stop_sessions() {
+	local sid i left
+	for sid in "$@"; do
+		kill -TERM -- "-$sid" 2>/dev/null || true
+	done
+	for ((i = 0; i < 200; i++)); do
+		[[ -z $(session_pids "$@") ]] && break
+		sleep 0.1
+	done
+	left=$(session_pids "$@")
+	if [[ -n $left ]]; then
+		log "killing what did not stop within 20 s: ${left//$'\n'/ }"
+		# shellcheck disable=SC2086
+		kill -KILL $left 2>/dev/null || true
+	fi
+	for sid in "$@"; do
+		wait "$sid" 2>/dev/null || true
+	done
+}
+
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM
+	if [[ -n $CLIENT_PID ]]; then
+		kill -TERM "$CLIENT_PID" 2>/dev/null || true
+		wait "$CLIENT_PID" 2>/dev/null || true
+	fi
+	if [[ -n $IDLE_PID ]]; then
+		kill -TERM "$IDLE_PID" 2>/dev/null || true
+		wait "$IDLE_PID" 2>/dev/null || true
+	fi
+	if ((${#ALL_SIDS[@]} > 0)); then
+		stop_sessions "${ALL_SIDS[@]}"
+		local left
+		left=$(session_pids "${ALL_SIDS[@]}")
+		if [[ -n $left ]]; then
+			log "server processes left over: ${left//$'\n'/ }"
+			status=1
+		else
+			log "no server process left over"
+		fi
+	fi
+	if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+		log "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# free_port: the next loopback TCP port nobody listens on, in PORT.
+free_port() {
+	while [[ -n $(ss -Htln "sport = :$NEXT_PORT") ]]; do
+		NEXT_PORT=$((NEXT_PORT + 1))
+	done
+	PORT=$NEXT_PORT
+	NEXT_PORT=$((NEXT_PORT + 1))
+}
+
+# spawn NAME CMD...: start CMD pinned to CPU 0 in a new session (so it leads its
+# own process group and its whole tree can be measured and stopped), with its
+# output in $LOGS. setsid does not fork here (a background job of a
+# non-interactive shell is no process group leader), so $! is the server's PID.
+spawn() {
+	local name=$1
+	shift
+	setsid taskset -c "$SERVER_CPU" "$@" >"$LOGS/$CUR-$name.log" 2>&1 </dev/null &
+	STACK_SIDS+=("$!")
+	ALL_SIDS+=("$!")
+	STACK_CMDS+=("$(printf '%q ' taskset -c "$SERVER_CPU" "$@" | sed "s|$WORK|\$TMP|g")")
+}
+
+# wait_answer URL: wait up to 60 s until URL answers 200, while every process
+# of the stack lives.
+wait_answer() {
+	local url=$1 i code sid
+	for ((i = 0; i < 240; i++)); do
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+		[[ $code == 200 ]] && return 0
+		for sid in "${STACK_SIDS[@]}"; do
+			if ! proc_fields "$sid" || [[ ${F[0]} == Z ]]; then
+				log "$CUR: a process of the stack exited (last answer: $code)"
+				return 1
+			fi
+		done
+		sleep 0.25
+	done
+	log "$CUR: no 200 from $url within 60 s (last answer: $code)"
+	return 1
+}
+
+# env_flags FLAG: "FLAG KEY=VALUE" for each entry of APP_ENV, in FLAGS.
+env_flags() {
+	FLAGS=()
+	local kv
+	for kv in "${APP_ENV[@]}"; do
+		FLAGS+=("$1" "$kv")
+	done
+}
+
+# ---------------------------------------------------------------------------
+# Stacks: start_<stack> APP_DIR MODULE:CALLABLE PORT. Each starts its
+# processes with spawn (upstream first) and returns; the caller waits for an
+# answer on 127.0.0.1:PORT.
+
+start_portico() {
+	env_flags --env
+	# shellcheck disable=SC2086
+	spawn portico "$PORTICO" run --bind "127.0.0.1:$3" --workers "$WORKERS" --threads 1 \
+		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} "$2"
+}
+
+start_uwsgi() {
+	env_flags --env
+	spawn uwsgi uwsgi --plugin python3 --master --processes "$WORKERS" --disable-logging --die-on-term \
+		--need-app --listen 1024 --http-socket "127.0.0.1:$3" --chdir "$1" "${FLAGS[@]}" --module "$2"
+}
+
+start_gunicorn-sync() {
+	env_flags --env
+	spawn gunicorn gunicorn --workers "$WORKERS" --worker-class sync --bind "127.0.0.1:$3" \
+		--log-level warning --chdir "$1" "${FLAGS[@]}" "$2"
+}
+
+start_gunicorn-gthread() {
+	env_flags --env
+	spawn gunicorn gunicorn --workers "$WORKERS" --worker-class gthread --threads 1 --bind "127.0.0.1:$3" \
+		--log-level warning --chdir "$1" "${FLAGS[@]}" "$2"
+}
+
+start_nginx-uwsgi() {
+	local sock=$RUNDIR/$CUR-uwsgi.sock
+	env_flags --env
+	spawn uwsgi uwsgi --plugin python3 --master --processes "$WORKERS" --disable-logging --die-on-term \
+		--need-app --listen 1024 --socket "$sock" --chmod-socket=666 --chdir "$1" "${FLAGS[@]}" --module "$2"
+	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$sock;"
+}
+
+start_nginx-gunicorn() {
+	local sock=$RUNDIR/$CUR-gunicorn.sock
+	env_flags --env
+	spawn gunicorn gunicorn --workers "$WORKERS" --worker-class sync --bind "unix:$sock" \
+		--log-level warning --chdir "$1" "${FLAGS[@]}" "$2"
+	start_nginx "$3" "proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; proxy_pass http://unix:$sock;"
+}
+
+start_nginx-portico() {
+	local sock=$RUNDIR/$CUR-portico.sock
+	env_flags --env
+	# shellcheck disable=SC2086
+	spawn portico "$PORTICO" run --uwsgi-socket "unix:$sock" --workers "$WORKERS" --threads 1 \
+		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} "$2"
+	# nginx may connect before portico listens; wait_answer retries through the 502s.
+	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$sock;"
+}
+
+# nginx alone, answering every request itself: the idle-connection comparison.
+start_nginx-static() {
+	start_nginx "$3" "default_type text/plain; return 200 \"Hello, World!\\n\";" 20000
+}
+
+# start_nginx PORT LOCATION-BODY [WORKER_CONNECTIONS]: nginx in the foreground
+# (daemon off), 1 worker process, no access log, everything under $WORK.
+start_nginx() {
+	local dir=$WORK/nginx-$CUR conns=${3:-4096}
+	mkdir -p "$dir"
+	{
+		# As root, nginx would switch its worker to nobody; keep it root like every other server here.
+		((EUID == 0)) && echo "user root;"
+		cat <<-EOF
+			worker_processes 1;
+			worker_rlimit_nofile $((conns + 100));
+			pid $dir/nginx.pid;
+			error_log $dir/error.log warn;
+			events { worker_connections $conns; }
+			http {
+			    access_log off;
+			    client_body_temp_path $dir/client_body;
+			    proxy_temp_path $dir/proxy;
+			    fastcgi_temp_path $dir/fastcgi;
+			    uwsgi_temp_path $dir/uwsgi;
+			    scgi_temp_path $dir/scgi;
+			    server {
+			        listen 127.0.0.1:$1;
+			        location / { $2 }
+			    }
+			}
+		EOF
+	} >"$dir/nginx.conf"
+	spawn nginx nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g "daemon off;"
+	{
+		printf '\n<details><summary>%s: nginx.conf</summary>\n\n```nginx\n' "$CUR"
+		sed "s|$WORK|\$TMP|g" "$dir/nginx.conf"
+		printf '```\n\n</details>\n'
+	} >>"$RESULTS/commands-extra.md"
+}
+
+# ---------------------------------------------------------------------------
+# Measurements.
+
+# parse_wrk FILE: "requests seconds rps p50_ms p99_ms non2xx errors readerrors timeouts statuses",
+# errors being wrk's connect, write and timeout errors; read errors are counted
+# apart because a server that closes every connection (uWSGI's --http-socket)
+# makes one per request.
+parse_wrk() {
+	awk '
+		function ms(v) {
+			if (v ~ /us$/) return v / 1000
+			if (v ~ /ms$/) return v + 0
+			if (v ~ /m$/) return v * 60000
+			if (v ~ /s$/) return v * 1000
+			return v + 0
+		}
+		BEGIN { req = 0; secs = 0; rps = 0; p50 = "-"; p99 = "-"; non2xx = 0; errs = 0; rerrs = 0; timeouts = 0; st = "" }
+		/ requests in / { req = $1; secs = $4; sub(/s,?$/, "", secs) }
+		/^Requests\/sec:/ { rps = $2 }
+		/^ +50%/ { p50 = ms($2) }
+		/^ +99%/ { p99 = ms($2) }
+		/Non-2xx or 3xx responses:/ { non2xx = $NF }
+		/Socket errors:/ { gsub(/,/, ""); errs = $4 + $8 + $10; rerrs = $6; timeouts = $10 }
+		/^status [0-9]+ [0-9]+$/ { st = st (st == "" ? "" : ",") $2 ":" $3 }
+		END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", req, secs, rps, p50, p99, non2xx, errs, rerrs, timeouts, (st == "" ? "-" : st) }
+	' "$1"
+}
+
+# quiesce: wait (up to 15 s) until the stack uses no CPU for 0.3 s, so that
+# requests still queued from the previous run (a sync server works through its
+# backlog after wrk has gone) are not billed to the next one.
+quiesce() {
+	local a b i
+	a=$(cpu_ticks "${STACK_SIDS[@]}")
+	for ((i = 0; i < 50; i++)); do
+		sleep 0.3
+		b=$(cpu_ticks "${STACK_SIDS[@]}")
+		((b - a <= 1)) && return 0
+		a=$b
+	done
+	log "  $CUR still busy after 15 s"
+}
+
+# client OUTFILE CMD...: run a load generator in the background, its output in
+# OUTFILE, and wait for it. wrk catches SIGINT and exits 0, so in the
+# foreground it would swallow a Ctrl-C; "wait" returns at once on a trapped
+# signal, and cleanup stops CLIENT_PID. (The output is redirected inside, not
+# on the call, so that the trap's own messages are not redirected with it.)
+client() {
+	local out=$1
+	shift
+	"$@" >"$out" 2>&1 &
+	CLIENT_PID=$!
+	wait "$CLIENT_PID" || true
+	CLIENT_PID=""
+}
+
+# bench_http URL CONNS...: warm up, then RUNS wrk runs per connection count.
+bench_http() {
+	local url=$1 c run out t0 t1 b0 b1 wrkargs=()
+	shift
+	[[ $KIND == overload ]] && wrkargs=(-s "$BENCH_DIR/status.lua")
+	client /dev/null taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" "$url"
+	quiesce
+	for c in "$@"; do
+		for ((run = 1; run <= RUNS; run++)); do
+			out=$LOGS/$CUR-wrk-c$c-run$run.txt
+			t0=$(cpu_ticks "${STACK_SIDS[@]}")
+			b0=$(cpus_busy)
+			times >"$WORK/times0"
+			client "$out" taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency "${wrkargs[@]}" "$url"
+			times >"$WORK/times1"
+			b1=$(cpus_busy)
+			t1=$(cpu_ticks "${STACK_SIDS[@]}")
+			quiesce
+			local r srv wrk
+			r=$(parse_wrk "$out")
+			srv=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')
+			wrk=$(children_cpu "$WORK/times0" "$WORK/times1")
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$run" "$r" "$srv" "$wrk" \
+				"$(awk -v b=$((b1 - b0)) -v hz="$CLK_TCK" -v s="$srv" -v w="$wrk" 'BEGIN { o = b / hz - s - w; printf "%.3f", (o < 0 ? 0 : o) }')" >>"$RESULTS/runs.tsv"
+			log "  c=$c run $run: $(awk -F'\t' '{ printf "%s req/s, p50 %s ms, p99 %s ms, non-2xx %s, socket errors %s (+ %s read)", $3, $4, $5, $6, $7, $8 }' <<<"$r")"
+		done
+		printf '%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$(rss_kib "${STACK_SIDS[@]}")" >>"$RESULTS/rss.tsv"
+	done
+}
+
+# bench_idle ADDR: hold IDLE_CONNS keep-alive connections, measure RSS before
+# and while holding, kernel slab growth, and whether a request still gets an answer.
+bench_idle() {
+	local addr=$1 out=$LOGS/$CUR-idleconns.txt before after slab0 slab1 i code secs established failed opensecs alive held
+	sleep 1
+	before=$(rss_kib "${STACK_SIDS[@]}")
+	slab0=$(awk '/^Slab:/ {print $2}' /proc/meminfo)
+	"$IDLECONNS" -addr "$addr" -n "$IDLE_CONNS" -per-child 5000 >"$out" 2>"$LOGS/$CUR-idleconns.err" &
+	IDLE_PID=$!
+	for ((i = 0; i < 1200; i++)); do
+		grep -qs '^established' "$out" && break
+		kill -0 "$IDLE_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	read -r _ established _ failed _ opensecs < <(grep '^established' "$out" || echo "established 0 failed $IDLE_CONNS seconds 0")
+	sleep 2 # let the server settle (goroutines parked, buffers released)
+	after=$(rss_kib "${STACK_SIDS[@]}")
+	slab1=$(awk '/^Slab:/ {print $2}' /proc/meminfo)
+	held=$(ss -Htn state established "( sport = :${addr##*:} )" | wc -l)
+	read -r code secs < <(curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 5 "http://$addr/" || echo "000 5")
+	kill -TERM "$IDLE_PID" 2>/dev/null || true
+	wait "$IDLE_PID" 2>/dev/null || true
+	IDLE_PID=""
+	alive=$(awk '/^alive/ {print $2}' "$out")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$STACK" "$IDLE_CONNS" "$established" "$failed" "$opensecs" \
+		"$before" "$after" "$held" "$code" "$secs" "${alive:-0}" "$((slab1 - slab0))" >>"$RESULTS/idle.tsv"
+	log "  held $held of $IDLE_CONNS (failed $failed), RSS $before -> $after KiB, answer $code in ${secs}s, alive at the end ${alive:-0}"
+}
+
+# ---------------------------------------------------------------------------
+# 1. Packages.
+
+PACKAGES=(nginx uwsgi uwsgi-plugin-python3 gunicorn caddy python3-django wrk nghttp2-client curl)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+	[[ $status == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]} > 0)); then
+	log "installing: ${missing[*]}"
+	command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these by hand: ${missing[*]}"
+	sudo=()
+	((EUID == 0)) || sudo=(sudo)
+	"${sudo[@]}" apt-get update
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+for cmd in nginx uwsgi gunicorn wrk curl taskset setsid ss go "$PYTHON"; do
+	command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found"
+done
+(($(nproc) >= 2)) || die "need 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU)"
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------------------
+# 2. Builds and app copies (so no server writes into the checkout).
+
+log "building ${BENCH_PORTICO:+(taking portico from $BENCH_PORTICO) }portico and idleconns into $WORK"
+PORTICO=$WORK/portico
+IDLECONNS=$WORK/idleconns
+if [[ -n ${BENCH_PORTICO:-} ]]; then
+	cp "$BENCH_PORTICO" "$PORTICO"
+else
+	go build -o "$PORTICO" ./cmd/portico
+fi
+go build -o "$IDLECONNS" ./bench/idleconns
+
+cp -a examples/hello "$APPS/hello"
+cp -a bench/djangobench "$APPS/djangobench"
+cp -a bench/apps "$APPS/sleepy"
+mkdir -p "$APPS/djangoproject"
+(cd examples/djangoproject && tar --exclude=db.sqlite3 --exclude=staticfiles --exclude=__pycache__ -cf - .) |
+	(cd "$APPS/djangoproject" && tar -xf -)
+declare -A APP_ENVS=(
+	[djangoproject]="DJANGO_DB=$APPS/djangoproject/db.sqlite3"
+)
+
+selected() { # selected NAME FILTER: FILTER empty or NAME in it
+	[[ -z $2 ]] && return 0
+	[[ " ${2//,/ } " == *" $1 "* ]]
+}
+
+# ---------------------------------------------------------------------------
+# 3. The runs.
+
+START_TIME=$(date -u '+%Y-%m-%d %H:%M UTC')
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+SECONDS=0
+for entry in "${SCENARIOS[@]}"; do
+	IFS='|' read -r SCENARIO APP MODULE URLPATH KIND TITLE <<<"$entry"
+	selected "$SCENARIO" "$SCENARIO_FILTER" || continue
+	case $KIND in
+	http) conns=$CONNS ;;
+	overload) conns=$OVERLOAD_CONNS ;;
+	idle) conns=$IDLE_CONNS ;;
+	esac
+	stacks=()
+	for STACK in ${SCENARIO_STACKS[$SCENARIO]}; do
+		selected "$STACK" "$STACK_FILTER" && stacks+=("$STACK")
+	done
+	((${#stacks[@]} > 0)) || continue
+	printf '%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$KIND" "$conns" "${stacks[*]}" "$TITLE" >>"$RESULTS/scenarios.tsv"
+	log "scenario $SCENARIO: $TITLE"
+	read -r -a APP_ENV <<<"${APP_ENVS[$APP]:-}"
+	if [[ $APP == djangoproject && ! -e $APPS/djangoproject/db.sqlite3 ]]; then
+		(cd "$APPS/djangoproject" && env "${APP_ENV[@]}" "$PYTHON" manage.py migrate --noinput -v0)
+	fi
+	printf '\n### %s\n\n' "$SCENARIO" >>"$RESULTS/commands.md"
+	: >"$RESULTS/commands-extra.md"
+	for STACK in "${stacks[@]}"; do
+		CUR=$SCENARIO-$STACK
+		STACK_SIDS=()
+		STACK_CMDS=()
+		free_port
+		log "$CUR on 127.0.0.1:$PORT"
+		"start_$STACK" "$APPS/$APP" "$MODULE" "$PORT"
+		url=http://127.0.0.1:$PORT$URLPATH
+		if wait_answer "$url"; then
+			case $KIND in
+			idle) bench_idle "127.0.0.1:$PORT" ;;
+			*) # shellcheck disable=SC2086
+				bench_http "$url" $conns ;;
+			esac
+		else
+			printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "did not answer 200 (log: $(tail -n 3 "$LOGS/$CUR-"*.log | tr '\n\t' '  ' | cut -c1-300))" >>"$RESULTS/failed.tsv"
+			tail -n 20 "$LOGS/$CUR-"*.log >&2 || true
+		fi
+		# Stop in the reverse order of start (nginx before its upstream).
+		for ((i = ${#STACK_SIDS[@]} - 1; i >= 0; i--)); do
+			stop_sessions "${STACK_SIDS[$i]}"
+		done
+		{
+			printf -- '- %s:\n\n  ```sh\n' "${STACK_LABEL[$STACK]}"
+			for cmd in "${STACK_CMDS[@]}"; do printf '  %s\n' "$cmd"; done
+			printf '  ```\n'
+		} >>"$RESULTS/commands.md"
+	done
+	cat "$RESULTS/commands-extra.md" >>"$RESULTS/commands.md"
+done
+ELAPSED=$SECONDS
+
+# ---------------------------------------------------------------------------
+# 4. The report.
+
+for s in "${!STACK_LABEL[@]}"; do printf '%s\t%s\n' "$s" "${STACK_LABEL[$s]}"; done >"$RESULTS/labels.tsv"
+
+TABLES=$("$PYTHON" "$BENCH_DIR/report.py" "$RESULTS" --capacity $((WORKERS * 1000 / OVERLOAD_SLEEP_MS)) \
+	--queue-timeout "$QUEUE_TIMEOUT" --wrk-timeout "$WRK_TIMEOUT")
+printf '\n%s\n' "$TABLES"
+
+if [[ $OUT != none ]]; then
+	version_of() { "$@" 2>&1 | head -n 1 || true; }
+	portico_rev=$(go version -m "$PORTICO" | awk -F'[\t=]' '$2 == "build" && $3 == "vcs.revision" { r = $4 } $2 == "build" && $3 == "vcs.modified" { m = $4 }
+		END { if (r != "") printf "%s%s", substr(r, 1, 12), (m == "true" ? " with uncommitted changes" : "") }')
+	{
+		cat <<-EOF
+			# Benchmarks
+
+			Generated by \`./bench/run.sh\` on $START_TIME in $((ELAPSED / 60)) min $((ELAPSED % 60)) s; do not edit by hand.
+			Absolute numbers drift on shared machines; the ratios, measured in one run, are what to compare.
+
+			## Machine
+
+			- CPUs: $(nproc) × $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+			- kernel: $(uname -sr); $(awk -F= '$1 == "PRETTY_NAME" { gsub(/"/, "", $2); print $2 }' /etc/os-release)
+			- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+			- load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers)
+
+			## Versions
+
+			- portico: $("$PORTICO" version | paste -sd " " -)${portico_rev:+ (commit $portico_rev)}
+			- $(version_of nginx -v)
+			- uWSGI $(version_of uwsgi --version), plugin python3 (uwsgi-plugin-python3 $(dpkg-query -W -f='${Version}' uwsgi-plugin-python3 2>/dev/null || echo '?'))
+			- $(version_of gunicorn --version)
+			- caddy $(version_of caddy version) (installed, not used yet)
+			- $(version_of "$PYTHON" --version) ($PYTHON)
+			- Django $("$PYTHON" -c 'import django; print(django.get_version())')
+			- $(version_of wrk -v | cut -d' ' -f1-3)
+			- h2load: $(version_of h2load --version) (installed, not used: no TLS/HTTP/2 in portico yet)
+
+			## Settings
+
+			- Servers pinned to CPU $SERVER_CPU (\`taskset -c $SERVER_CPU\`, nginx and its upstream together), wrk to CPU $CLIENT_CPU:
+			  \`taskset -c $CLIENT_CPU wrk -t1 -cC -d${DURATION}s --timeout $WRK_TIMEOUT --latency URL\`, C in {${CONNS// /,}}, runs: $RUNS each, after a ${WARMUP} s warm-up at 64 connections.
+			- Every app server: $WORKERS worker processes, 1 thread, logging off; nginx: 1 worker process, stock \`uwsgi_params\`, no access log.
+			  uWSGI gets \`--listen 1024\` (its default backlog of 100 drops connections at 256 clients; gunicorn's is 2048, Go's and nginx's follow somaxconn / 511).
+			- Python: $PYTHON (Debian's, with Django, gunicorn and the uWSGI plugin); DEBUG off; each Django scenario on a fresh copy of its project.
+			- req/s: median of the runs (min–max); p50/p99: median of the runs' wrk latency percentiles;
+			  server CPU: utime+stime of every process of the stack (from /proc, all sessions it started) over the run, per request;
+			  srv CPU %: that CPU time over the run's duration (100% = CPU $SERVER_CPU saturated; below it the client is the limit);
+			  wrk CPU %: wrk's own CPU time over the run (100% = wrk saturated its core);
+			  others %: CPU time anything else used on CPUs $SERVER_CPU and $CLIENT_CPU during the run (from /proc/stat, user+system), in % of one CPU:
+			  other work on a shared machine; rows with a high figure are suspect;
+			  RSS: sum of VmRSS of the stack's processes after the runs at that connection count;
+			  errors: non-2xx answers + wrk's connect, write and timeout errors; closes: wrk's read errors, which are the
+			  server closing the connection after a response (uWSGI's --http-socket does so after every one; wrk reconnects).
+			- Ratio columns: that portico stack's figure ÷ this row's, at the same connection count: req/s (higher is better for portico), then CPU per request (lower is better for portico).
+
+		EOF
+		printf '%s\n' "$TABLES"
+		printf '\n## Commands\n\nThe exact commands of this run (%s is the temp dir; the apps are copies of examples/hello, examples/djangoproject, bench/djangobench, bench/apps). The load generator:\n\n' "\$TMP"
+		# shellcheck disable=SC2016 # $TMP is meant literally
+		printf '```sh\ntaskset -c %s wrk -t1 -c64 -d%ss --timeout %s URL                # warm-up\ntaskset -c %s wrk -t1 -cC -d%ss --timeout %s --latency URL      # each run\ntaskset -c %s wrk -t1 -c%s -d%ss --timeout %s --latency -s bench/status.lua URL   # overload\n$TMP/idleconns -addr 127.0.0.1:PORT -n %s -per-child 5000     # idle (built from bench/idleconns)\n```\n' \
+			"$CLIENT_CPU" "$WARMUP" "$WRK_TIMEOUT" "$CLIENT_CPU" "$DURATION" "$WRK_TIMEOUT" "$CLIENT_CPU" "$OVERLOAD_CONNS" "$DURATION" "$WRK_TIMEOUT" "$IDLE_CONNS"
+		cat "$RESULTS/commands.md"
+	} >"$OUT"
+	log "wrote $OUT"
+fi
+log "done in $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
