@@ -34,51 +34,7 @@ import (
 // data race).
 func startServe(t testing.TB, configPath string) *proc {
 	t.Helper()
-	if porticoBin == "" {
-		t.Fatal("portico binary not built (TestMain did not run)")
-	}
-	lb := newLogBuffer()
-	p := &proc{
-		log:    lb,
-		stdout: &lineWriter{buf: lb, prefix: "[stdout] "},
-		stderr: &lineWriter{buf: lb},
-		done:   make(chan struct{}),
-	}
-	p.cmd = exec.Command(porticoBin, "serve", "-c", configPath)
-	p.cmd.Stdout = p.stdout
-	p.cmd.Stderr = p.stderr
-	p.cmd.WaitDelay = 2 * time.Second
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	t.Logf("starting %s", strings.Join(p.cmd.Args, " "))
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting portico: %v", err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		p.stdout.flush()
-		p.stderr.flush()
-		close(p.done)
-	}()
-	t.Cleanup(func() { p.stop(t) })
-	if err := p.waitLine(func(line string) bool { return logfmt(line)["msg"] == "ready" }, readyTimeout); err != nil {
-		t.Fatalf("waiting for msg=ready: %v (log below)", err)
-	}
-	for _, line := range p.log.snapshot() {
-		kv := logfmt(line)
-		if kv["msg"] != "listening" {
-			continue
-		}
-		switch kv["proto"] {
-		case "http":
-			p.HTTPAddr = firstAddr(p.HTTPAddr, kv["addr"])
-		case "uwsgi":
-			p.UWSGIAddr = firstAddr(p.UWSGIAddr, kv["addr"])
-		}
-	}
-	if p.HTTPAddr == "" {
-		t.Fatalf("no msg=listening proto=http line before msg=ready (log below)")
-	}
-	return p
+	return startCommand(t, "serve", "-c", configPath)
 }
 
 // writeFile writes text to dir/name and returns the path.

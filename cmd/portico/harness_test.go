@@ -87,6 +87,13 @@ type proc struct {
 // process of its group behind and reported no data race.
 func startPortico(t testing.TB, args ...string) *proc {
 	t.Helper()
+	return startCommand(t, append([]string{"run", "--bind", "127.0.0.1:0"}, args...)...)
+}
+
+// startCommand runs the portico binary with args (a command and its
+// flags) and does what startPortico describes.
+func startCommand(t testing.TB, args ...string) *proc {
+	t.Helper()
 	if porticoBin == "" {
 		t.Fatal("portico binary not built (TestMain did not run)")
 	}
@@ -97,7 +104,7 @@ func startPortico(t testing.TB, args ...string) *proc {
 		stderr: &lineWriter{buf: lb},
 		done:   make(chan struct{}),
 	}
-	p.cmd = exec.Command(porticoBin, append([]string{"run", "--bind", "127.0.0.1:0"}, args...)...)
+	p.cmd = exec.Command(porticoBin, args...)
 	p.cmd.Stdout = p.stdout
 	p.cmd.Stderr = p.stderr
 	// Workers inherit the output pipes; once portico is gone, stop waiting
