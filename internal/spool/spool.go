@@ -227,13 +227,6 @@ func (b *Buffer) File() *os.File {
 	return b.file
 }
 
-// Rewind lets the content be read again from the start.
-func (b *Buffer) Rewind() {
-	b.mu.Lock()
-	b.read = 0
-	b.mu.Unlock()
-}
-
 // Close releases the temporary file and wakes a waiting reader or writer,
 // which then get ErrClosed.
 func (b *Buffer) Close() error {

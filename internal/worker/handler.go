@@ -21,7 +21,6 @@ import (
 var (
 	ErrQueueFull    = errors.New("worker: request queue full")
 	ErrQueueTimeout = errors.New("worker: no free worker within the queue timeout")
-	errNoWorkers    = errors.New("worker: no worker is running")
 	errTimeout      = errors.New("worker: request timed out")
 	errCrashed      = errors.New("worker: worker process lost during the request")
 	errProtocol     = errors.New("worker: protocol error from worker")
@@ -475,7 +474,7 @@ func (pl *Pool) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadGateway
 	level := slog.LevelError
 	switch {
-	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout), errors.Is(err, errNoWorkers):
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout):
 		status = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "1")
 		level = slog.LevelWarn
