@@ -98,9 +98,8 @@ func (b *Buffer) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	// The file is written outside the lock would be faster for huge writes,
-	// but the reader only ever reads below b.written, so holding the lock
-	// keeps the code obviously right; file writes hit the page cache.
+	// Writing the file under the lock keeps the code obviously right (the
+	// reader only reads below b.written); the writes hit the page cache.
 	n, err := b.file.WriteAt(p, b.written)
 	b.written += int64(n)
 	b.cond.Broadcast()
