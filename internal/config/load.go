@@ -360,20 +360,7 @@ func (d *decoder) app(t *value, p, name string) {
 		a.Python = filepath.Join(d.dir, a.Python)
 	}
 	d.path(t, p, "chdir", &a.Dir)
-	keys, env := d.stringTable(t, p, "env")
-	for _, k := range keys {
-		a.Env = append(a.Env, k+"="+env[k])
-	}
-	d.integer(t, p, "workers", &a.Workers)
-	d.integer(t, p, "threads", &a.Threads)
-	d.duration(t, p, "timeout", &a.Timeout)
-	d.duration(t, p, "grace", &a.Grace)
-	d.integer(t, p, "max_requests", &a.MaxRequests)
-	d.size(t, p, "max_rss", &a.MaxRSS)
-	d.size(t, p, "max_body", &a.MaxBody)
-	d.integer(t, p, "queue_size", &a.QueueSize)
-	d.duration(t, p, "queue_timeout", &a.QueueTimeout)
-	d.boolean(t, p, "reload", &a.Reload)
+	d.appSettings(t, p, &a)
 	d.unknown(t, p, appKeys)
 	d.c.Apps = append(d.c.Apps, a)
 }
@@ -438,4 +425,23 @@ func (d *decoder) route(t *value, p string) Route {
 	d.strings(t, p, "headers_remove", &r.HeadersRemove)
 	d.unknown(t, p, routeKeys)
 	return r
+}
+
+// appSettings decodes the worker settings an [app.NAME] table and
+// [tool.portico] in pyproject.toml share.
+func (d *decoder) appSettings(t *value, p string, a *App) {
+	keys, env := d.stringTable(t, p, "env")
+	for _, k := range keys {
+		a.Env = append(a.Env, k+"="+env[k])
+	}
+	d.integer(t, p, "workers", &a.Workers)
+	d.integer(t, p, "threads", &a.Threads)
+	d.duration(t, p, "timeout", &a.Timeout)
+	d.duration(t, p, "grace", &a.Grace)
+	d.integer(t, p, "max_requests", &a.MaxRequests)
+	d.size(t, p, "max_rss", &a.MaxRSS)
+	d.size(t, p, "max_body", &a.MaxBody)
+	d.integer(t, p, "queue_size", &a.QueueSize)
+	d.duration(t, p, "queue_timeout", &a.QueueTimeout)
+	d.boolean(t, p, "reload", &a.Reload)
 }

@@ -67,20 +67,7 @@ func readPyproject(dir string, c *Config, a *App) (runDefaults, error) {
 	if strings.Contains(a.Python, "/") && !filepath.IsAbs(a.Python) {
 		a.Python = filepath.Join(abs, a.Python)
 	}
-	keys, env := d.stringTable(t, p, "env")
-	for _, k := range keys {
-		a.Env = append(a.Env, k+"="+env[k])
-	}
-	d.integer(t, p, "workers", &a.Workers)
-	d.integer(t, p, "threads", &a.Threads)
-	d.duration(t, p, "timeout", &a.Timeout)
-	d.duration(t, p, "grace", &a.Grace)
-	d.integer(t, p, "max_requests", &a.MaxRequests)
-	d.size(t, p, "max_rss", &a.MaxRSS)
-	d.size(t, p, "max_body", &a.MaxBody)
-	d.integer(t, p, "queue_size", &a.QueueSize)
-	d.duration(t, p, "queue_timeout", &a.QueueTimeout)
-	d.boolean(t, p, "reload", &a.Reload)
+	d.appSettings(t, p, a)
 	keys, statics := d.stringTable(t, p, "static")
 	for _, k := range keys {
 		dir := statics[k]
