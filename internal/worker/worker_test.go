@@ -865,3 +865,21 @@ func TestInternalRedirectFreesWorker(t *testing.T) {
 		t.Error("the slot was not freed")
 	}
 }
+
+func TestErrorMidStreamWithUnreadBody(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw"})
+	for range 2 {
+		resp, err := http.Post(tp.srv.URL+"/error-later", "application/octet-stream", bytes.NewReader(make([]byte, 1<<20)))
+		if err == nil {
+			body, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil {
+				t.Errorf("an error mid-stream gave a complete response: %d %q", resp.StatusCode, body)
+			}
+		}
+		// The slot must be in step: the next request on the only worker works.
+		if resp, body := tp.get(t, "/status"); resp.StatusCode != 418 || string(body) != "teapot" {
+			t.Fatalf("after the error: %d %q", resp.StatusCode, body)
+		}
+	}
+}

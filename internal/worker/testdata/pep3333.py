@@ -214,6 +214,17 @@ def raw(environ, start_response):
 
         start_response("200 OK", [("Content-Type", "text/plain")])
         return gen()
+    if path == "/error-later":
+        # Fails after the response started and after a pause, so that the
+        # server is already relaying it as a stream; the body is not read.
+
+        def gen():
+            yield b"partial"
+            time.sleep(0.2)
+            raise ValueError("boom while streaming")
+
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return gen()
     if path == "/hang":
         # Ignores the interrupt: the worker must be killed.
         while True:
