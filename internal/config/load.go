@@ -163,29 +163,16 @@ func (d *decoder) integer(t *value, path, key string, dst *int) {
 }
 
 func (d *decoder) duration(t *value, path, key string, dst *time.Duration) {
-	v, ok := t.tab[key]
-	if !ok {
-		return
-	}
-	t.used[key] = true
-	p := join(path, key)
-	d.c.lines[p] = v.line
-	switch v.kind {
-	case kString:
-		dur, err := ParseDuration(v.str)
-		if err != nil {
-			d.bad(p, v.line, "%v", err)
-			return
-		}
-		*dst = dur
-	case kInt:
-		*dst = time.Duration(v.i) * time.Second
-	default:
-		d.bad(p, v.line, "want a duration like \"30s\", not %s", v.kind)
-	}
+	decodeUnit(d, t, path, key, dst, ParseDuration, func(n int64) time.Duration { return time.Duration(n) * time.Second }, `a duration like "30s"`)
 }
 
 func (d *decoder) size(t *value, path, key string, dst *int64) {
+	decodeUnit(d, t, path, key, dst, ParseSize, func(n int64) int64 { return n }, `a size like "10MiB"`)
+}
+
+// decodeUnit decodes a value given as a string with a unit (parse) or as a
+// bare integer (fromInt: seconds, bytes).
+func decodeUnit[T any](d *decoder, t *value, path, key string, dst *T, parse func(string) (T, error), fromInt func(int64) T, want string) {
 	v, ok := t.tab[key]
 	if !ok {
 		return
@@ -195,16 +182,16 @@ func (d *decoder) size(t *value, path, key string, dst *int64) {
 	d.c.lines[p] = v.line
 	switch v.kind {
 	case kString:
-		n, err := ParseSize(v.str)
+		x, err := parse(v.str)
 		if err != nil {
 			d.bad(p, v.line, "%v", err)
 			return
 		}
-		*dst = n
+		*dst = x
 	case kInt:
-		*dst = v.i
+		*dst = fromInt(v.i)
 	default:
-		d.bad(p, v.line, "want a size like \"10MiB\", not %s", v.kind)
+		d.bad(p, v.line, "want %s, not %s", want, v.kind)
 	}
 }
 
