@@ -450,7 +450,11 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
 		default:
 			s := server.NewHTTP(e, server.Options{Logger: e.log})
-			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
+			serve := s.Serve
+			if lc.TLS != nil {
+				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
+			}
+			l.serve, l.shutdown, l.close = func() error { return serve(nl) }, s.Shutdown, s.Close
 		}
 		added = append(added, l)
 		proto := lc.Protocol

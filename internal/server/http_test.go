@@ -77,25 +77,30 @@ func get(t *testing.T, addr net.Addr) {
 
 func TestHTTPDefaults(t *testing.T) {
 	s := NewHTTP(hello, Options{})
-	if got := s.srv.ReadHeaderTimeout; got != 60*time.Second {
-		t.Errorf("ReadHeaderTimeout = %v, want 60s", got)
+	for _, c := range []struct {
+		name      string
+		got, want time.Duration
+	}{
+		{"ReadHeaderTimeout", s.readHeaderTimeout, 60 * time.Second},
+		{"IdleTimeout", s.idleTimeout, 75 * time.Second},
+		{"BodyTimeout", s.bodyTimeout, 60 * time.Second},
+		{"SendTimeout", s.writeTimeout, 60 * time.Second},
+		{"TLS ReadHeaderTimeout", s.tls.ReadHeaderTimeout, 60 * time.Second},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
 	}
-	if got := s.srv.IdleTimeout; got != 75*time.Second {
-		t.Errorf("IdleTimeout = %v, want 75s", got)
+	if s.maxHeaderBytes != 64<<10 || s.tls.MaxHeaderBytes != 64<<10 {
+		t.Errorf("MaxHeaderBytes = %v, %v; want 64 KiB", s.maxHeaderBytes, s.tls.MaxHeaderBytes)
 	}
-	if got := s.srv.MaxHeaderBytes; got != 64<<10 {
-		t.Errorf("MaxHeaderBytes = %v, want 64 KiB", got)
-	}
-	if s.srv.ReadTimeout != 0 || s.srv.WriteTimeout != 0 {
-		t.Errorf("ReadTimeout, WriteTimeout = %v, %v; want none", s.srv.ReadTimeout, s.srv.WriteTimeout)
-	}
-	if s.srv.ErrorLog == nil {
-		t.Error("ErrorLog not set")
+	if s.tls.ReadTimeout != 0 || s.tls.WriteTimeout != 0 {
+		t.Errorf("TLS ReadTimeout, WriteTimeout = %v, %v; want none", s.tls.ReadTimeout, s.tls.WriteTimeout)
 	}
 
-	s = NewHTTP(hello, Options{ReadHeaderTimeout: -1, IdleTimeout: -1})
-	if s.srv.ReadHeaderTimeout > 0 || s.srv.IdleTimeout >= 0 {
-		t.Errorf("negative timeouts mapped to %v, %v; want no limit", s.srv.ReadHeaderTimeout, s.srv.IdleTimeout)
+	s = NewHTTP(hello, Options{ReadHeaderTimeout: -1, IdleTimeout: -1, BodyTimeout: -1, SendTimeout: -1})
+	if s.readHeaderTimeout > 0 || s.idleTimeout > 0 || s.bodyTimeout > 0 || s.writeTimeout > 0 {
+		t.Errorf("negative timeouts mapped to %v, %v, %v, %v; want no limit", s.readHeaderTimeout, s.idleTimeout, s.bodyTimeout, s.writeTimeout)
 	}
 }
 

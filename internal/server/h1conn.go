@@ -1,0 +1,779 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const (
+	// readBufSize is the first size of a connection's read buffer; it
+	// grows, up to MaxHeaderBytes and a bit, for a larger head.
+	readBufSize = 4 << 10
+	// maxDrain is how much of a request body the handler left unread is
+	// read and dropped to keep the connection (net/http's
+	// maxPostHandlerReadBytes); a larger rest closes the connection.
+	maxDrain = 256 << 10
+)
+
+var readPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// Connection states, for Shutdown.
+const (
+	stateActive int32 = iota
+	stateIdle
+	stateClosed
+)
+
+// Kinds of the read deadline the server sets itself.
+const (
+	deadlineNone = iota
+	deadlineIdle
+	deadlineHeader
+	deadlineBody
+	deadlineExplicit
+)
+
+// conn is one client connection, served by one goroutine: it reads a
+// request head, runs the handler, sends the response, and loops while the
+// connection may live on. Between requests it holds no buffer: the wait for
+// the next request is a readiness wait (RawConn.Read), and a buffer is taken
+// from a pool when bytes arrive.
+type conn struct {
+	srv    *HTTP
+	rwc    net.Conn
+	raw    syscall.RawConn // nil if rwc has none
+	tcp    *net.TCPConn    // for sendfile; nil for other connections
+	remote string
+	local  net.Addr
+
+	state atomic.Int32
+
+	bp   *[]byte // pooled read buffer, nil while idle
+	buf  []byte
+	r, w int
+
+	out  []byte // write buffer, from outPool during a request
+	outp *[]byte
+	werr error // sticky write error
+
+	now            time.Time // at the start of the current request
+	rdKind         int
+	rdSet          time.Time
+	wrSet          time.Time
+	explicitWrite  bool
+	keepAlive      bool
+	expectContinue bool
+	body           *body
+	resp           *response
+
+	// The client-gone monitor of the current request (see reqCtx).
+	ctx       *reqCtx
+	bodyEOF   atomic.Bool
+	monMu     sync.Mutex
+	monWanted bool
+	monDone   chan struct{} // closed when the monitor goroutine ends
+	monByte   [1]byte
+	monN      int
+	monErr    error
+}
+
+func newConn(srv *HTTP, rwc net.Conn) *conn {
+	c := &conn{srv: srv, rwc: rwc, remote: rwc.RemoteAddr().String(), local: rwc.LocalAddr()}
+	if sc, ok := rwc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw = raw
+		}
+	}
+	c.tcp, _ = rwc.(*net.TCPConn)
+	return c
+}
+
+// serve serves the connection's requests until it closes or must close.
+func (c *conn) serve() {
+	defer c.close()
+	for {
+		if c.r == c.w {
+			if !c.waitRequest() {
+				return
+			}
+		} else {
+			c.now = time.Now()
+		}
+		head, err := c.readHead()
+		if err != nil {
+			if herr, ok := err.(*headError); ok {
+				c.srv.logger.Info("bad request", "remote", c.remote, "status", herr.status, "reason", herr.reason)
+				c.writeError(herr.status)
+			}
+			return
+		}
+		if !c.serveRequest(head) {
+			return
+		}
+	}
+}
+
+// waitRequest waits for the first bytes of the next request, with the
+// idle timeout, holding no buffer while it waits. It reports false when the
+// connection is to close.
+func (c *conn) waitRequest() bool {
+	c.releaseRead()
+	if c.srv.shuttingDown() {
+		return false
+	}
+	c.state.Store(stateIdle)
+	if c.srv.shuttingDown() {
+		// Shutdown may have swept the idle connections before the store.
+		return false
+	}
+	c.armRead(deadlineIdle, c.srv.idleTimeout, time.Now())
+	n, err := c.readIdle()
+	if !c.state.CompareAndSwap(stateIdle, stateActive) || err != nil || n == 0 {
+		return false
+	}
+	c.now = time.Now()
+	c.r, c.w = 0, n
+	return true
+}
+
+// readIdle reads into a buffer taken from the pool only once the
+// connection is readable.
+func (c *conn) readIdle() (int, error) {
+	if c.raw == nil {
+		c.takeRead()
+		return c.rwc.Read(c.buf)
+	}
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		c.takeRead()
+		for {
+			n, rerr = syscall.Read(int(fd), c.buf)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			c.releaseRead()
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	return n, nil
+}
+
+func (c *conn) takeRead() {
+	if c.bp == nil {
+		c.bp = readPool.Get().(*[]byte)
+		c.buf = *c.bp
+		c.r, c.w = 0, 0
+	}
+}
+
+// releaseRead returns the read buffer to the pool if it holds nothing.
+func (c *conn) releaseRead() {
+	if c.bp != nil && c.r == c.w {
+		if cap(c.buf) <= maxPooledBuf {
+			*c.bp = c.buf[:cap(c.buf)]
+			readPool.Put(c.bp)
+		}
+		c.bp, c.buf = nil, nil
+		c.r, c.w = 0, 0
+	}
+}
+
+// fill reads more bytes into the buffer, after compacting it or growing it
+// up to limit bytes; it fails with errBufferFull past the limit.
+func (c *conn) fill(limit int) error {
+	c.takeRead()
+	if c.r > 0 && c.w == len(c.buf) {
+		c.w = copy(c.buf, c.buf[c.r:c.w])
+		c.r = 0
+	}
+	if c.w == len(c.buf) {
+		if len(c.buf) >= limit {
+			return errBufferFull
+		}
+		size := min(2*len(c.buf), limit)
+		nb := make([]byte, size)
+		copy(nb, c.buf[c.r:c.w])
+		c.w -= c.r
+		c.r = 0
+		if cap(c.buf) <= maxPooledBuf {
+			readPool.Put(c.bp)
+		}
+		c.buf, c.bp = nb, &nb
+	}
+	n, err := c.rwc.Read(c.buf[c.w:])
+	c.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+var errBufferFull = errors.New("server: request head too large")
+
+// readHead reads up to the end of a request head and parses it. Empty
+// lines before the request line are skipped (RFC 9112 2.2).
+func (c *conn) readHead() (*requestHead, error) {
+	limit := c.srv.maxHeaderBytes
+	scan := 0
+	armed := false
+	for {
+		for c.r < c.w && (c.buf[c.r] == '\r' || c.buf[c.r] == '\n') {
+			c.r++
+		}
+		data := c.buf[c.r:c.w]
+		if end := headEnd(data, scan); end >= 0 {
+			head, herr := parseHead(data[:end])
+			c.r += end
+			if herr != nil {
+				return nil, herr
+			}
+			return head, nil
+		}
+		if len(data) > limit {
+			return nil, tooLarge(data)
+		}
+		scan = max(len(data)-3, 0)
+		if !armed {
+			// The head did not come in one read: from now on the header
+			// timeout counts, from the request's first byte.
+			armed = true
+			c.armRead(deadlineHeader, c.srv.readHeaderTimeout, c.now)
+		}
+		if err := c.fill(limit + readBufSize); err != nil {
+			if errors.Is(err, errBufferFull) {
+				return nil, tooLarge(c.buf[c.r:c.w])
+			}
+			if c.w > c.r && isTimeout(err) {
+				c.srv.logger.Info("request head not received in time", "remote", c.remote, "timeout", c.srv.readHeaderTimeout)
+			}
+			return nil, err
+		}
+	}
+}
+
+func tooLarge(data []byte) *headError {
+	if bytes.IndexByte(data, '\n') < 0 {
+		return &headError{status: http.StatusRequestURITooLong, reason: "request line too long"}
+	}
+	return &headError{status: http.StatusRequestHeaderFieldsTooLarge, reason: "request head too large"}
+}
+
+// headEnd returns the length of the head at the start of b (up to and
+// including the empty line that ends it), or -1; from is where to start
+// looking.
+func headEnd(b []byte, from int) int {
+	for i := from; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// reqState is what one request needs besides its http.Request, in one
+// allocation.
+type reqState struct {
+	ctx  reqCtx
+	body body
+	resp response
+}
+
+// serveRequest runs the handler for head and completes the response; it
+// reports whether the connection may serve another request.
+func (c *conn) serveRequest(head *requestHead) (keep bool) {
+	st := &reqState{}
+	st.ctx.c = c
+	c.keepAlive = head.keepAlive
+	c.expectContinue = head.expectContinue
+	c.explicitWrite = false
+	c.body = nil
+	c.ctx = &st.ctx
+	c.bodyEOF.Store(false)
+	req := http.Request{
+		Method:        head.method,
+		URL:           &head.url,
+		Proto:         head.proto,
+		ProtoMajor:    head.major,
+		ProtoMinor:    head.minor,
+		Header:        head.header,
+		Body:          http.NoBody,
+		ContentLength: head.contentLength,
+		Close:         !head.keepAlive,
+		Host:          head.host,
+		RemoteAddr:    c.remote,
+		RequestURI:    head.target,
+	}
+	if head.chunked || head.contentLength > 0 {
+		st.body.c = c
+		st.body.chunked = head.chunked
+		if head.chunked {
+			req.TransferEncoding = []string{"chunked"}
+		} else {
+			st.body.remaining = head.contentLength
+		}
+		c.body = &st.body
+		req.Body = &st.body
+	}
+	if head.major == 1 && head.minor == 0 {
+		req.Proto = "HTTP/1.0"
+	} else {
+		req.Proto = "HTTP/1.1"
+	}
+	r := req.WithContext(&st.ctx)
+	w := &st.resp
+	w.c, w.req = c, r
+	c.resp = w
+	c.outp = outPool.Get().(*[]byte)
+	c.out = (*c.outp)[:0]
+
+	c.runHandler(w, r)
+
+	// Cancel first: a goroutine the handler left cannot start a monitor
+	// after this.
+	st.ctx.cancel(context.Canceled)
+	clientGone := c.stopMonitor()
+	keep = w.finish() && !clientGone
+	if c.body != nil {
+		if eof := st.body.finish(); !eof && keep {
+			keep = !w.closeAfter && st.body.discard(maxDrain)
+		}
+	}
+	if cap(c.out) <= maxPooledBuf {
+		*c.outp = c.out[:0]
+		outPool.Put(c.outp)
+	}
+	c.out, c.outp, c.resp, c.body, c.ctx = nil, nil, nil, nil, nil
+	if c.rdKind == deadlineExplicit || c.rdKind == deadlineBody {
+		c.rdKind = deadlineNone
+	}
+	if c.explicitWrite {
+		c.wrSet = time.Time{}
+		c.explicitWrite = false
+	}
+	return keep && !c.srv.shuttingDown()
+}
+
+// runHandler calls the handler, recovering from a panic as net/http does:
+// the connection is closed (the panic logged, unless it is
+// http.ErrAbortHandler).
+func (c *conn) runHandler(w *response, r *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.closeAfter = true
+			c.werr = errAborted
+			if p != http.ErrAbortHandler {
+				const size = 64 << 10
+				buf := make([]byte, size)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.srv.logger.Warn(fmt.Sprintf("http: panic serving %v: %v\n%s", c.remote, p, buf))
+			}
+		}
+	}()
+	if r.Method == http.MethodOptions && r.RequestURI == "*" {
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	c.srv.handler.ServeHTTP(w, r)
+}
+
+var errAborted = errors.New("server: handler aborted the response")
+
+// decideBody is called when the head is sent: if the handler has not read
+// the request body and it cannot be dropped cheaply afterwards, the
+// response says the connection closes.
+func (c *conn) decideBody(w *response) {
+	b := c.body
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	unread := !b.eof && (b.err != nil || b.chunked || b.remaining > maxDrain || c.expectContinue)
+	b.mu.Unlock()
+	if unread {
+		w.closeAfter = true
+	}
+}
+
+// readBody reads body bytes: from the buffer first, then from the
+// connection (straight into p when it is large), each read with the body
+// timeout.
+func (c *conn) readBody(p []byte) (int, error) {
+	if c.r < c.w {
+		n := copy(p, c.buf[c.r:c.w])
+		c.r += n
+		return n, nil
+	}
+	c.armRead(deadlineBody, c.srv.bodyTimeout, time.Now())
+	if len(p) >= readBufSize {
+		return c.rwc.Read(p)
+	}
+	c.r, c.w = 0, 0
+	if err := c.fill(readBufSize); err != nil {
+		return 0, err
+	}
+	n := copy(p, c.buf[c.r:c.w])
+	c.r += n
+	return n, nil
+}
+
+// readLine returns the next line of a chunked body (without its CRLF or
+// LF), at most max bytes long; it is valid until the next read.
+func (c *conn) readLine(max int) ([]byte, error) {
+	for {
+		if i := bytes.IndexByte(c.buf[c.r:c.w], '\n'); i >= 0 {
+			line := c.buf[c.r : c.r+i]
+			c.r += i + 1
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+			if bytes.IndexByte(line, '\r') >= 0 {
+				return nil, fmt.Errorf("%w: CR in a line", errChunkedBody)
+			}
+			return line, nil
+		}
+		if c.w-c.r > max {
+			return nil, fmt.Errorf("%w: line too long", errChunkedBody)
+		}
+		c.armRead(deadlineBody, c.srv.bodyTimeout, time.Now())
+		if err := c.fill(max + readBufSize); err != nil {
+			if err == io.EOF {
+				err = errBodyEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// readCRLF reads the line end after a chunk's data.
+func (c *conn) readCRLF() error {
+	line, err := c.readLine(2)
+	if err != nil {
+		return err
+	}
+	if len(line) != 0 {
+		return fmt.Errorf("%w: no CRLF after chunk data", errChunkedBody)
+	}
+	return nil
+}
+
+// skipTrailers reads the trailer section of a chunked body, up to
+// MaxHeaderBytes, and drops it.
+func (c *conn) skipTrailers() error {
+	total := 0
+	for {
+		line, err := c.readLine(c.srv.maxHeaderBytes)
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if total += len(line); total > c.srv.maxHeaderBytes {
+			return fmt.Errorf("%w: trailers too large", errChunkedBody)
+		}
+	}
+}
+
+// scratch returns a buffer to read a body into and drop it.
+func (c *conn) scratch() []byte {
+	var b [4 << 10]byte
+	return b[:]
+}
+
+// writeContinue sends "100 Continue" before the first read of a body whose
+// client waits for it, unless the response has begun.
+func (c *conn) writeContinue() error {
+	if c.resp != nil && c.resp.headSent {
+		return nil
+	}
+	return c.write(continueLine)
+}
+
+var continueLine = []byte("HTTP/1.1 100 Continue\r\n\r\n")
+
+// write writes b with the send timeout; an error sticks.
+func (c *conn) write(b []byte) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	c.armWrite()
+	if _, err := c.rwc.Write(b); err != nil {
+		c.werr = err
+	}
+	return c.werr
+}
+
+// writev writes the non-empty bs in one system call where it can.
+func (c *conn) writev(bs ...[]byte) error {
+	if c.werr != nil {
+		return c.werr
+	}
+	var one []byte
+	n := 0
+	for _, b := range bs {
+		if len(b) > 0 {
+			one = b
+			n++
+		}
+	}
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		return c.write(one)
+	}
+	bufs := make(net.Buffers, 0, n)
+	for _, b := range bs {
+		if len(b) > 0 {
+			bufs = append(bufs, b)
+		}
+	}
+	c.armWrite()
+	if _, err := bufs.WriteTo(c.rwc); err != nil {
+		c.werr = err
+	}
+	return c.werr
+}
+
+// armRead sets the read deadline to now+d for kind, unless a deadline of
+// that kind was set less than a second ago (a deadline costs a timer
+// update; to the second is precise enough). d <= 0 clears it. An explicit
+// deadline from the handler is left alone.
+func (c *conn) armRead(kind int, d time.Duration, now time.Time) {
+	if c.rdKind == deadlineExplicit && kind == deadlineBody {
+		return
+	}
+	if d <= 0 {
+		if c.rdKind != deadlineNone {
+			_ = c.rwc.SetReadDeadline(time.Time{})
+			c.rdKind = deadlineNone
+		}
+		return
+	}
+	if c.rdKind == kind && now.Sub(c.rdSet) < time.Second {
+		return
+	}
+	_ = c.rwc.SetReadDeadline(now.Add(d))
+	c.rdKind, c.rdSet = kind, now
+}
+
+func (c *conn) setExplicitReadDeadline(t time.Time) error {
+	c.rdKind = deadlineExplicit
+	return c.rwc.SetReadDeadline(t)
+}
+
+// armWrite sets the write deadline (the send timeout, between two writes)
+// unless it was set less than a second ago or the handler set its own.
+func (c *conn) armWrite() {
+	if c.explicitWrite || c.srv.writeTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.wrSet) < time.Second {
+		return
+	}
+	_ = c.rwc.SetWriteDeadline(now.Add(c.srv.writeTimeout))
+	c.wrSet = now
+}
+
+// writeError answers a request the server could not read, and the
+// connection closes.
+func (c *conn) writeError(status int) {
+	text := http.StatusText(status)
+	msg := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%d %s\n",
+		status, text, len(text)+5, status, text)
+	_ = c.write([]byte(msg))
+	// Let the client read the answer before the close (which, with unread
+	// input, would reset the connection).
+	if tc, ok := c.rwc.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+		_ = c.rwc.SetReadDeadline(time.Now().Add(time.Second))
+		var drop [4 << 10]byte
+		for total := 0; total < 64<<10; {
+			n, err := c.rwc.Read(drop[:])
+			total += n
+			if err != nil {
+				break
+			}
+		}
+	}
+}
+
+func (c *conn) shuttingDown() bool { return c.srv.shuttingDown() }
+
+func (c *conn) close() {
+	c.stopMonitor()
+	c.state.Store(stateClosed)
+	_ = c.rwc.Close()
+	c.releaseReadForce()
+	c.srv.untrack(c)
+}
+
+func (c *conn) releaseReadForce() {
+	c.r = c.w
+	c.releaseRead()
+}
+
+// A reqCtx is a request's context. It is cancelled when the handler
+// returns and, once the request body has been read, when the client closes
+// the connection. Watching the connection costs a goroutine and a read, so
+// it starts only when someone asks for Done (a handler waiting for a
+// worker does; a handler that answers at once does not).
+type reqCtx struct {
+	c    *conn
+	mu   sync.Mutex
+	done chan struct{}
+	err  error
+}
+
+func (x *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+func (x *reqCtx) Done() <-chan struct{} {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done == nil {
+		x.done = make(chan struct{})
+		if x.err != nil {
+			close(x.done)
+		} else {
+			x.c.wantMonitor()
+		}
+	}
+	return x.done
+}
+
+func (x *reqCtx) Err() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.err
+}
+
+func (x *reqCtx) Value(key any) any {
+	if key == http.LocalAddrContextKey {
+		return x.c.local
+	}
+	return nil
+}
+
+func (x *reqCtx) cancel(err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.err == nil {
+		x.err = err
+		if x.done != nil {
+			close(x.done)
+		}
+	}
+}
+
+func (x *reqCtx) String() string { return "server.reqCtx" }
+
+// aLongTimeAgo is a deadline in the past, to interrupt a blocked Read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// wantMonitor is called when the handler asks for its context's Done
+// channel: the monitor starts now if the request body has been read (it
+// would eat the body otherwise), or when it has.
+func (c *conn) wantMonitor() {
+	c.monMu.Lock()
+	defer c.monMu.Unlock()
+	c.monWanted = true
+	if c.body == nil || c.bodyEOF.Load() {
+		c.startMonitorLocked()
+	}
+}
+
+// bodyDone is called when the request body has been read to its end.
+func (c *conn) bodyDone() {
+	c.bodyEOF.Store(true)
+	c.monMu.Lock()
+	defer c.monMu.Unlock()
+	if c.monWanted {
+		c.startMonitorLocked()
+	}
+}
+
+// startMonitorLocked starts a goroutine that reads one byte of the
+// connection: the end of the connection cancels the request's context; a
+// byte (the next pipelined request) is kept for later. It does not start if
+// bytes of a next request are buffered already (the client is there).
+func (c *conn) startMonitorLocked() {
+	if c.monDone != nil || c.resp == nil || c.r < c.w {
+		return
+	}
+	done := make(chan struct{})
+	c.monDone = done
+	c.monN, c.monErr = 0, nil
+	x := c.ctx
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(done)
+		n, err := c.rwc.Read(c.monByte[:])
+		c.monN, c.monErr = n, err
+		if n == 0 && err != nil && !isTimeout(err) {
+			x.cancel(context.Canceled)
+		}
+	}()
+}
+
+// stopMonitor stops the monitor if it runs and reports whether it saw the
+// client go away. A byte it read is put back in the read buffer.
+func (c *conn) stopMonitor() (clientGone bool) {
+	c.monMu.Lock()
+	done := c.monDone
+	c.monWanted = false
+	c.monMu.Unlock()
+	if done == nil {
+		return false
+	}
+	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
+	<-done
+	c.monMu.Lock()
+	c.monDone = nil
+	c.monMu.Unlock()
+	c.rdKind = deadlineNone // armRead must set a fresh one
+	_ = c.rwc.SetReadDeadline(time.Time{})
+	if c.monN > 0 {
+		c.takeRead()
+		c.r, c.w = 0, 1
+		c.buf[0] = c.monByte[0]
+		return false
+	}
+	return c.monErr != nil && !isTimeout(c.monErr)
+}
