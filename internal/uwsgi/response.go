@@ -211,6 +211,26 @@ func (w *response) FlushError() error {
 	return w.c.bw.Flush()
 }
 
+// SetWriteDeadline sets the deadline of the connection's writes, for
+// http.ResponseController. It holds until the next write: the server
+// extends the deadline by WriteTimeout before each write (send_timeout).
+func (w *response) SetWriteDeadline(t time.Time) error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	return w.c.rwc.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the deadline of the connection's reads, for
+// http.ResponseController. It holds until the next read of the body: the
+// server sets ReadTimeout before each.
+func (w *response) SetReadDeadline(t time.Time) error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	return w.c.rwc.SetReadDeadline(t)
+}
+
 // finish completes the response once the handler has returned: a handler
 // that wrote nothing gets 200 OK with an empty body.
 func (w *response) finish() error {
@@ -281,7 +301,9 @@ func (b *body) Read(p []byte) (int, error) {
 	n, err := c.br.Read(p)
 	b.remaining -= int64(n)
 	if b.remaining == 0 {
-		c.startBackgroundRead()
+		if c.bgWanted.Load() {
+			c.startBackgroundRead()
+		}
 		return n, io.EOF
 	}
 	if err != nil {

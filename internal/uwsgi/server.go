@@ -93,6 +93,9 @@ type Server struct {
 	drained   chan struct{} // closed when the last connection ends after Shutdown
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
+
+	idleOnce  sync.Once
+	idleConns chan *conn // goroutines waiting for a connection to serve
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -178,7 +181,41 @@ func (s *Server) Serve(l net.Listener) error {
 			rwc.Close()
 			return ErrServerClosed
 		}
-		go c.serve()
+		select {
+		case s.idle() <- c:
+		default:
+			go s.serveConns(c)
+		}
+	}
+}
+
+// idleServeTimeout is how long a goroutine that served a connection waits
+// for another before it exits.
+const idleServeTimeout = 10 * time.Second
+
+func (s *Server) idle() chan *conn {
+	s.idleOnce.Do(func() { s.idleConns = make(chan *conn) })
+	return s.idleConns
+}
+
+// serveConns serves c, then the connections Serve hands it, until none
+// comes for idleServeTimeout or the server shuts down. nginx connects once per request: reusing the
+// goroutine keeps its grown stack, which a new goroutine per connection
+// would grow again (a copy at each doubling) every time.
+func (s *Server) serveConns(c *conn) {
+	idle, done := s.idle(), s.doneChan()
+	t := time.NewTimer(idleServeTimeout)
+	defer t.Stop()
+	for {
+		c.serve()
+		t.Reset(idleServeTimeout)
+		select {
+		case c = <-idle:
+		case <-t.C:
+			return
+		case <-done:
+			return
+		}
 	}
 }
 
@@ -303,12 +340,14 @@ type conn struct {
 	// scratch is reused to canonicalise header names.
 	scratch []byte
 
-	cancel context.CancelFunc
-	// body is the request body, nil when there is none. Its mutex guards
-	// bgDone when the body exists.
+	ctx *reqCtx
+	// body is the request body, nil when there is none.
 	body *body
-	// bgDone is closed when the background reader (started once the body
-	// has been read) exits.
+	// bgWanted is set when the handler asks for its context's Done: the
+	// background reader then runs once the body has been read.
+	bgWanted atomic.Bool
+	// bgDone is closed when the background reader exits; bgMu guards it.
+	bgMu   sync.Mutex
 	bgDone chan struct{}
 	bgBuf  [64]byte
 	// finishing is set when the handler has returned: body reads and the
@@ -377,10 +416,7 @@ func (c *conn) serve() {
 
 // serveRequest runs the handler and ends the connection.
 func (c *conn) serveRequest(req *http.Request) {
-	defer c.cancel()
-	if c.body == nil {
-		c.startBackgroundRead()
-	}
+	defer c.ctx.cancel(context.Canceled)
 	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1}
 	if v, stack := c.runHandler(w, req); v != nil {
 		unread, _ := c.stopReading()
@@ -431,8 +467,14 @@ func (c *conn) runHandler(w *response, req *http.Request) (panicked any, stack [
 // startBackgroundRead watches the connection once the request body has
 // been read: nginx sends nothing more, so a read returning means the peer
 // closed (its client went away), and the request's context is cancelled.
-// Called with c.body.mu held, or before the handler runs.
+// It starts once, when the handler has asked for its context's Done (see
+// reqCtx) and the body has been read.
 func (c *conn) startBackgroundRead() {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.bgDone != nil || c.finishing.Load() {
+		return
+	}
 	c.rwc.SetReadDeadline(time.Time{})
 	done := make(chan struct{})
 	c.bgDone = done
@@ -442,7 +484,7 @@ func (c *conn) startBackgroundRead() {
 			if _, err := c.rwc.Read(c.bgBuf[:]); err != nil {
 				if !c.finishing.Load() {
 					c.peerGone.Store(true)
-					c.cancel()
+					c.ctx.cancel(context.Canceled)
 				}
 				return
 			}
@@ -451,25 +493,105 @@ func (c *conn) startBackgroundRead() {
 	}()
 }
 
+// wantBackgroundRead is called on the first Done of the request's context.
+func (c *conn) wantBackgroundRead() {
+	c.bgWanted.Store(true)
+	if b := c.body; b != nil {
+		b.mu.Lock()
+		eof := b.remaining == 0
+		b.mu.Unlock()
+		if !eof {
+			return // the body's last read starts it
+		}
+	}
+	c.startBackgroundRead()
+}
+
 // stopReading stops body reads from goroutines the handler left behind and
 // the background reader, and reports how much of the body is unread and
 // whether the peer has gone.
 func (c *conn) stopReading() (unread int64, peerGone bool) {
 	c.finishing.Store(true)
-	c.rwc.SetReadDeadline(aLongTimeAgo)
-	bgDone := c.bgDone
 	if b := c.body; b != nil {
+		c.rwc.SetReadDeadline(aLongTimeAgo)
 		b.mu.Lock()
-		unread, bgDone = b.remaining, c.bgDone
+		unread = b.remaining
 		b.mu.Unlock()
 	}
+	c.bgMu.Lock()
+	bgDone := c.bgDone
+	c.bgMu.Unlock()
 	if bgDone != nil {
-		// A body read may have started the reader after the deadline above.
 		c.rwc.SetReadDeadline(aLongTimeAgo)
 		<-bgDone
 	}
 	return unread, c.peerGone.Load()
 }
+
+// A reqCtx is a request's context: it carries the *Origin and
+// http.LocalAddrContextKey, and is cancelled when the handler returns or
+// the peer closes the connection. Watching for the close costs a goroutine
+// and a read, so it starts only when someone asks for Done (a handler
+// waiting for a worker does; one that answers at once does not).
+type reqCtx struct {
+	c      *conn
+	origin *Origin
+	local  net.Addr
+
+	mu   sync.Mutex
+	done chan struct{}
+	err  error
+}
+
+func (x *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+
+func (x *reqCtx) Done() <-chan struct{} {
+	x.mu.Lock()
+	start := false
+	if x.done == nil {
+		x.done = make(chan struct{})
+		if x.err != nil {
+			close(x.done)
+		} else {
+			start = true
+		}
+	}
+	done := x.done
+	x.mu.Unlock()
+	if start {
+		x.c.wantBackgroundRead()
+	}
+	return done
+}
+
+func (x *reqCtx) Err() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.err
+}
+
+func (x *reqCtx) Value(key any) any {
+	switch key {
+	case originKey{}:
+		return x.origin
+	case http.LocalAddrContextKey:
+		return x.local
+	}
+	return nil
+}
+
+func (x *reqCtx) cancel(err error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.err == nil {
+		x.err = err
+		if x.done != nil {
+			close(x.done)
+		}
+	}
+}
+
+func (x *reqCtx) String() string { return "uwsgi.reqCtx" }
 
 // reject answers a request that never reached the handler and ends the
 // connection.
@@ -662,8 +784,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		header["Content-Type"] = []string{contentType}
 	}
 
-	ctx := context.WithValue(context.Background(), http.LocalAddrContextKey, c.rwc.LocalAddr())
-	ctx, c.cancel = context.WithCancel(WithOrigin(ctx, o))
+	c.ctx = &reqCtx{c: c, origin: o, local: c.rwc.LocalAddr()}
 	req := &http.Request{
 		Method:        method,
 		URL:           u,
@@ -685,7 +806,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		c.body = &body{c: c, remaining: length}
 		req.Body = c.body
 	}
-	return req.WithContext(ctx), nil
+	return req.WithContext(c.ctx), nil
 }
 
 // addHeader adds the header named by an HTTP_* variable's suffix
