@@ -496,7 +496,8 @@ bench_idle() {
 		sleep 0.1
 	done
 	read -r _ established _ failed _ opensecs < <(grep '^established' "$out" || echo "established 0 failed $IDLE_CONNS seconds 0")
-	sleep 2 # let the server settle (goroutines parked, buffers released)
+	sleep 5 # let the server settle: Portico parks connections idle for 1 s and
+	        # returns the memory of a burst to the OS a second after the last park
 	after=$(rss_kib "${STACK_SIDS[@]}")
 	slab1=$(awk '/^Slab:/ {print $2}' /proc/meminfo)
 	held=$(ss -Htn state established "( sport = :${addr##*:} )" | wc -l)

@@ -54,9 +54,12 @@ type conn struct {
 	raw    syscall.RawConn // nil if rwc has none
 	tcp    *net.TCPConn    // for sendfile; nil for other connections
 	remote string
-	local  net.Addr
 
 	state atomic.Int32
+	// parkFD and parkGen identify the connection in the parker while it is
+	// parked (parkGen 0: not parked); the parker's lock guards them.
+	parkFD  int32
+	parkGen uint64
 
 	bp   *[]byte // pooled read buffer, nil while idle
 	buf  []byte
@@ -68,27 +71,31 @@ type conn struct {
 
 	now            time.Time // at the start of the current request
 	rdKind         int
-	rdSet          time.Time
-	wrSet          time.Time
+	rdSet, wrSet   int64 // when the deadlines were set, in mono time
 	explicitWrite  bool
 	keepAlive      bool
 	expectContinue bool
 	body           *body
 	resp           *response
 
-	// The client-gone monitor of the current request (see reqCtx).
-	ctx       *reqCtx
-	bodyEOF   atomic.Bool
-	monMu     sync.Mutex
-	monWanted bool
-	monDone   chan struct{} // closed when the monitor goroutine ends
-	monByte   [1]byte
-	monN      int
-	monErr    error
+	// The current request's context and client-gone monitor (see reqCtx).
+	ctx     *reqCtx
+	mon     *monitor
+	bodyEOF atomic.Bool
+}
+
+// monitor is the state of a request's client-gone monitor (see reqCtx).
+type monitor struct {
+	mu     sync.Mutex
+	wanted bool
+	done   chan struct{} // closed when the monitor goroutine ends
+	b      [1]byte
+	n      int
+	err    error
 }
 
 func newConn(srv *HTTP, rwc net.Conn) *conn {
-	c := &conn{srv: srv, rwc: rwc, remote: rwc.RemoteAddr().String(), local: rwc.LocalAddr()}
+	c := &conn{srv: srv, rwc: rwc, remote: rwc.RemoteAddr().String()}
 	if sc, ok := rwc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -98,12 +105,23 @@ func newConn(srv *HTTP, rwc net.Conn) *conn {
 	return c
 }
 
-// serve serves the connection's requests until it closes or must close.
+// serve serves the connection's requests until it closes, must close, or
+// is parked (see parker); a parked connection is resumed by a new
+// goroutine running serve again.
 func (c *conn) serve() {
-	defer c.close()
+	parked := false
+	defer func() {
+		if !parked {
+			c.close()
+		}
+	}()
 	for {
 		if c.r == c.w {
-			if !c.waitRequest() {
+			switch c.waitRequest() {
+			case waitParked:
+				parked = true
+				return
+			case waitClose:
 				return
 			}
 		} else {
@@ -123,27 +141,47 @@ func (c *conn) serve() {
 	}
 }
 
-// waitRequest waits for the first bytes of the next request, with the
-// idle timeout, holding no buffer while it waits. It reports false when the
-// connection is to close.
-func (c *conn) waitRequest() bool {
+// resume serves a connection the parker saw become readable.
+func (c *conn) resume() { c.serve() }
+
+// Outcomes of waitRequest.
+const (
+	waitRequest = iota // bytes of a request are in the buffer
+	waitClose          // the connection is to close
+	waitParked         // handed to the parker
+)
+
+// waitRequest waits for the first bytes of the next request, holding no
+// buffer while it waits: parkAfter in this goroutine, then (if the idle
+// timeout is longer) parked without one.
+func (c *conn) waitRequest() int {
 	c.releaseRead()
 	if c.srv.shuttingDown() {
-		return false
+		return waitClose
 	}
 	c.state.Store(stateIdle)
 	if c.srv.shuttingDown() {
 		// Shutdown may have swept the idle connections before the store.
-		return false
+		return waitClose
 	}
-	c.armRead(deadlineIdle, c.srv.idleTimeout, time.Now())
+	p := c.srv.parker()
+	wait := c.srv.idleTimeout
+	delay := c.srv.parkDelay()
+	canPark := p != nil && c.raw != nil && (wait <= 0 || wait > delay)
+	if canPark {
+		wait = delay
+	}
+	c.armRead(deadlineIdle, wait, time.Now())
 	n, err := c.readIdle()
+	if err != nil && canPark && isTimeout(err) && c.state.Load() == stateIdle && p.park(c) {
+		return waitParked
+	}
 	if !c.state.CompareAndSwap(stateIdle, stateActive) || err != nil || n == 0 {
-		return false
+		return waitClose
 	}
 	c.now = time.Now()
 	c.r, c.w = 0, n
-	return true
+	return waitRequest
 }
 
 // readIdle reads into a buffer taken from the pool only once the
@@ -189,7 +227,7 @@ func (c *conn) takeRead() {
 // releaseRead returns the read buffer to the pool if it holds nothing.
 func (c *conn) releaseRead() {
 	if c.bp != nil && c.r == c.w {
-		if cap(c.buf) <= maxPooledBuf {
+		if cap(c.buf) == readBufSize {
 			*c.bp = c.buf[:cap(c.buf)]
 			readPool.Put(c.bp)
 		}
@@ -215,7 +253,7 @@ func (c *conn) fill(limit int) error {
 		copy(nb, c.buf[c.r:c.w])
 		c.w -= c.r
 		c.r = 0
-		if cap(c.buf) <= maxPooledBuf {
+		if cap(c.buf) == readBufSize {
 			readPool.Put(c.bp)
 		}
 		c.buf, c.bp = nb, &nb
@@ -245,6 +283,9 @@ func (c *conn) readHead() (*requestHead, error) {
 		}
 		data := c.buf[c.r:c.w]
 		if end := headEnd(data, scan); end >= 0 {
+			if end > limit {
+				return nil, tooLarge(data[:end])
+			}
 			head, herr := parseHead(data[:end])
 			c.r += end
 			if herr != nil {
@@ -309,6 +350,7 @@ func isTimeout(err error) bool {
 // allocation.
 type reqState struct {
 	ctx  reqCtx
+	mon  monitor
 	body body
 	resp response
 }
@@ -322,7 +364,7 @@ func (c *conn) serveRequest(head *requestHead) (keep bool) {
 	c.expectContinue = head.expectContinue
 	c.explicitWrite = false
 	c.body = nil
-	c.ctx = &st.ctx
+	c.ctx, c.mon = &st.ctx, &st.mon
 	c.bodyEOF.Store(false)
 	req := http.Request{
 		Method:        head.method,
@@ -377,12 +419,12 @@ func (c *conn) serveRequest(head *requestHead) (keep bool) {
 		*c.outp = c.out[:0]
 		outPool.Put(c.outp)
 	}
-	c.out, c.outp, c.resp, c.body, c.ctx = nil, nil, nil, nil, nil
+	c.out, c.outp, c.resp, c.body, c.ctx, c.mon = nil, nil, nil, nil, nil, nil
 	if c.rdKind == deadlineExplicit || c.rdKind == deadlineBody {
 		c.rdKind = deadlineNone
 	}
 	if c.explicitWrite {
-		c.wrSet = time.Time{}
+		c.wrSet = 0
 		c.explicitWrite = false
 	}
 	return keep && !c.srv.shuttingDown()
@@ -572,8 +614,8 @@ func (c *conn) writev(bs ...[]byte) error {
 }
 
 // armRead sets the read deadline to now+d for kind, unless a deadline of
-// that kind was set less than a second ago (a deadline costs a timer
-// update; to the second is precise enough). d <= 0 clears it. An explicit
+// that kind was set less than min(d/8, 1s) ago (a deadline costs a timer
+// update; that precision is enough). d <= 0 clears it. An explicit
 // deadline from the handler is left alone.
 func (c *conn) armRead(kind int, d time.Duration, now time.Time) {
 	if c.rdKind == deadlineExplicit && kind == deadlineBody {
@@ -586,12 +628,20 @@ func (c *conn) armRead(kind int, d time.Duration, now time.Time) {
 		}
 		return
 	}
-	if c.rdKind == kind && now.Sub(c.rdSet) < time.Second {
+	m := mono(now)
+	if c.rdKind == kind && m-c.rdSet < int64(min(d/8, time.Second)) {
 		return
 	}
+	c.rdKind, c.rdSet = kind, m
 	_ = c.rwc.SetReadDeadline(now.Add(d))
-	c.rdKind, c.rdSet = kind, now
 }
+
+// epoch is the origin of mono.
+var epoch = time.Now()
+
+// mono returns t as nanoseconds since epoch on the monotonic clock (8
+// bytes where a time.Time takes 24, in a struct every connection holds).
+func mono(t time.Time) int64 { return int64(t.Sub(epoch)) }
 
 func (c *conn) setExplicitReadDeadline(t time.Time) error {
 	c.rdKind = deadlineExplicit
@@ -605,11 +655,12 @@ func (c *conn) armWrite() {
 		return
 	}
 	now := time.Now()
-	if now.Sub(c.wrSet) < time.Second {
+	m := mono(now)
+	if c.wrSet != 0 && m-c.wrSet < int64(time.Second) {
 		return
 	}
+	c.wrSet = m
 	_ = c.rwc.SetWriteDeadline(now.Add(c.srv.writeTimeout))
-	c.wrSet = now
 }
 
 // writeError answers a request the server could not read, and the
@@ -686,7 +737,7 @@ func (x *reqCtx) Err() error {
 
 func (x *reqCtx) Value(key any) any {
 	if key == http.LocalAddrContextKey {
-		return x.c.local
+		return x.c.rwc.LocalAddr()
 	}
 	return nil
 }
@@ -711,21 +762,23 @@ var aLongTimeAgo = time.Unix(1, 0)
 // channel: the monitor starts now if the request body has been read (it
 // would eat the body otherwise), or when it has.
 func (c *conn) wantMonitor() {
-	c.monMu.Lock()
-	defer c.monMu.Unlock()
-	c.monWanted = true
+	m := c.mon
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.wanted = true
 	if c.body == nil || c.bodyEOF.Load() {
-		c.startMonitorLocked()
+		c.startMonitorLocked(m)
 	}
 }
 
 // bodyDone is called when the request body has been read to its end.
 func (c *conn) bodyDone() {
 	c.bodyEOF.Store(true)
-	c.monMu.Lock()
-	defer c.monMu.Unlock()
-	if c.monWanted {
-		c.startMonitorLocked()
+	m := c.mon
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.wanted {
+		c.startMonitorLocked(m)
 	}
 }
 
@@ -733,19 +786,19 @@ func (c *conn) bodyDone() {
 // connection: the end of the connection cancels the request's context; a
 // byte (the next pipelined request) is kept for later. It does not start if
 // bytes of a next request are buffered already (the client is there).
-func (c *conn) startMonitorLocked() {
-	if c.monDone != nil || c.resp == nil || c.r < c.w {
+func (c *conn) startMonitorLocked(m *monitor) {
+	if m.done != nil || c.resp == nil || c.r < c.w {
 		return
 	}
 	done := make(chan struct{})
-	c.monDone = done
-	c.monN, c.monErr = 0, nil
+	m.done = done
+	m.n, m.err = 0, nil
 	x := c.ctx
 	_ = c.rwc.SetReadDeadline(time.Time{})
 	go func() {
 		defer close(done)
-		n, err := c.rwc.Read(c.monByte[:])
-		c.monN, c.monErr = n, err
+		n, err := c.rwc.Read(m.b[:])
+		m.n, m.err = n, err
 		if n == 0 && err != nil && !isTimeout(err) {
 			x.cancel(context.Canceled)
 		}
@@ -755,25 +808,29 @@ func (c *conn) startMonitorLocked() {
 // stopMonitor stops the monitor if it runs and reports whether it saw the
 // client go away. A byte it read is put back in the read buffer.
 func (c *conn) stopMonitor() (clientGone bool) {
-	c.monMu.Lock()
-	done := c.monDone
-	c.monWanted = false
-	c.monMu.Unlock()
+	m := c.mon
+	if m == nil {
+		return false
+	}
+	m.mu.Lock()
+	done := m.done
+	m.wanted = false
+	m.mu.Unlock()
 	if done == nil {
 		return false
 	}
 	_ = c.rwc.SetReadDeadline(aLongTimeAgo)
 	<-done
-	c.monMu.Lock()
-	c.monDone = nil
-	c.monMu.Unlock()
+	m.mu.Lock()
+	m.done = nil
+	m.mu.Unlock()
 	c.rdKind = deadlineNone // armRead must set a fresh one
 	_ = c.rwc.SetReadDeadline(time.Time{})
-	if c.monN > 0 {
+	if m.n > 0 {
 		c.takeRead()
 		c.r, c.w = 0, 1
-		c.buf[0] = c.monByte[0]
+		c.buf[0] = m.b[0]
 		return false
 	}
-	return c.monErr != nil && !isTimeout(c.monErr)
+	return m.err != nil && !isTimeout(m.err)
 }

@@ -105,6 +105,17 @@ type HTTP struct {
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	tlsUsed   bool
+
+	parkOnce  sync.Once
+	park      *parker       // nil until needed, or if epoll is unavailable
+	parkAfter time.Duration // zero: the parkAfter constant
+}
+
+// parker returns the server's parker, creating it on first use; nil if
+// idle connections cannot be parked.
+func (s *HTTP) parker() *parker {
+	s.parkOnce.Do(func() { s.park = newParker(s) })
+	return s.park
 }
 
 // NewHTTP returns a server for h. Nothing is listening until Serve. A nil h
@@ -289,13 +300,21 @@ func (s *HTTP) Shutdown(ctx context.Context) error {
 // whether none is left.
 func (s *HTTP) closeIdle() bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var parked []*conn
 	for c := range s.conns {
 		if c.state.CompareAndSwap(stateIdle, stateClosed) {
 			c.rwc.Close()
+			if s.park != nil && s.park.forget(c) {
+				parked = append(parked, c) // no goroutine to clean it up
+			}
 		}
 	}
-	return len(s.conns) == 0
+	left := len(s.conns) - len(parked)
+	s.mu.Unlock()
+	for _, c := range parked {
+		c.close()
+	}
+	return left == 0
 }
 
 // Close closes the listeners and every connection at once, in-flight
@@ -304,11 +323,19 @@ func (s *HTTP) Close() error {
 	s.mu.Lock()
 	s.shutting.Store(true)
 	s.closeListenersLocked()
+	var parked []*conn
 	for c := range s.conns {
+		c.state.Store(stateClosed)
 		c.rwc.Close()
+		if s.park != nil && s.park.forget(c) {
+			parked = append(parked, c)
+		}
 	}
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
+	for _, c := range parked {
+		c.close()
+	}
 	if tlsUsed {
 		return s.tls.Close()
 	}

@@ -1,0 +1,194 @@
+package server
+
+import (
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// parkAfter is how long a keep-alive connection waits for its next request
+// in its own goroutine before it is parked: handed to the parker, its
+// goroutine gone. A browser's or a load balancer's next request usually
+// comes well within it; a connection idle longer costs the server its
+// socket, the conn struct and an epoll entry (about 1 KiB with the Go
+// runtime's share), instead of a goroutine stack as well (2 to 8 KiB).
+const parkAfter = time.Second
+
+// parkAfter is the server's wait before parking (parkAfter; tests shorten
+// it).
+func (s *HTTP) parkDelay() time.Duration {
+	if s.parkAfter > 0 {
+		return s.parkAfter
+	}
+	return parkAfter
+}
+
+// A parker holds idle keep-alive connections without goroutines, the way an
+// event-loop server holds them: each is in an epoll set of its own (the Go
+// runtime's netpoller needs a goroutine blocked in a read to watch a
+// connection), and a new goroutine takes it over when it becomes readable.
+// It closes the connections whose idle timeout passes.
+type parker struct {
+	srv  *HTTP
+	epfd int
+
+	mu     sync.Mutex
+	conns  map[int32]*conn // by file descriptor
+	queue  []parkedConn    // in parking order, so in expiry order
+	gen    uint64
+	active bool // the loop goroutine runs
+
+	// For releaseMemory: parks since the last release, the last park, the
+	// last release.
+	parks       int
+	lastPark    time.Time
+	lastRelease time.Time
+}
+
+// After a burst of connections goes idle (releaseAfterParks parked, none
+// for a second), the memory their requests used is garbage the runtime
+// would keep until its next collection, which an idle server may not have
+// for two minutes; sync.Pool buffers need two. The parker then collects
+// twice and returns the free memory to the OS, at most once per
+// releaseEvery.
+const (
+	releaseAfterParks = 1000
+	releaseEvery      = 30 * time.Second
+)
+
+type parkedConn struct {
+	c   *conn
+	gen uint64
+	at  time.Time
+}
+
+// newParker returns a parker, or nil if epoll is not available.
+func newParker(srv *HTTP) *parker {
+	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		srv.logger.Warn("server: epoll unavailable; idle connections keep their goroutines", "err", err)
+		return nil
+	}
+	return &parker{srv: srv, epfd: fd, conns: map[int32]*conn{}}
+}
+
+// park hands c over; it reports false if c cannot be parked (its
+// goroutine then keeps waiting). c's read buffer must be released.
+func (p *parker) park(c *conn) bool {
+	if c.raw == nil {
+		return false
+	}
+	var fd int32 = -1
+	if err := c.raw.Control(func(s uintptr) { fd = int32(s) }); err != nil || fd < 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.srv.shuttingDown() {
+		return false
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: fd}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev); err != nil {
+		return false
+	}
+	p.gen++
+	c.parkFD, c.parkGen = fd, p.gen
+	p.conns[fd] = c
+	now := time.Now()
+	p.queue = append(p.queue, parkedConn{c: c, gen: p.gen, at: now})
+	p.parks++
+	p.lastPark = now
+	if !p.active {
+		p.active = true
+		go p.loop()
+	}
+	return true
+}
+
+// epollOneShot is EPOLLONESHOT, which package syscall does not name.
+const epollOneShot = 1 << 30
+
+// takeLocked removes c from the parker if it is parked there (with the
+// generation gen, or any if gen is 0) and reports whether it was.
+func (p *parker) takeLocked(c *conn, gen uint64) bool {
+	if c.parkGen == 0 || gen != 0 && c.parkGen != gen || p.conns[c.parkFD] != c {
+		return false
+	}
+	delete(p.conns, c.parkFD)
+	_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(c.parkFD), nil)
+	c.parkGen = 0
+	return true
+}
+
+// forget removes c if it is parked and reports whether it was: the caller
+// then owns it (it has no goroutine).
+func (p *parker) forget(c *conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.takeLocked(c, 0)
+}
+
+// loop waits for parked connections to become readable and resumes them in
+// new goroutines; once a second it closes those past the idle timeout. It
+// ends when nothing is parked, and the next park starts it again.
+func (p *parker) loop() {
+	events := make([]syscall.EpollEvent, 128)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, 1000)
+		if err != nil && err != syscall.EINTR {
+			p.srv.logger.Error("server: waiting on parked connections", "err", err)
+			n = 0
+			time.Sleep(100 * time.Millisecond)
+		}
+		var resume, expired []*conn
+		p.mu.Lock()
+		for _, ev := range events[:max(n, 0)] {
+			if c := p.conns[ev.Fd]; c != nil && p.takeLocked(c, 0) {
+				resume = append(resume, c)
+			}
+		}
+		if idle := p.srv.idleTimeout; idle > 0 {
+			limit := time.Now().Add(-(idle - p.srv.parkDelay()))
+			i := 0
+			for ; i < len(p.queue) && p.queue[i].at.Before(limit); i++ {
+				if pc := p.queue[i]; p.takeLocked(pc.c, pc.gen) {
+					expired = append(expired, pc.c)
+				}
+				p.queue[i] = parkedConn{} // no reference left behind
+			}
+			p.queue = p.queue[i:]
+		}
+		if len(p.conns) == 0 {
+			p.queue = nil
+		}
+		release := false
+		if now := time.Now(); p.parks >= releaseAfterParks && now.Sub(p.lastPark) >= time.Second && now.Sub(p.lastRelease) >= releaseEvery {
+			p.parks, p.lastRelease, release = 0, now, true
+		}
+		done := len(p.conns) == 0
+		if done {
+			p.active = false
+		}
+		p.mu.Unlock()
+
+		for _, c := range resume {
+			go c.resume()
+		}
+		if release {
+			go func() {
+				runtime.GC() // sync.Pool keeps its objects one collection longer
+				debug.FreeOSMemory()
+			}()
+		}
+		for _, c := range expired {
+			if c.state.CompareAndSwap(stateIdle, stateClosed) {
+				c.close()
+			}
+		}
+		if done {
+			return
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// parkedCount returns how many connections s's parker holds.
+func parkedCount(s *HTTP) int {
+	p := s.parker()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// waitFor polls cond for up to 5 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// roundTrip sends a GET on c and checks the answer.
+func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, path string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading response: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "hello "+path {
+		t.Fatalf("GET %s = %d %q", path, resp.StatusCode, b)
+	}
+}
+
+var echoPath = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, "hello "+r.URL.Path)
+})
+
+// TestParkResume checks that idle keep-alive connections give up their
+// goroutines (they are parked) and are served again when a request comes.
+func TestParkResume(t *testing.T) {
+	s := NewHTTP(echoPath, Options{})
+	s.parkAfter = 50 * time.Millisecond
+	addr := serve(t, s, "127.0.0.1:0")
+
+	const n = 20
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], readers[i] = c, bufio.NewReader(c)
+		roundTrip(t, c, readers[i], "/first")
+	}
+	before := runtime.NumGoroutine()
+	waitFor(t, "the connections to be parked", func() bool { return parkedCount(s) == n })
+	if after := runtime.NumGoroutine(); after > before-n+2 {
+		t.Errorf("goroutines: %d before parking, %d after; want about %d fewer", before, after, n)
+	}
+	for i, c := range conns {
+		roundTrip(t, c, readers[i], "/second") // resumed
+	}
+	// Parked again, then resumed again: the cycle repeats.
+	waitFor(t, "the connections to be parked again", func() bool { return parkedCount(s) == n })
+	roundTrip(t, conns[0], readers[0], "/third")
+}
+
+// TestParkedIdleTimeout checks that a parked connection is closed when its
+// idle timeout passes, and that its goroutine-less cleanup runs.
+func TestParkedIdleTimeout(t *testing.T) {
+	s := NewHTTP(echoPath, Options{IdleTimeout: 1200 * time.Millisecond})
+	s.parkAfter = 50 * time.Millisecond
+	addr := serve(t, s, "127.0.0.1:0")
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip(t, c, br, "/x")
+	waitFor(t, "the connection to be parked", func() bool { return parkedCount(s) == 1 })
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("Read = %d, %v; want the parked connection closed at its idle timeout", n, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed %v after parking; want about the idle timeout", d)
+	}
+	waitFor(t, "the server to forget the connection", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.conns) == 0
+	})
+}
+
+// TestShutdownClosesParked checks that Shutdown closes parked connections
+// and returns (nothing is left waiting for a goroutine that does not exist).
+func TestShutdownClosesParked(t *testing.T) {
+	s := NewHTTP(echoPath, Options{})
+	s.parkAfter = 20 * time.Millisecond
+	l, err := Listen("127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	var conns []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		roundTrip(t, c, bufio.NewReader(c), "/a")
+		conns = append(conns, c)
+	}
+	waitFor(t, "the connections to be parked", func() bool { return parkedCount(s) == len(conns) })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve = %v", err)
+	}
+	for _, c := range conns {
+		expectClosed(t, c)
+	}
+	if n := parkedCount(s); n != 0 {
+		t.Errorf("%d connections still parked after Shutdown", n)
+	}
+}
+
+// TestParkSlowHeaders checks that a request whose first bytes wake a parked
+// connection still has the header timeout.
+func TestParkSlowHeaders(t *testing.T) {
+	s := NewHTTP(echoPath, Options{ReadHeaderTimeout: 200 * time.Millisecond})
+	s.parkAfter = 20 * time.Millisecond
+	addr := serve(t, s, "127.0.0.1:0")
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip(t, c, br, "/a")
+	waitFor(t, "the connection to be parked", func() bool { return parkedCount(s) == 1 })
+	io.WriteString(c, "GET /b HTTP/1.1\r\n") // and nothing more
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, err := io.ReadAll(br)
+	if err != nil || strings.Contains(string(b), "200 OK") {
+		t.Errorf("after a partial head: %q, %v; want the connection closed without an answer", b, err)
+	}
+}
