@@ -116,8 +116,28 @@ func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
 		return nil, ErrQueueFull
 	}
 	defer pl.waiting.Add(-1)
-	t := time.NewTimer(pl.opt.QueueTimeout)
+	// First wait without watching the client: asking for ctx.Done makes
+	// the server start a read on the connection to see it close, which
+	// costs more than the short waits of a busy but healthy server; a
+	// client that left during one costs at most a request run for nobody.
+	first := min(clientWatchDelay, pl.opt.QueueTimeout)
+	t := time.NewTimer(first)
 	defer t.Stop()
+	for {
+		select {
+		case s := <-pl.free:
+			if s.tryAcquire() {
+				return s, nil
+			}
+			continue
+		case <-t.C:
+		}
+		break
+	}
+	if first == pl.opt.QueueTimeout {
+		return nil, ErrQueueTimeout
+	}
+	t.Reset(pl.opt.QueueTimeout - first)
 	for {
 		select {
 		case s := <-pl.free:
@@ -131,6 +151,10 @@ func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
 		}
 	}
 }
+
+// clientWatchDelay is how long a request waits for a worker before the
+// wait also ends when the client goes away.
+const clientWatchDelay = 100 * time.Millisecond
 
 // response is what the worker sent, parsed.
 type response struct {
