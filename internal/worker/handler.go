@@ -84,28 +84,55 @@ func (pl *Pool) serve(w http.ResponseWriter, r *http.Request) error {
 	pkt = append(pkt, inline...)
 	*bp = pkt
 
-	// 3. A slot, within the queue's bounds.
-	s, err := pl.acquire(r.Context())
+	// 3. A slot, within the queue's bounds; a request whose packet is all
+	// of it may be written ahead on a busy slot.
+	sendBody := inline == nil && length > 0
+	s, written, err := pl.acquire(r.Context(), pkt, !sendBody)
 	if err != nil {
 		return err
 	}
 
 	// 4. The exchange, bounded by the request timeout.
-	return pl.exchange(w, r, rc, s, pkt, body, inline == nil && length > 0)
+	return pl.exchange(w, r, rc, s, pkt, written, body, sendBody)
 }
 
 // acquire takes a free slot, waiting in a bounded queue for a bounded time.
-func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
+//
+// When no slot is free, a request whose packet is complete (canAhead: no
+// body to stream after it) may instead be written ahead on a busy slot,
+// behind the request running there (HTTP pipelining, one deep): the worker
+// then finds it waiting when it finishes the current one and goes on
+// without sleeping, which halves its CPU cost per request when every worker
+// is busy. written tells the caller that pkt is in the worker already. A
+// request waits its turn there, as long as the one before it runs; if that
+// one's worker dies, the request is taken elsewhere when the worker had not
+// read it (errCrashed if it may have started it).
+func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (s *slot, written bool, err error) {
 	for {
 		select {
 		case s := <-pl.free:
 			if s.tryAcquire() {
-				return s, nil
+				return s, false, nil
 			}
 			continue
 		default:
 		}
 		break
+	}
+	if canAhead && pl.waiting.Load() == 0 {
+		for {
+			var s *slot
+			select {
+			case s = <-pl.ahead:
+			default:
+			}
+			if s == nil {
+				break
+			}
+			if s, written, ok, err := pl.tryAhead(s, pkt); ok {
+				return s, written, err
+			}
+		}
 	}
 	// With no worker ready (a crash replacement on its way) the request
 	// waits like any other: the queue's bounds keep the wait bounded.
@@ -113,9 +140,13 @@ func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
 		if pl.opt.QueueSize >= 0 {
 			pl.waiting.Add(-1)
 		}
-		return nil, ErrQueueFull
+		return nil, false, ErrQueueFull
 	}
 	defer pl.waiting.Add(-1)
+	ahead := pl.ahead
+	if !canAhead {
+		ahead = nil // a nil channel is never ready
+	}
 	// First wait without watching the client: asking for ctx.Done makes
 	// the server start a read on the connection to see it close, which
 	// costs more than the short waits of a busy but healthy server; a
@@ -123,32 +154,76 @@ func (pl *Pool) acquire(ctx context.Context) (*slot, error) {
 	first := min(clientWatchDelay, pl.opt.QueueTimeout)
 	t := time.NewTimer(first)
 	defer t.Stop()
+	var done <-chan struct{}
 	for {
 		select {
 		case s := <-pl.free:
 			if s.tryAcquire() {
-				return s, nil
+				return s, false, nil
 			}
-			continue
-		case <-t.C:
-		}
-		break
-	}
-	if first == pl.opt.QueueTimeout {
-		return nil, ErrQueueTimeout
-	}
-	t.Reset(pl.opt.QueueTimeout - first)
-	for {
-		select {
-		case s := <-pl.free:
-			if s.tryAcquire() {
-				return s, nil
+		case s := <-ahead:
+			if s, written, ok, err := pl.tryAhead(s, pkt); ok {
+				return s, written, err
 			}
 		case <-t.C:
-			return nil, ErrQueueTimeout
-		case <-ctx.Done():
-			return nil, ctx.Err()
+			if done != nil || first == pl.opt.QueueTimeout {
+				return nil, false, ErrQueueTimeout
+			}
+			t.Reset(pl.opt.QueueTimeout - first)
+			done = ctx.Done()
+		case <-done:
+			return nil, false, ctx.Err()
 		}
+	}
+}
+
+// aheadMaxService disables writing ahead for an app whose requests take
+// longer than this on average: a request written ahead waits for the one
+// before it even if another worker frees up meanwhile, which costs little
+// behind short requests and too much behind long ones.
+const aheadMaxService = 20 * time.Millisecond
+
+// tryAhead takes s, offered on pl.ahead by the request running on it: if s
+// has become idle, as a free slot; if it still runs that request, by
+// writing pkt behind it and waiting for its turn. ok is false when s cannot
+// be taken (the offer is stale) or the request must look for another slot.
+func (pl *Pool) tryAhead(s *slot, pkt []byte) (_ *slot, written, ok bool, err error) {
+	if s.tryAcquire() {
+		return s, false, true, nil
+	}
+	if s.state.Load() != slotBusy || !s.aheadOK.Load() || s.proc.state.Load() != stateReady || s.proc.recycling.Load() ||
+		time.Duration(pl.serviceTime.Load()) > aheadMaxService {
+		return nil, false, false, nil
+	}
+	a := &ahead{turn: make(chan turn, 1)}
+	if !s.next.CompareAndSwap(nil, a) {
+		return nil, false, false, nil
+	}
+	// Check again now that the slot cannot go idle: the request before us
+	// may have ended (the slot then idle, or taken by a request that
+	// streams its body) between the checks and the swap.
+	if s.state.Load() != slotBusy || !s.aheadOK.Load() {
+		if s.next.CompareAndSwap(a, nil) {
+			return nil, false, false, nil
+		}
+		// Its end handed the slot to us meanwhile: nothing is written yet.
+		if t := <-a.turn; t == turnYours {
+			return s, false, true, nil
+		}
+		return nil, false, false, nil
+	}
+	_, werr := s.conn.Write(pkt)
+	switch t := <-a.turn; {
+	case t == turnYours && werr != nil:
+		return nil, false, true, pl.lost(s, werr, nil)
+	case t == turnYours:
+		pl.aheads.Add(1)
+		return s, true, true, nil
+	case t == turnRetry:
+		pl.aheadRetries.Add(1)
+		return nil, false, false, nil
+	default:
+		return nil, false, true, fmt.Errorf("%w: the worker died after the request was sent to it", errCrashed)
 	}
 }
 
@@ -164,11 +239,24 @@ type response struct {
 
 // exchange sends the request on s and relays the response. It owns s: every
 // path returns it to the pool, hands it to a drain, or closes it.
-func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, s *slot, pkt []byte, body *spool.Buffer, sendBody bool) error {
-	deadline := time.Now().Add(pl.opt.Timeout)
+func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, s *slot, pkt []byte, written bool, body *spool.Buffer, sendBody bool) error {
+	start := time.Now()
+	deadline := start.Add(pl.opt.Timeout)
 	_ = s.conn.SetDeadline(deadline)
-	if _, err := s.conn.Write(pkt); err != nil {
-		return pl.lost(s, err, nil)
+	s.seq.Add(1)
+	s.started = start
+	if !written {
+		if _, err := s.conn.Write(pkt); err != nil {
+			return pl.lost(s, err, nil)
+		}
+	}
+	if !sendBody {
+		// The packet is all there: another may follow it.
+		s.aheadOK.Store(true)
+		select {
+		case pl.ahead <- s:
+		default:
+		}
 	}
 	var bodyDone chan error
 	if sendBody {
@@ -477,7 +565,13 @@ func (pl *Pool) failed(s *slot, err error, bodyDone chan error) error {
 // lost closes a slot whose connection failed: the worker died or broke the
 // protocol. A protocol error also kills the worker: its state is unknown.
 func (pl *Pool) lost(s *slot, err error, bodyDone chan error) error {
-	s.broken()
+	// The current response did not end, so the worker never read a request
+	// written ahead; a protocol error leaves that unknown.
+	t := turnRetry
+	if errors.Is(err, errProtocol) {
+		t = turnFailed
+	}
+	s.broken(t)
 	if errors.Is(err, errProtocol) {
 		s.proc.log.Error("worker broke the protocol; killing it", "err", err)
 		s.proc.kill()

@@ -159,9 +159,16 @@ type Pool struct {
 	script string // path of worker.py, written at Start
 	rundir string
 
-	free    chan *slot
-	waiting atomic.Int64
-	ready   atomic.Bool
+	free   chan *slot
+	ahead  chan *slot   // busy slots offering a place for a request behind theirs
+	aheads atomic.Int64 // requests that ran written ahead (see acquire)
+	// aheadRetries counts requests written ahead whose worker died first.
+	aheadRetries atomic.Int64
+	// serviceTime is a moving average of how long requests hold a slot,
+	// in nanoseconds (see aheadMaxService).
+	serviceTime atomic.Int64
+	waiting     atomic.Int64
+	ready       atomic.Bool
 
 	events chan event
 	done   chan struct{} // closed when the manager loop has ended
@@ -186,6 +193,7 @@ func New(opt Options) (*Pool, error) {
 		// Room for every slot of two full generations plus replacements in
 		// flight: a slot is in the channel at most once, while idle.
 		free:   make(chan *slot, 4*slots+4*opt.Threads),
+		ahead:  make(chan *slot, slots),
 		events: make(chan event, 64),
 		done:   make(chan struct{}),
 		procs:  make(map[*process]struct{}),

@@ -237,10 +237,12 @@ func (p *process) copyOutput(wg *sync.WaitGroup, r io.Reader, stream string) {
 }
 
 // interrupt asks worker.py to raise RequestTimeout in the slot's request.
-func (p *process) interrupt(index int) {
+func (p *process) interrupt(index int, seq uint64) {
 	p.ctlMu.Lock()
 	defer p.ctlMu.Unlock()
-	if _, err := p.ctl.Write([]byte("i " + strconv.Itoa(index) + "\n")); err != nil {
+	// The request's number on the slot: worker.py ignores the interrupt if
+	// it has moved on to the next request (written ahead) meanwhile.
+	if _, err := p.ctl.Write([]byte("i " + strconv.Itoa(index) + " " + strconv.FormatUint(seq, 10) + "\n")); err != nil {
 		return // the process is gone
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGUSR1)

@@ -27,6 +27,38 @@ type slot struct {
 	state atomic.Int32
 	// scratch is the pump's read buffer, allocated on first use.
 	scratch []byte
+
+	// next is the request written ahead on this slot while another one
+	// runs (see Pool.acquire); the exchange that ends hands the slot to it.
+	// While next is set the slot never goes idle.
+	next atomic.Pointer[ahead]
+	// aheadOK is set while the current request's packet is all written (no
+	// body streaming after it), so that another packet may follow it.
+	aheadOK atomic.Bool
+	// seq numbers the requests run on the slot (the current one's number),
+	// for interrupts; only the slot's owner changes it.
+	seq atomic.Uint64
+	// started is when the current request's exchange began (owner only).
+	started time.Time
+}
+
+// ahead is a request written ahead on a busy slot, waiting for its turn.
+type ahead struct{ turn chan turn }
+
+// What a request written ahead learns when the request before it ends.
+type turn int
+
+const (
+	turnYours  turn = iota // the slot is yours; your packet is in the worker
+	turnRetry              // the worker died before your packet was read: take another slot
+	turnFailed             // the worker died and may have started your request
+)
+
+// resolveNext tells the request written ahead, if any, what became of it.
+func (s *slot) resolveNext(t turn) {
+	if a := s.next.Swap(nil); a != nil {
+		a.turn <- t
+	}
 }
 
 // close closes the connection; the last slot of a process to close tells
@@ -47,7 +79,7 @@ func (s *slot) tryAcquire() bool {
 // is reused; if not, the worker is killed and replaced.
 func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
 	p := s.proc
-	s.proc.interrupt(s.index)
+	s.proc.interrupt(s.index, s.seq.Load())
 	deadline := time.Now().Add(pl.opt.Grace)
 	_ = s.conn.SetDeadline(deadline)
 	err := func() error {
@@ -71,23 +103,37 @@ func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
 			p.log.Error("lost the worker while interrupting a request", "slot", s.index, "err", err)
 		}
 		s.state.Store(slotClosed)
-		s.close()
 		p.kill()
+		s.resolveNext(pl.afterKill(s))
+		s.close()
 		return
 	}
 	p.log.Info("request interrupted at its timeout; the worker lives on", "slot", s.index)
 	pl.release(s)
 }
 
-// release returns a slot whose exchange ended cleanly to the pool, or closes
-// it when its process is retiring or has reached its request limit.
+// release returns a slot whose exchange ended cleanly to the pool, hands it
+// to the request written ahead on it, or closes it when its process is
+// retiring or has reached its request limit.
 func (pl *Pool) release(s *slot) {
 	p := s.proc
 	_ = s.conn.SetDeadline(time.Time{})
+	if !s.started.IsZero() {
+		// A moving average of the time requests hold a slot (1/8 weight).
+		d, avg := int64(time.Since(s.started)), pl.serviceTime.Load()
+		pl.serviceTime.Store(avg + (d-avg)/8)
+	}
 	n := p.requests.Add(1)
 	if p.limit > 0 && n >= p.limit && p.recycling.CompareAndSwap(false, true) {
 		pl.send(event{kind: evRecycle, proc: p, reason: "max-requests"})
 	}
+	if a := s.next.Swap(nil); a != nil {
+		// Its packet is in the worker already: it runs there even if the
+		// process is retiring; the slot closes after it.
+		a.turn <- turnYours
+		return
+	}
+	s.aheadOK.Store(false)
 	if p.state.Load() != stateReady {
 		s.state.Store(slotClosed)
 		s.close()
@@ -113,8 +159,30 @@ func (pl *Pool) release(s *slot) {
 	}
 }
 
-// broken closes a slot whose connection can no longer be trusted.
-func (s *slot) broken() {
+// broken closes a slot whose connection can no longer be trusted; the
+// request written ahead on it, if any, learns t.
+func (s *slot) broken(t turn) {
 	s.state.Store(slotClosed)
+	s.resolveNext(t)
 	s.close()
+}
+
+// afterKill tells what became of the request written ahead on s, whose
+// worker was killed while its current request ran: if the end of the
+// current response had been sent after all, the worker may have started
+// the next one (turnFailed); if not, it never read it (turnRetry).
+func (pl *Pool) afterKill(s *slot) turn {
+	if s.next.Load() == nil {
+		return turnRetry
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		typ, _, err := s.fr.next()
+		if err != nil {
+			return turnRetry
+		}
+		if typ == frameEnd || typ == frameError {
+			return turnFailed
+		}
+	}
 }

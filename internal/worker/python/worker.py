@@ -8,8 +8,9 @@ with these inherited file descriptors (numbers in the JSON config):
 
   status_fd  write end of a pipe: b"ready\\n" once the app is imported, or
              b"error\\n" followed by the import traceback, then exit(3);
-  ctl_fd     read end of a pipe: lines b"i <slot>\\n" ask to interrupt the
-             request running in that slot; SIGUSR1 says a line is waiting;
+  ctl_fd     read end of a pipe: lines b"i <slot> <n>\\n" ask to interrupt
+             the n-th request of that slot (counting from 1) if it is still
+             running; SIGUSR1 says a line is waiting;
   slot_fds   one connected unix stream socket per slot (request thread).
 
 On a slot socket, requests come as uwsgi packets: a 4-byte header
@@ -151,9 +152,10 @@ class Slot(object):
     two, so the interrupt is kept in pending and raised after the send.
     """
 
-    __slots__ = ("index", "sock", "rfile", "ident", "in_app", "is_main", "sending", "pending")
+    __slots__ = ("index", "sock", "rfile", "ident", "in_app", "is_main", "sending", "pending", "count")
 
     def __init__(self, index, sock):
+        self.count = 0  # requests read on this slot: the current one's number
         self.index = index
         self.sock = sock
         self.rfile = sock.makefile("rb", 65536)
@@ -362,13 +364,15 @@ class Worker(object):
         main = False
         for line in data.split(b"\n"):
             parts = line.split()
-            if len(parts) != 2 or parts[0] != b"i":
+            if len(parts) not in (2, 3) or parts[0] != b"i":
                 continue
             index = int(parts[1])
             if index < 0 or index >= len(self.slots):
                 continue
             slot = self.slots[index]
-            if not slot.in_app:
+            if not slot.in_app or len(parts) == 3 and int(parts[2]) != slot.count:
+                # Not in the app, or on to the next request (portico may
+                # write a request ahead): the late interrupt is not for it.
                 continue
             if slot.is_main:
                 if slot.sending:
@@ -392,6 +396,7 @@ class Worker(object):
                 return
             if len(head) < 4:
                 return
+            slot.count += 1
             size = head[1] | (head[2] << 8)
             environ = base.copy()
             if head[3] == 1:

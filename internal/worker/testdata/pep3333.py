@@ -205,6 +205,7 @@ application = validator(app)
 def raw(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/crash":
+        time.sleep(float(environ.get("QUERY_STRING", "").partition("=")[2] or 0))
         os._exit(7)
     if path == "/error-after":
 
