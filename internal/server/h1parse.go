@@ -116,10 +116,7 @@ func nextLine(s string) (line, rest string, ok bool) {
 	if i < 0 {
 		return "", "", false
 	}
-	line, rest = s[:i], s[i+1:]
-	if strings.HasSuffix(line, "\r") {
-		line = line[:len(line)-1]
-	}
+	line, rest = strings.TrimSuffix(s[:i], "\r"), s[i+1:]
 	if strings.IndexByte(line, '\r') >= 0 {
 		return "", "", false
 	}

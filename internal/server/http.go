@@ -187,14 +187,15 @@ func (s *HTTP) Serve(l net.Listener) error {
 			if s.shuttingDown() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Temporary() { //lint:ignore SA1019 as net/http does: EMFILE and the like pass
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.logger.Warn("accepting a connection", "err", err, "retry_in", delay)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Running out of descriptors and the like: back off and retry,
+			// as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.logger.Warn("accepting a connection failed; retrying", "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		c := newConn(s, rw)
