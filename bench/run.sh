@@ -175,10 +175,11 @@ rss_kib() {
 	echo "$total"
 }
 
-# cpus_busy: user+nice+system clock ticks of the server's and the client's CPUs
-# (/proc/stat), to tell how much else ran on them during a run.
+# cpus_busy: user+nice+system+steal clock ticks of the server's and the
+# client's CPUs (/proc/stat), to tell how much else ran on them during a run. Steal is the time the hypervisor gave our virtual CPUs to
+# someone else: on a shared VM it skews a run as much as a local process.
 cpus_busy() {
-	awk -v a="cpu$SERVER_CPU" -v b="cpu$CLIENT_CPU" '$1 == a || $1 == b { s += $2 + $3 + $4 } END { print s }' /proc/stat
+	awk -v a="cpu$SERVER_CPU" -v b="cpu$CLIENT_CPU" '$1 == a || $1 == b { s += $2 + $3 + $4 + $9 } END { print s }' /proc/stat
 }
 
 # children_cpu FILE0 FILE1: seconds of CPU this shell's reaped children used
@@ -671,8 +672,9 @@ if [[ $OUT != none ]]; then
 			  server CPU: utime+stime of every process of the stack (from /proc, all sessions it started) over the run, per request;
 			  srv CPU %: that CPU time over the run's duration (100% = CPU $SERVER_CPU saturated; below it the client is the limit);
 			  wrk CPU %: wrk's own CPU time over the run (100% = wrk saturated its core);
-			  others %: CPU time anything else used on CPUs $SERVER_CPU and $CLIENT_CPU during the run (from /proc/stat, user+system), in % of one CPU:
-			  other work on a shared machine; rows with a high figure are suspect;
+			  others %: CPU time anything else used on CPUs $SERVER_CPU and $CLIENT_CPU during the run (from /proc/stat: user, system,
+			  and steal, the time the hypervisor ran someone else on our virtual CPUs), in % of one CPU: other work on a shared machine;
+			  rows with a high figure are suspect;
 			  RSS: sum of VmRSS of the stack's processes after the runs at that connection count;
 			  errors: non-2xx answers + wrk's connect, write and timeout errors; closes: wrk's read errors, which are the
 			  server closing the connection after a response (uWSGI's --http-socket does so after every one; wrk reconnects).

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,22 +40,34 @@ func (tp *testPool) getLater(t *testing.T, path string, d time.Duration) <-chan 
 // answered in order.
 func TestWriteAheadServesEveryRequest(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
+	before := tp.pid(t)
 	var wg sync.WaitGroup
-	for i := range 16 {
+	for i := range 64 {
 		wg.Go(func() {
-			path := "/sleep?s=0.005"
-			if i%2 == 0 {
-				path = "/env"
-			}
-			resp, body := tp.get(t, path)
-			if resp.StatusCode != 200 {
-				t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
+			for j := range 40 {
+				path := "/sleep?s=0.001"
+				if (i+j)%4 != 0 {
+					path = "/env"
+				}
+				resp, body := tp.get(t, path)
+				if resp.StatusCode != 200 {
+					t.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
+				}
 			}
 		})
 	}
 	wg.Wait()
 	if tp.aheads.Load() == 0 {
 		t.Error("no request was written ahead on the busy slot")
+	}
+	// The slot went back and forth between the queue, the written-ahead
+	// path and the free list without being lost (a slot put in the free
+	// list twice once overflowed it and closed the worker's socket).
+	if after := tp.pid(t); after != before || strings.Contains(tp.log.String(), "worker died") {
+		t.Errorf("the worker was replaced (pid %v -> %v)", before, after)
+	}
+	if n := len(tp.free); n != 1 {
+		t.Errorf("%d entries in the free list for 1 idle slot", n)
 	}
 }
 
@@ -131,4 +144,47 @@ func TestNoWriteAheadBehindSlowRequests(t *testing.T) {
 	if n := tp.aheads.Load(); n != 0 {
 		t.Errorf("%d requests written ahead behind 50 ms requests, want none", n)
 	}
+}
+
+// TestQueuedClientLeaves: a request waiting in the queue for longer than
+// clientWatchDelay whose client goes away leaves the queue (499 in the log)
+// and never reaches the app.
+func TestQueuedClientLeaves(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	first := tp.getLater(t, "/sleep?s=1", 0)
+	time.Sleep(100 * time.Millisecond)
+	// A body too large to be written ahead: this request queues.
+	client := &http.Client{Timeout: 300 * time.Millisecond}
+	body := strings.NewReader(strings.Repeat("x", 100<<10))
+	if resp, err := client.Post(tp.srv.URL+"/sleep?s=0&name=left", "text/plain", body); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the queued request was answered (%d) while the only worker slept", resp.StatusCode)
+	}
+	if r := <-first; r[0] != 200 {
+		t.Errorf("first: %v", r[0])
+	}
+	waitFor(t, "the 499 log line", 5*time.Second, func() bool { return strings.Contains(tp.log.String(), "status=499") })
+	tp.get(t, "/env") // the worker is free again
+	if tp.marked("left") {
+		t.Error("the app ran the request of a client that had left")
+	}
+}
+
+// TestTryAheadLeavesIdleSlots: an offer on pl.ahead that has gone stale
+// (the slot finished and went idle) must not be taken as a free slot: the
+// slot is in pl.free already, and taking it from both lists once put it in
+// pl.free twice, until the list overflowed and the pool closed the worker's
+// socket under load.
+func TestTryAheadLeavesIdleSlots(t *testing.T) {
+	tp := newTestPool(t, Options{Workers: 1})
+	waitFor(t, "an idle slot", 5*time.Second, func() bool { return len(tp.free) == 1 })
+	s := <-tp.free
+	tp.free <- s
+	if _, _, ok, err := tp.tryAhead(s, nil); ok || err != nil {
+		t.Fatalf("tryAhead took an idle slot (ok %v, err %v)", ok, err)
+	}
+	if st := s.state.Load(); st != slotIdle {
+		t.Errorf("slot state %d after a stale offer, want idle", st)
+	}
+	tp.get(t, "/env") // still served through the free list
 }

@@ -147,14 +147,21 @@ func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (s *slot
 	if !canAhead {
 		ahead = nil // a nil channel is never ready
 	}
-	// First wait without watching the client: asking for ctx.Done makes
-	// the server start a read on the connection to see it close, which
-	// costs more than the short waits of a busy but healthy server; a
-	// client that left during one costs at most a request run for nobody.
-	first := min(clientWatchDelay, pl.opt.QueueTimeout)
-	t := time.NewTimer(first)
+	// Watch for the client's departure only after clientWatchDelay: asking
+	// for ctx.Done makes the server start a read on the connection to see
+	// it close, which costs more than the short waits of a busy but
+	// healthy server (a client that left during one costs at most a
+	// request run for nobody). The select below keeps the same cases for
+	// the whole wait, so that waiters keep their order in the channels'
+	// queues (first come, first served).
+	gone := make(chan struct{})
+	watch := time.AfterFunc(clientWatchDelay, func() {
+		<-ctx.Done() // the server cancels it when the handler returns
+		close(gone)
+	})
+	defer watch.Stop()
+	t := time.NewTimer(pl.opt.QueueTimeout)
 	defer t.Stop()
-	var done <-chan struct{}
 	for {
 		select {
 		case s := <-pl.free:
@@ -166,16 +173,16 @@ func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (s *slot
 				return s, written, err
 			}
 		case <-t.C:
-			if done != nil || first == pl.opt.QueueTimeout {
-				return nil, false, ErrQueueTimeout
-			}
-			t.Reset(pl.opt.QueueTimeout - first)
-			done = ctx.Done()
-		case <-done:
+			return nil, false, ErrQueueTimeout
+		case <-gone:
 			return nil, false, ctx.Err()
 		}
 	}
 }
+
+// clientWatchDelay is how long a request waits for a worker before the
+// wait also ends when the client goes away.
+const clientWatchDelay = 100 * time.Millisecond
 
 // aheadMaxService disables writing ahead for an app whose requests take
 // longer than this on average: a request written ahead waits for the one
@@ -183,14 +190,13 @@ func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (s *slot
 // behind short requests and too much behind long ones.
 const aheadMaxService = 20 * time.Millisecond
 
-// tryAhead takes s, offered on pl.ahead by the request running on it: if s
-// has become idle, as a free slot; if it still runs that request, by
-// writing pkt behind it and waiting for its turn. ok is false when s cannot
-// be taken (the offer is stale) or the request must look for another slot.
+// tryAhead takes s, offered on pl.ahead by the request running on it, if
+// it still runs that request: by writing pkt behind it and waiting for its
+// turn. ok is false when s cannot be taken (the offer is stale) or the
+// request must look for another slot.
 func (pl *Pool) tryAhead(s *slot, pkt []byte) (_ *slot, written, ok bool, err error) {
-	if s.tryAcquire() {
-		return s, false, true, nil
-	}
+	// An idle slot is not taken here: it is in pl.free, where it must be
+	// taken from (a slot is in pl.free at most once, while idle).
 	if s.state.Load() != slotBusy || !s.aheadOK.Load() || s.proc.state.Load() != stateReady || s.proc.recycling.Load() ||
 		time.Duration(pl.serviceTime.Load()) > aheadMaxService {
 		return nil, false, false, nil
@@ -226,10 +232,6 @@ func (pl *Pool) tryAhead(s *slot, pkt []byte) (_ *slot, written, ok bool, err er
 		return nil, false, true, fmt.Errorf("%w: the worker died after the request was sent to it", errCrashed)
 	}
 }
-
-// clientWatchDelay is how long a request waits for a worker before the
-// wait also ends when the client goes away.
-const clientWatchDelay = 100 * time.Millisecond
 
 // response is what the worker sent, parsed.
 type response struct {
