@@ -66,6 +66,7 @@ func TestWriteAheadServesEveryRequest(t *testing.T) {
 	if after := tp.pid(t); after != before || strings.Contains(tp.log.String(), "worker died") {
 		t.Errorf("the worker was replaced (pid %v -> %v)", before, after)
 	}
+	waitFor(t, "the slot back in the free list", 5*time.Second, func() bool { return len(tp.free) >= 1 })
 	if n := len(tp.free); n != 1 {
 		t.Errorf("%d entries in the free list for 1 idle slot", n)
 	}
