@@ -45,7 +45,7 @@ func TestWriteAheadServesEveryRequest(t *testing.T) {
 	for i := range 64 {
 		wg.Go(func() {
 			for j := range 40 {
-				path := "/sleep?s=0.001"
+				path := "/sleep?s=0.0002"
 				if (i+j)%4 != 0 {
 					path = "/env"
 				}
