@@ -75,6 +75,7 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 		QueueTimeout: a.QueueTimeout,
 		ScriptName:   scriptName,
 		Watch:        a.Reload,
+		NormalSched:  a.Sched == config.SchedNormal,
 		Logger:       log,
 	}
 }

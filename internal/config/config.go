@@ -141,7 +141,16 @@ type App struct {
 	QueueTimeout time.Duration
 	// Reload restarts the workers when a .py file changes (development).
 	Reload bool
+	// Sched is the workers' Linux scheduling policy: SchedBatch (the
+	// default) or SchedNormal. See worker.Options.NormalSched.
+	Sched string
 }
+
+// Worker scheduling policies (App.Sched).
+const (
+	SchedBatch  = "batch"
+	SchedNormal = "normal"
+)
 
 // Site is a set of host names and the routes that serve them.
 type Site struct {
@@ -287,6 +296,7 @@ func DefaultApp(name string) App {
 		MaxBody:      DefaultMaxBody,
 		QueueSize:    DefaultQueueSize,
 		QueueTimeout: DefaultQueueTimeout,
+		Sched:        SchedBatch,
 	}
 }
 
@@ -522,6 +532,9 @@ func (c *Config) validateApp(errs *[]error, key string, a *App) {
 	}
 	if a.QueueTimeout <= 0 {
 		bad("queue_timeout", "must be positive")
+	}
+	if a.Sched != SchedBatch && a.Sched != SchedNormal {
+		bad("sched", "must be %q or %q, not %q", SchedBatch, SchedNormal, a.Sched)
 	}
 	for _, kv := range a.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {

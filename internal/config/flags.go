@@ -50,6 +50,8 @@ Limits and timeouts:
       --queue-size N        requests that may wait for a free worker; more get 503 (default 1024)
                             [gunicorn --backlog, uwsgi --listen]
       --queue-timeout DUR   longest wait for a free worker before 503 (default 30s)
+      --sched POLICY        the workers' Linux scheduling policy: batch (their wake-ups
+                            do not preempt the front) or normal (default batch)
       --graceful-timeout DUR  time in-flight requests get on stop (default 30s)
                             [gunicorn --graceful-timeout]
 
@@ -150,6 +152,7 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.Var(sizeValue{&a.MaxBody}, "max-body", "")
 	fs.IntVar(&a.QueueSize, "queue-size", a.QueueSize, "")
 	fs.Var(durationValue{&a.QueueTimeout}, "queue-timeout", "")
+	fs.StringVar(&a.Sched, "sched", a.Sched, "")
 	fs.Var(durationValue{&c.ShutdownTimeout}, "graceful-timeout", "")
 	fs.Var(&statics, "static", "")
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
@@ -189,7 +192,7 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		"graceful_timeout":  "graceful-timeout",
 		"app." + RunAppName: "app",
 	}
-	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout"} {
+	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout", "sched"} {
 		c.names["app."+RunAppName+"."+k] = strings.ReplaceAll(k, "_", "-")
 	}
 	if len(binds) == 0 && len(uwsgiSockets) == 0 {

@@ -251,7 +251,7 @@ func (d *decoder) tables(t *value, key string) []*value {
 const (
 	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls"
-	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload"
+	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched"
 	siteKeys     = "hosts, [[site.route]]"
 	routeKeys    = "path, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
 )
@@ -431,4 +431,5 @@ func (d *decoder) appSettings(t *value, p string, a *App) {
 	d.integer(t, p, "queue_size", &a.QueueSize)
 	d.duration(t, p, "queue_timeout", &a.QueueTimeout)
 	d.boolean(t, p, "reload", &a.Reload)
+	d.str(t, p, "sched", &a.Sched)
 }

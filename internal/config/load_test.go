@@ -50,6 +50,7 @@ threads = 4
 timeout = "5s"
 max_body = "1MiB"
 max_rss = "300MiB"
+sched = "normal"
 env = { DJANGO_SETTINGS_MODULE = "shop.settings", B = "2" }
 
 [app.blog]
@@ -106,10 +107,10 @@ func TestLoad(t *testing.T) {
 	}
 	shop := c.App("shop")
 	if shop.Workers != 2 || shop.Threads != 4 || shop.Timeout != 5*time.Second || shop.MaxBody != 1<<20 || shop.MaxRSS != 300<<20 ||
-		strings.Join(shop.Env, ",") != "DJANGO_SETTINGS_MODULE=shop.settings,B=2" || shop.Dir != dir || shop.Grace != DefaultGrace {
+		strings.Join(shop.Env, ",") != "DJANGO_SETTINGS_MODULE=shop.settings,B=2" || shop.Dir != dir || shop.Grace != DefaultGrace || shop.Sched != SchedNormal {
 		t.Errorf("shop %+v", shop)
 	}
-	if blog := c.App("blog"); blog.QueueTimeout != 3*time.Second || blog.MaxBody != DefaultMaxBody || blog.Threads != 1 {
+	if blog := c.App("blog"); blog.QueueTimeout != 3*time.Second || blog.MaxBody != DefaultMaxBody || blog.Threads != 1 || blog.Sched != SchedBatch {
 		t.Errorf("blog %+v", blog)
 	}
 	if len(c.Sites) != 2 || len(c.Sites[0].Routes) != 3 || len(c.Sites[1].Routes) != 2 {
@@ -147,6 +148,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"13: site[0].route[1].statuss: unknown key", "15: site[0].route[2].path: want a string, not an integer"}},
 		{"wrong type", "[[listener]]\naddr = \":0\"\n[app.a]\nmodule = \"app.py\"\nworkers = \"two\"\nthreads = 0\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",
 			[]string{"5: app.a.workers: want an integer, not a string", "6: app.a.threads: must be at least 1"}},
+		{"bad sched", "[[listener]]\naddr = \":0\"\n[app.a]\nmodule = \"app.py\"\nsched = \"fifo\"\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",
+			[]string{"5: app.a.sched: must be \"batch\" or \"normal\", not \"fifo\""}},
 		{"bad duration and size", "[[listener]]\naddr = \":0\"\n[app.a]\nmodule = \"app.py\"\ntimeout = \"soon\"\nmax_body = \"lots\"\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",
 			[]string{"5: app.a.timeout: \"soon\" is not a duration", "6: app.a.max_body: \"lots\" is not a size"}},
 		{"bad listener", "[[listener]]\naddr = \"nowhere\"\nprotocol = \"ftp\"\n[app.a]\nmodule = \"app.py\"\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",

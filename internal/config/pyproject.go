@@ -17,7 +17,7 @@ type runDefaults struct {
 	mode                string
 }
 
-const pyprojectKeys = "app, bind, uwsgi_socket, socket_mode, python, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, static, access_log, access_log_format, log_level, graceful_timeout"
+const pyprojectKeys = "app, bind, uwsgi_socket, socket_mode, python, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched, static, access_log, access_log_format, log_level, graceful_timeout"
 
 // readPyproject applies [tool.portico] from dir/pyproject.toml, if the file
 // and the table exist, to c and a. Keys are the `portico run` flag names

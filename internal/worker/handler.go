@@ -107,77 +107,82 @@ func (pl *Pool) serve(w http.ResponseWriter, r *http.Request) error {
 // request waits its turn there, as long as the one before it runs; if that
 // one's worker dies, the request is taken elsewhere when the worker had not
 // read it (errCrashed if it may have started it).
-func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (s *slot, written bool, err error) {
+func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (_ *slot, written bool, err error) {
+	w := waiterPool.Get().(*waiter)
+	// Every path below leaves w out of the queue with its grant channel
+	// empty: a grant is sent only to a waiter taken out of the list, and
+	// is then always received.
+	defer waiterPool.Put(w)
+	limit := max(pl.opt.QueueSize, 0)
 	for {
-		select {
-		case s := <-pl.free:
-			if s.tryAcquire() {
-				return s, false, nil
-			}
-			continue
-		default:
+		g, ok, full := pl.q.take(w, canAhead, limit)
+		if full {
+			return nil, false, ErrQueueFull
 		}
-		break
-	}
-	if canAhead && pl.waiting.Load() == 0 {
-		for {
-			var s *slot
-			select {
-			case s = <-pl.ahead:
-			default:
-			}
-			if s == nil {
-				break
-			}
-			if s, written, ok, err := pl.tryAhead(s, pkt); ok {
-				return s, written, err
-			}
+		if !ok {
+			break // queued
+		}
+		if s, written, ok, err := pl.use(g, pkt); ok {
+			return s, written, err
 		}
 	}
-	// With no worker ready (a crash replacement on its way) the request
-	// waits like any other: the queue's bounds keep the wait bounded.
-	if pl.opt.QueueSize < 0 || pl.waiting.Add(1) > int64(pl.opt.QueueSize) {
-		if pl.opt.QueueSize >= 0 {
-			pl.waiting.Add(-1)
-		}
-		return nil, false, ErrQueueFull
-	}
-	defer pl.waiting.Add(-1)
-	ahead := pl.ahead
-	if !canAhead {
-		ahead = nil // a nil channel is never ready
-	}
+
 	// Watch for the client's departure only after clientWatchDelay: asking
 	// for ctx.Done makes the server start a read on the connection to see
 	// it close, which costs more than the short waits of a busy but
 	// healthy server (a client that left during one costs at most a
-	// request run for nobody). The select below keeps the same cases for
-	// the whole wait, so that waiters keep their order in the channels'
-	// queues (first come, first served).
-	gone := make(chan struct{})
-	watch := time.AfterFunc(clientWatchDelay, func() {
-		<-ctx.Done() // the server cancels it when the handler returns
-		close(gone)
-	})
-	defer watch.Stop()
-	t := time.NewTimer(pl.opt.QueueTimeout)
-	defer t.Stop()
+	// request run for nobody).
+	timeout := pl.opt.QueueTimeout
+	watchAt := clientWatchDelay
+	if timeout <= watchAt {
+		watchAt = 0
+		w.timer.Reset(timeout)
+	} else {
+		w.timer.Reset(watchAt)
+	}
+	defer w.timer.Stop()
+	var gone <-chan struct{}
 	for {
+		var quit error
 		select {
-		case s := <-pl.free:
-			if s.tryAcquire() {
-				return s, false, nil
-			}
-		case s := <-ahead:
-			if s, written, ok, err := pl.tryAhead(s, pkt); ok {
+		case g := <-w.grant:
+			if s, written, ok, err := pl.use(g, pkt); ok {
 				return s, written, err
 			}
-		case <-t.C:
-			return nil, false, ErrQueueTimeout
+			pl.q.requeue(w) // it keeps its turn
+			continue
+		case <-w.timer.C:
+			if watchAt > 0 && gone == nil {
+				gone = ctx.Done()
+				w.timer.Reset(timeout - watchAt)
+				continue
+			}
+			quit = ErrQueueTimeout
 		case <-gone:
-			return nil, false, ctx.Err()
+			quit = ctx.Err()
 		}
+		if pl.q.leave(w) {
+			return nil, false, quit
+		}
+		// A grant is on its way: it wins the race.
+		if s, written, ok, err := pl.use(<-w.grant, pkt); ok {
+			return s, written, err
+		}
+		return nil, false, quit
 	}
+}
+
+// use tries to take what a waiter was granted: an idle slot (which may have
+// been closed meanwhile) or a place behind a busy slot's request. ok is
+// false when the request must look further.
+func (pl *Pool) use(g grant, pkt []byte) (_ *slot, written, ok bool, err error) {
+	if !g.ahead {
+		if g.taken || g.s.tryAcquire() {
+			return g.s, false, true, nil
+		}
+		return nil, false, false, nil
+	}
+	return pl.tryAhead(g.s, pkt)
 }
 
 // clientWatchDelay is how long a request waits for a worker before the
@@ -192,13 +197,13 @@ const clientWatchDelay = 100 * time.Millisecond
 // (At 20 ms the p99 of a 4 ms Django page doubled in the benchmark.)
 const aheadMaxService = 2 * time.Millisecond
 
-// tryAhead takes s, offered on pl.ahead by the request running on it, if
+// tryAhead takes s, offered by the request running on it, if
 // it still runs that request: by writing pkt behind it and waiting for its
 // turn. ok is false when s cannot be taken (the offer is stale) or the
 // request must look for another slot.
 func (pl *Pool) tryAhead(s *slot, pkt []byte) (_ *slot, written, ok bool, err error) {
-	// An idle slot is not taken here: it is in pl.free, where it must be
-	// taken from (a slot is in pl.free at most once, while idle).
+	// An idle slot is not taken here: it is in the idle list, where it
+	// must be taken from (a slot is there at most once, while idle).
 	if s.state.Load() != slotBusy || !s.aheadOK.Load() || s.proc.state.Load() != stateReady || s.proc.recycling.Load() ||
 		time.Duration(pl.serviceTime.Load()) > aheadMaxService {
 		return nil, false, false, nil
@@ -257,9 +262,8 @@ func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.Respon
 	if !sendBody {
 		// The packet is all there: another may follow it.
 		s.aheadOK.Store(true)
-		select {
-		case pl.ahead <- s:
-		default:
+		if time.Duration(pl.serviceTime.Load()) <= aheadMaxService && !s.proc.recycling.Load() {
+			pl.q.offer(s)
 		}
 	}
 	var bodyDone chan error

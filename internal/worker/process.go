@@ -74,6 +74,7 @@ type workerConfig struct {
 	CtlFD        int    `json:"ctl_fd"`
 	SlotFDs      []int  `json:"slot_fds"`
 	Multiprocess bool   `json:"multiprocess"`
+	SchedBatch   bool   `json:"sched_batch,omitempty"`
 }
 
 // spawn starts a worker process and waits until it has imported the app.
@@ -103,7 +104,7 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 	}
 	parentEnds = append(parentEnds, ctlW)
 	childEnds = append(childEnds, ctlR)
-	cfg := workerConfig{App: opt.App, Chdir: opt.Dir, StatusFD: 3, CtlFD: 4, Multiprocess: opt.Workers > 1}
+	cfg := workerConfig{App: opt.App, Chdir: opt.Dir, StatusFD: 3, CtlFD: 4, Multiprocess: opt.Workers > 1, SchedBatch: !opt.NormalSched}
 	slotFiles := make([]*os.File, threads)
 	for i := range threads {
 		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)

@@ -148,15 +148,7 @@ func (pl *Pool) release(s *slot) {
 		}
 		return
 	}
-	select {
-	case pl.free <- s:
-	default:
-		// Cannot happen with the channel sized for every slot; closing keeps
-		// the pool consistent if it ever does.
-		if s.state.CompareAndSwap(slotIdle, slotClosed) {
-			s.close()
-		}
-	}
+	pl.q.put(s)
 }
 
 // broken closes a slot whose connection can no longer be trusted; the

@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -496,7 +498,7 @@ func TestTimeoutInterruptsAndKeepsWorker(t *testing.T) {
 				t.Errorf("504 after %v, want about 1s", d)
 			}
 			waitFor(t, "the finally block to run", 5*time.Second, func() bool { return tp.marked("finally") })
-			waitFor(t, "the slot back", 5*time.Second, func() bool { return len(tp.free) == threads })
+			waitFor(t, "the slot back", 5*time.Second, func() bool { return tp.q.idleLen() == threads })
 			if after := tp.pid(t); after != before {
 				t.Errorf("worker replaced (pid %v -> %v); it should live on", before, after)
 			}
@@ -697,7 +699,7 @@ func TestSlowClientDoesNotHoldWorker(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n", 20<<20)
 	// The only worker must be free again soon.
-	waitFor(t, "the worker to be free", 10*time.Second, func() bool { return len(tp.free) == 1 })
+	waitFor(t, "the worker to be free", 10*time.Second, func() bool { return tp.q.idleLen() == 1 })
 	resp, _ := tp.get(t, "/status")
 	if resp.StatusCode != 418 {
 		t.Errorf("%d", resp.StatusCode)
@@ -765,7 +767,7 @@ func TestStopFinishesInFlight(t *testing.T) {
 		resp.Body.Close()
 		done <- resp.StatusCode
 	}()
-	waitFor(t, "the request to start", 5*time.Second, func() bool { return len(tp.free) == 0 })
+	waitFor(t, "the request to start", 5*time.Second, func() bool { return tp.q.idleLen() == 0 })
 	tp.srv.Config.Shutdown(context.Background()) // what app does first
 	if code := <-done; code != 200 {
 		t.Errorf("in-flight request got %d", code)
@@ -861,7 +863,7 @@ func TestInternalRedirectFreesWorker(t *testing.T) {
 	if c := <-calls; c.status != 200 || c.target != "/protected/a.pdf" || c.other != "kept" {
 		t.Errorf("redirect got %+v", c)
 	}
-	if len(tp.free) != 1 {
+	if tp.q.idleLen() != 1 {
 		t.Error("the slot was not freed")
 	}
 }
@@ -881,5 +883,60 @@ func TestErrorMidStreamWithUnreadBody(t *testing.T) {
 		if resp, body := tp.get(t, "/status"); resp.StatusCode != 418 || string(body) != "teapot" {
 			t.Fatalf("after the error: %d %q", resp.StatusCode, body)
 		}
+	}
+}
+
+// schedPolicies reads the scheduling policy (field 41 of /proc/PID/task/TID/stat)
+// of every thread of pid.
+func schedPolicies(t *testing.T, pid int) []int {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields[0] is field 3
+		policy, err := strconv.Atoi(fields[41-3])
+		if err != nil {
+			t.Fatalf("stat of %d/%s: %v", pid, task.Name(), err)
+		}
+		out = append(out, policy)
+	}
+	return out
+}
+
+// TestWorkerSchedPolicy: workers run under SCHED_BATCH (3), every thread of
+// them (threads inherit it from the main thread, set before the import),
+// unless NormalSched keeps SCHED_OTHER (0).
+func TestWorkerSchedPolicy(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("scheduling policies are Linux's")
+	}
+	for _, tc := range []struct {
+		normal bool
+		want   int
+	}{{false, 3}, {true, 0}} {
+		t.Run(fmt.Sprintf("normal=%v", tc.normal), func(t *testing.T) {
+			tp := newTestPool(t, Options{Workers: 1, Threads: 3, NormalSched: tc.normal})
+			pid := int(tp.pid(t))
+			got := schedPolicies(t, pid)
+			if len(got) < 3 {
+				t.Fatalf("%d threads in the worker, want at least 3", len(got))
+			}
+			for _, p := range got {
+				if p != tc.want {
+					t.Fatalf("thread policies %v, want all %d", got, tc.want)
+				}
+			}
+			if got := schedPolicies(t, os.Getpid()); got[0] != 0 {
+				t.Errorf("portico's own policy is %d, want 0 (only the workers change)", got[0])
+			}
+		})
 	}
 }

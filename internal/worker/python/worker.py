@@ -524,6 +524,12 @@ def load_app(spec):
 def main():
     cfg = json.loads(sys.argv[1])
     status_fd = cfg["status_fd"]
+    if cfg.get("sched_batch") and hasattr(os, "SCHED_BATCH"):
+        # Before the app's import can start threads: they inherit it.
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError as e:
+            print("portico worker: cannot set SCHED_BATCH: %s" % e, file=sys.stderr)
     sys.argv = [cfg["app"]]
     directory = cfg.get("chdir")
     if directory:
