@@ -17,6 +17,7 @@ type fileState struct {
 	size    int64
 	modTime time.Time
 	data    []byte // the content, when cached in memory; nil otherwise
+	fixed   *fixedHeaders // with data: its header values, formatted once
 }
 
 func stateOf(fi fs.FileInfo) fileState {
@@ -93,6 +94,7 @@ func (h *Handler) stat(name string, sibling bool) (fileState, error) {
 		}
 		st = stateOf(fi2)
 		st.data = data
+		st.fixed = newFixedHeaders(st.modTime, st.size)
 		cost += int64(len(data))
 	default: // large files are opened per request: nothing worth keeping
 		h.files.remove(name)

@@ -516,7 +516,7 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name string,
 	}
 	if v.content == nil {
 		if st.data != nil {
-			v = variant{content: bytes.NewReader(st.data), modTime: st.modTime, tag: etag(st.modTime, st.size, "")}
+			v = variant{content: bytes.NewReader(st.data), data: st.data, fixed: st.fixed, modTime: st.modTime, tag: st.fixed.etag[0]}
 		} else {
 			f, err := h.open(name)
 			if err != nil {
@@ -539,7 +539,11 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name string,
 		hdr.Set("Content-Type", ctype)
 	}
 	hdr.Set("X-Content-Type-Options", "nosniff")
-	hdr.Set("ETag", v.tag)
+	if v.fixed != nil {
+		hdr["Etag"] = v.fixed.etag
+	} else {
+		hdr.Set("ETag", v.tag)
+	}
 	if v.encoding != "" {
 		hdr.Set("Content-Encoding", v.encoding)
 	}
@@ -547,6 +551,27 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name string,
 		hdr.Set("Cache-Control", cc)
 	}
 	h.addHeaders(hdr)
+	if v.data != nil && unconditional(r) {
+		// The common case of a file in memory, answered without
+		// http.ServeContent's parsing and formatting (a third of the CPU
+		// of a 1 KiB file): the same headers, values formatted once.
+		var lastModified, length []string
+		if f := v.fixed; f != nil {
+			lastModified, length = f.lastModified, f.length
+		} else {
+			lastModified, length = lastModifiedValue(v.modTime), []string{strconv.Itoa(len(v.data))}
+		}
+		if lastModified != nil {
+			hdr["Last-Modified"] = lastModified
+		}
+		hdr["Accept-Ranges"] = acceptRanges
+		hdr["Content-Length"] = length
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write(v.data)
+		}
+		return nil
+	}
 	if _, inMemory := v.content.(*bytes.Reader); inMemory {
 		// Hide the writer's ReadFrom: net/http's flushes the headers in a
 		// write of their own before copying, two syscalls where one does
@@ -563,9 +588,52 @@ type writerOnly struct{ http.ResponseWriter }
 
 func (w writerOnly) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// unconditional reports whether r is a plain GET or HEAD: no precondition
+// and no range, nothing http.ServeContent would have to decide.
+func unconditional(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	h := r.Header
+	return h["Range"] == nil && h["If-None-Match"] == nil && h["If-Modified-Since"] == nil &&
+		h["If-Match"] == nil && h["If-Unmodified-Since"] == nil && h["If-Range"] == nil
+}
+
+var acceptRanges = []string{"bytes"}
+
+// fixedHeaders are the header values of one version of a file held in
+// memory. Each slice has its capacity equal to its length, so that an
+// append by a later handler copies instead of writing into a value that
+// other responses share.
+type fixedHeaders struct {
+	etag         []string
+	lastModified []string // nil for a zero or Unix-epoch mtime (as http.ServeContent)
+	length       []string
+}
+
+func newFixedHeaders(modTime time.Time, size int64) *fixedHeaders {
+	return &fixedHeaders{
+		etag:         []string{etag(modTime, size, "")},
+		lastModified: lastModifiedValue(modTime),
+		length:       []string{strconv.FormatInt(size, 10)},
+	}
+}
+
+// lastModifiedValue is the Last-Modified header of modTime, nil for a zero
+// or Unix-epoch time (as http.ServeContent).
+func lastModifiedValue(modTime time.Time) []string {
+	if modTime.IsZero() || modTime.Equal(time.Unix(0, 0)) {
+		return nil
+	}
+	return []string{modTime.UTC().Format(http.TimeFormat)}
+}
+
 // variant is the bytes chosen for a response: the file, or one of its
 // compressed forms.
 type variant struct {
+	// data is the content when it is in memory (then also content).
+	data     []byte
+	fixed    *fixedHeaders // data's header values, when formatted already
 	content  io.ReadSeeker
 	closer   io.Closer // an open sibling file, closed after the response
 	modTime  time.Time
@@ -592,13 +660,13 @@ func (h *Handler) negotiate(r *http.Request, name string, st fileState) (variant
 		sst, err := h.stat(sib, true)
 		if err == nil && sst.mode.IsRegular() {
 			if sst.data != nil {
-				return variant{bytes.NewReader(sst.data), nil, sst.modTime, etag(sst.modTime, sst.size, token), token}, nil
+				return variant{data: sst.data, content: bytes.NewReader(sst.data), modTime: sst.modTime, tag: etag(sst.modTime, sst.size, token), encoding: token}, nil
 			}
 			f, err := h.open(sib)
 			if err == nil {
 				fi, err := f.Stat()
 				if err == nil && fi.Mode().IsRegular() {
-					return variant{f, f, fi.ModTime(), etag(fi.ModTime(), fi.Size(), token), token}, nil
+					return variant{content: f, closer: f, modTime: fi.ModTime(), tag: etag(fi.ModTime(), fi.Size(), token), encoding: token}, nil
 				}
 				f.Close()
 			}
@@ -628,7 +696,7 @@ func (h *Handler) negotiate(r *http.Request, name string, st fileState) (variant
 		if res.data == nil {
 			break // incompressible: no other coding will do much better
 		}
-		return variant{bytes.NewReader(res.data), nil, st.modTime, etag(st.modTime, st.size, token), token}, nil
+		return variant{data: res.data, content: bytes.NewReader(res.data), modTime: st.modTime, tag: etag(st.modTime, st.size, token), encoding: token}, nil
 	}
 	return variant{}, nil
 }

@@ -2,6 +2,8 @@ package static
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -489,5 +491,69 @@ func TestHasEncodedSeparator(t *testing.T) {
 		if got := hasEncodedSeparator(tt.in); got != tt.want {
 			t.Errorf("hasEncodedSeparator(%q) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestMemoryFastPath: a plain GET or HEAD of a file held in memory is
+// answered without http.ServeContent, with the same status, headers and
+// body as ServeContent gives (forced here by a precondition that holds:
+// If-None-Match with a tag that does not match).
+func TestMemoryFastPath(t *testing.T) {
+	root := t.TempDir()
+	css := strings.Repeat("body { color: #123456; margin: 0 auto; }\n", 100) // compressible, > CompressMin
+	for name, data := range map[string]string{"hello.txt": helloBody, "site.css": css, "logo.png": "\x89PNG\r\n\x1a\nxx"} {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(root, "pre.css"), []byte(css), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(css))
+	zw.Close()
+	if err := os.WriteFile(filepath.Join(root, "pre.css.gz"), gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := newHandler(t, root, "")
+	addr := server(t, h)
+	for _, tc := range []struct {
+		method, target string
+		hdr            []string
+	}{
+		{"GET", "/hello.txt", nil},
+		{"HEAD", "/hello.txt", nil},
+		{"GET", "/logo.png", []string{"Accept-Encoding: gzip"}},
+		{"GET", "/site.css", []string{"Accept-Encoding: gzip, br"}}, // compressed on the fly, cached
+		{"GET", "/pre.css", []string{"Accept-Encoding: gzip"}},      // precompressed sibling
+		{"HEAD", "/site.css", []string{"Accept-Encoding: zstd"}},
+	} {
+		t.Run(tc.method+" "+tc.target, func(t *testing.T) {
+			raw(t, addr, tc.method, tc.target, tc.hdr...) // first sight: read into memory
+			fast := raw(t, addr, tc.method, tc.target, tc.hdr...)
+			slow := raw(t, addr, tc.method, tc.target, append([]string{`If-None-Match: "other"`}, tc.hdr...)...)
+			if fast.status != 200 || fast.status != slow.status || fast.body != slow.body {
+				t.Fatalf("fast %d (%d bytes), ServeContent %d (%d bytes)", fast.status, len(fast.body), slow.status, len(slow.body))
+			}
+			if fast.header.Get("Last-Modified") == "" || fast.header.Get("Content-Length") == "" || fast.header.Get("Etag") == "" {
+				t.Errorf("missing Last-Modified, Content-Length or ETag: %v", fast.header)
+			}
+			fast.header.Del("Date")
+			slow.header.Del("Date")
+			if slow.header.Get("Content-Length") == "" && slow.header.Get("Content-Encoding") != "" {
+				// ServeContent leaves out the length of a HEAD when
+				// Content-Encoding is set; the fast path says what the GET
+				// sends.
+				get := raw(t, addr, "GET", tc.target, tc.hdr...)
+				if got := fast.header.Get("Content-Length"); got != fmt.Sprint(len(get.body)) {
+					t.Errorf("Content-Length %q, the GET sends %d bytes", got, len(get.body))
+				}
+				fast.header.Del("Content-Length")
+			}
+			if fmt.Sprint(fast.header) != fmt.Sprint(slow.header) {
+				t.Errorf("headers differ:\nfast         %v\nServeContent %v", fast.header, slow.header)
+			}
+		})
 	}
 }
