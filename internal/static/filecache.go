@@ -16,7 +16,7 @@ type fileState struct {
 	mode    fs.FileMode
 	size    int64
 	modTime time.Time
-	data    []byte // the content, when cached in memory; nil otherwise
+	data    []byte        // the content, when cached in memory; nil otherwise
 	fixed   *fixedHeaders // with data: its header values, formatted once
 }
 
