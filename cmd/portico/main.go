@@ -157,6 +157,15 @@ func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) 
 			}
 		}
 	}
+	if path := os.Getenv("PORTICO_MEMPROFILE"); path != "" {
+		// Allocations over the whole run (go tool pprof -sample_index=alloc_space).
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr}); err != nil {
 		log.Error("portico stopped", "err", err)
 		fmt.Fprintf(stderr, "portico: %v\n", err)

@@ -417,7 +417,7 @@ func (c *conn) serve() {
 // serveRequest runs the handler and ends the connection.
 func (c *conn) serveRequest(req *http.Request) {
 	defer c.ctx.cancel(context.Canceled)
-	w := &response{c: c, req: req, header: make(http.Header), contentLength: -1}
+	w := &response{c: c, req: req, header: make(http.Header, 8), contentLength: -1}
 	if v, stack := c.runHandler(w, req); v != nil {
 		unread, _ := c.stopReading()
 		if v == http.ErrAbortHandler {
@@ -643,8 +643,13 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		requestScheme, httpsVar                         string
 		hasURI, hasQuery, hasPath, hasScript, hasRemote bool
 		hasLength                                       bool
-		header                                          = make(http.Header, 16)
-		o                                               = &Origin{Peer: c.rwc.RemoteAddr(), Modifier1: h.Modifier1, Modifier2: h.Modifier2}
+		// Sized by a count of "HTTP_" in the block (values may hold
+		// some too): a map sized for 16 cost 1.4 KiB a request when
+		// nginx sends four headers.
+		nhdr   = strings.Count(block, "HTTP_")
+		header = make(http.Header, nhdr)
+		values = make([]string, nhdr) // one backing array for the values
+		o      = &Origin{Peer: c.rwc.RemoteAddr(), Modifier1: h.Modifier1, Modifier2: h.Modifier2}
 	)
 	err := walkVars(block, func(k, v string) error {
 		switch k {
@@ -687,7 +692,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		default:
 			switch {
 			case strings.HasPrefix(k, "HTTP_"):
-				c.addHeader(header, k[len("HTTP_"):], v)
+				c.addHeader(header, &values, k[len("HTTP_"):], v)
 			case len(k) >= len("UWSGI_") && strings.EqualFold(k[:len("UWSGI_")], "UWSGI_"),
 				strings.HasPrefix(k, "wsgi."):
 				// Never acted on, never passed on.
@@ -813,7 +818,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 // (X_FORWARDED_FOR -> X-Forwarded-For). A name or value nginx would never
 // send (a byte that is not a token character; a control character in the
 // value) drops the header: passing it on could only confuse what follows.
-func (c *conn) addHeader(h http.Header, name, value string) {
+func (c *conn) addHeader(h http.Header, values *[]string, name, value string) {
 	if name == "" || !validHeaderValue(value) {
 		return
 	}
@@ -841,7 +846,16 @@ func (c *conn) addHeader(h http.Header, name, value string) {
 	if !ok {
 		key = string(b)
 	}
-	h[key] = append(h[key], value)
+	if vv, ok := h[key]; ok {
+		h[key] = append(vv, value)
+		return
+	}
+	if len(*values) == 0 {
+		*values = make([]string, 4)
+	}
+	h[key] = (*values)[:1:1]
+	(*values)[0] = value
+	*values = (*values)[1:]
 }
 
 // commonHeaders interns the names browsers send on most requests, sparing

@@ -404,18 +404,30 @@ func parseHead(head []byte) (*response, error) {
 	if err != nil || code < 100 || code > 999 {
 		return nil, fmt.Errorf("%w: status line %q", errProtocol, line)
 	}
-	resp := &response{status: code, header: make(http.Header, 8)}
+	// One map of the right size and one array for the values.
+	n := strings.Count(rest, "\r\n")
+	resp := &response{status: code, header: make(http.Header, n)}
+	values := make([]string, n)
 	for rest != "" {
 		line, rest, _ = strings.Cut(rest, "\r\n")
 		name, value, ok := strings.Cut(line, ": ")
 		if !ok {
 			return nil, fmt.Errorf("%w: header line %q", errProtocol, line)
 		}
-		key := http.CanonicalHeaderKey(name)
+		key := http.CanonicalHeaderKey(name) // no copy when canonical already
 		if hopByHop[key] {
 			continue
 		}
-		resp.header[key] = append(resp.header[key], value)
+		if vv, ok := resp.header[key]; ok {
+			resp.header[key] = append(vv, value)
+			continue
+		}
+		if len(values) == 0 { // a last line without its CRLF
+			values = make([]string, 1)
+		}
+		values[0] = value
+		resp.header[key] = values[:1:1]
+		values = values[1:]
 	}
 	return resp, nil
 }
