@@ -257,6 +257,15 @@ class Response(object):
         """Fast path for a list or tuple body: one sendall for everything."""
         if self.status is None:
             raise AssertionError("the application returned without calling start_response()")
+        if len(chunks) == 1 and not self.sent and type(chunks[0]) is bytes:
+            # The common [body]: one concatenation, one send.
+            data = chunks[0]
+            self.sent = self.ended = True
+            if data:
+                self.send(self.head + _frame(b"B", len(data)) + data + _END)
+            else:
+                self.send(self.head + _END)
+            return
         out = []
         if not self.sent:
             out.append(self.head)
@@ -423,7 +432,7 @@ class Worker(object):
     def handle(self, slot, environ):
         """Run the application for one request; send exactly one E or X frame."""
         resp = Response(slot)
-        result = None
+        result = cls = None
         try:
             slot.in_app = True
             try:
@@ -440,7 +449,7 @@ class Worker(object):
                     resp.finish()
             finally:
                 try:
-                    if result is not None and hasattr(result, "close"):
+                    if result is not None and cls is not list and hasattr(result, "close"):
                         result.close()
                 finally:
                     slot.in_app = False
