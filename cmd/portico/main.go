@@ -149,6 +149,10 @@ func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) 
 		}
 	}()
 
+	gcCtx, gcCancel := context.WithCancel(ctx)
+	waitGC := tuneGC(gcCtx)
+	defer func() { gcCancel(); waitGC() }()
+
 	if path := os.Getenv("PORTICO_CPUPROFILE"); path != "" {
 		// For profiling the hot path (see BENCHMARKS.md); written at exit.
 		if f, err := os.Create(path); err == nil {
