@@ -148,14 +148,29 @@ wait_ready() { # URL
 	return 1
 }
 
-# wrk_run URL CONNS → "req/s bytes/s p99_ms" on stdout
+# busy_ticks CPU: user+nice+system+irq+softirq+steal clock ticks of that CPU.
+busy_ticks() {
+	awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
+
+# wrk_run URL CONNS → "req/s bytes/s p99_ms server_cpu_% client_cpu_%" on
+# stdout; the CPU figures are how busy CPU 0 (the server) and CPU 1 (wrk)
+# were during the run: a server below 100% is not what limits the run.
 wrk_run() {
-	local out
+	local out s0 c0 s1 c1 t0 t1
+	s0=$(busy_ticks $SERVER_CPU)
+	c0=$(busy_ticks $CLIENT_CPU)
+	t0=$(date +%s%N)
 	out=$(taskset -c $CLIENT_CPU wrk -t1 -c"$2" -d"${DURATION}s" --latency "$1")
+	t1=$(date +%s%N)
+	s1=$(busy_ticks $SERVER_CPU)
+	c1=$(busy_ticks $CLIENT_CPU)
 	echo "$out" >>"$TMP/wrk.log"
-	python3 - "$out" <<'PY'
+	python3 - "$out" "$((s1 - s0))" "$((c1 - c0))" "$((t1 - t0))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 out = sys.argv[1]
+srv_ticks, cli_ticks, ns, hz = map(int, sys.argv[2:6])
+wall = ns / 1e9
 def dur_ms(s):
     m = re.match(r"([\d.]+)(us|ms|s|m)", s)
     v, u = float(m.group(1)), m.group(2)
@@ -169,7 +184,7 @@ p99 = dur_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 if errs:
     sys.exit("wrk: %s non-2xx responses" % errs.group(1))
-print(rps, tput, p99)
+print(rps, tput, p99, 100 * srv_ticks / hz / wall, 100 * cli_ticks / hz / wall)
 PY
 }
 
@@ -216,21 +231,21 @@ versions() {
 }
 
 table() {
-	echo "| file | conns | server | req/s | throughput (MiB/s) | p99 (ms) | req/s vs nginx | req/s vs Caddy | p99 vs nginx |"
-	echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| file | conns | server | req/s | throughput (MiB/s) | p99 (ms) | server CPU % | wrk CPU % | req/s vs nginx | req/s vs Caddy | p99 vs nginx |"
+	echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for file in 1k.bin 1m.bin; do
 		for c in $CONNS; do
 			read -r nr nt np <<<"${RESULT["nginx $file $c"]}"
 			read -r cr _ _ <<<"${RESULT["caddy $file $c"]}"
 			for server in "${SERVERS[@]}"; do
-				read -r r tp p <<<"${RESULT["$server $file $c"]}"
+				read -r r tp p sc cc <<<"${RESULT["$server $file $c"]}"
 				python3 -c '
 import sys
-f, c, s, r, t, p, nr, cr, np = sys.argv[1:]
-r, t, p, nr, cr, np = map(float, (r, t, p, nr, cr, np))
+f, c, s, r, t, p, sc, cc, nr, cr, np = sys.argv[1:]
+r, t, p, sc, cc, nr, cr, np = map(float, (r, t, p, sc, cc, nr, cr, np))
 label = {"1k.bin": "1 KiB", "1m.bin": "1 MiB"}[f]
-print(f"| {label} | {c} | {s} | {r:,.0f} | {t/1048576:,.1f} | {p:.2f} | {r/nr:.2f} | {r/cr:.2f} | {p/np:.2f} |")
-' "$file" "$c" "$server" "$r" "$tp" "$p" "$nr" "$cr" "$np"
+print(f"| {label} | {c} | {s} | {r:,.0f} | {t/1048576:,.1f} | {p:.2f} | {sc:.0f} | {cc:.0f} | {r/nr:.2f} | {r/cr:.2f} | {p/np:.2f} |")
+' "$file" "$c" "$server" "$r" "$tp" "$p" "$sc" "$cc" "$nr" "$cr" "$np"
 			done
 		done
 	done
@@ -239,7 +254,7 @@ print(f"| {label} | {c} | {s} | {r:,.0f} | {t/1048576:,.1f} | {p:.2f} | {r/nr:.2
 report=$(
 	echo "## Static files: Portico vs nginx vs Caddy"
 	echo
-	echo "Measured $(date -u +%Y-%m-%d) by bench/static/run.sh in one run: each server pinned to CPU $SERVER_CPU, wrk -t1 pinned to CPU $CLIENT_CPU, loopback, ${DURATION}s per run, median of $RUNS runs. Throughput is wrk's Transfer/sec (headers included). Ratios above 1 favour Portico for req/s, below 1 for p99."
+	echo "Measured $(date -u +%Y-%m-%d) by bench/static/run.sh in one run: each server pinned to CPU $SERVER_CPU, wrk -t1 pinned to CPU $CLIENT_CPU, loopback, ${DURATION}s per run, median of $RUNS runs. Throughput is wrk's Transfer/sec (headers included). Server and wrk CPU %: how busy CPU $SERVER_CPU and CPU $CLIENT_CPU were during the runs (median); where the server is well below 100% the client, copying the bytes, is the limit and the ratio says little about the server. Ratios above 1 favour Portico for req/s, below 1 for p99."
 	echo
 	versions
 	echo
