@@ -235,8 +235,8 @@ table() {
 	echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for file in 1k.bin 1m.bin; do
 		for c in $CONNS; do
-			read -r nr nt np <<<"${RESULT["nginx $file $c"]}"
-			read -r cr _ _ <<<"${RESULT["caddy $file $c"]}"
+			read -r nr _ np _ <<<"${RESULT["nginx $file $c"]}"
+			read -r cr _ <<<"${RESULT["caddy $file $c"]}"
 			for server in "${SERVERS[@]}"; do
 				read -r r tp p sc cc <<<"${RESULT["$server $file $c"]}"
 				python3 -c '

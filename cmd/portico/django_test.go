@@ -4,8 +4,11 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -15,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/andybalholm/brotli"
 )
 
 const (
@@ -126,6 +131,7 @@ func TestDjango(t *testing.T) {
 				if !bytes.Equal(body, want) {
 					t.Errorf("body differs from %s (%d bytes, want %d)", tc.file, len(body), len(want))
 				}
+				staticSemantics(t, c, p.URL(tc.path), filepath.Join(dir, "staticfiles", filepath.FromSlash(tc.file)), want)
 			})
 		}
 		resp, body := get(t, c, p.URL("/static/admin/css/no-such-file.css"))
@@ -264,5 +270,77 @@ func decodeJSON(t *testing.T, body []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(body, v); err != nil {
 		t.Fatalf("decoding JSON %q: %v", truncate(body, 500), err)
+	}
+}
+
+// staticSemantics checks what a browser relies on for a collectstatic file:
+// a strong ETag made like nginx's, a 304 for If-None-Match and for
+// If-Modified-Since, and compression chosen by Accept-Encoding (brotli
+// over gzip) for files of 1 KiB or more, each compressed body decoding to
+// the file.
+func staticSemantics(t *testing.T, c *http.Client, url, path string, want []byte) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tag := fmt.Sprintf(`"%x-%x"`, fi.ModTime().Unix(), fi.Size())
+	req := func(hdr ...string) (*http.Response, []byte) {
+		r, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Accept-Encoding", "identity") // no transparent gzip by the client
+		for i := 0; i+1 < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		return do(t, c, r)
+	}
+	resp, _ := req()
+	if got := resp.Header.Get("ETag"); got != tag {
+		t.Errorf("ETag %q, want %q", got, tag)
+	}
+	lastMod := resp.Header.Get("Last-Modified")
+	if lastMod != fi.ModTime().UTC().Format(http.TimeFormat) {
+		t.Errorf("Last-Modified %q", lastMod)
+	}
+	if resp, body := req("If-None-Match", tag); resp.StatusCode != http.StatusNotModified || len(body) != 0 {
+		t.Errorf("If-None-Match with its ETag: %d, %d bytes; want 304 and no body", resp.StatusCode, len(body))
+	}
+	if resp, _ := req("If-Modified-Since", lastMod); resp.StatusCode != http.StatusNotModified {
+		t.Errorf("If-Modified-Since its Last-Modified: %d, want 304", resp.StatusCode)
+	}
+	if resp, _ := req("If-None-Match", `"other"`); resp.StatusCode != http.StatusOK {
+		t.Errorf("If-None-Match with another tag: %d, want 200", resp.StatusCode)
+	}
+	if len(want) < 1024 {
+		// Below the smallest size compressed on the fly: sent as it is.
+		if resp, _ := req("Accept-Encoding", "gzip, br"); resp.Header.Get("Content-Encoding") != "" {
+			t.Errorf("a %d-byte file was compressed (%s)", len(want), resp.Header.Get("Content-Encoding"))
+		}
+		return
+	}
+	for _, tc := range []struct{ accept, coding string }{{"gzip, deflate, br", "br"}, {"gzip", "gzip"}} {
+		resp, body := req("Accept-Encoding", tc.accept)
+		if got := resp.Header.Get("Content-Encoding"); got != tc.coding {
+			t.Errorf("Accept-Encoding %q: Content-Encoding %q, want %q", tc.accept, got, tc.coding)
+			continue
+		}
+		if !strings.Contains(resp.Header.Get("Vary"), "Accept-Encoding") {
+			t.Errorf("compressed answer without Vary: Accept-Encoding: %v", resp.Header)
+		}
+		var zr io.Reader
+		if tc.coding == "br" {
+			zr = brotli.NewReader(bytes.NewReader(body))
+		} else if zr, err = gzip.NewReader(bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		plain, err := io.ReadAll(zr)
+		if err != nil || !bytes.Equal(plain, want) {
+			t.Errorf("%s body does not decode to the file (err %v, %d bytes, want %d)", tc.coding, err, len(plain), len(want))
+		}
+		if len(body) >= len(want) {
+			t.Errorf("%s body is %d bytes for a %d-byte file", tc.coding, len(body), len(want))
+		}
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -293,6 +295,15 @@ func (w *response) ReadFrom(src io.Reader) (int64, error) {
 	if !isLimited || lr.N > left {
 		src = &io.LimitedReader{R: src, N: left}
 	}
+	// Corked (nginx's tcp_nopush) from the head to the end of the file:
+	// the head rides in the first full segment and the file goes out in
+	// full segments. Uncorked, the head went alone and the kernel sent
+	// the file in pieces that cost the receiver twice the CPU per byte (a
+	// 1 MiB file at 256 connections on loopback: 2,360 -> 5,500 req/s,
+	// with wrk, the receiver, the bottleneck in both). Uncorking at the end
+	// pushes the last partial segment at once.
+	cork(c.tcp, true)
+	defer cork(c.tcp, false)
 	if err := w.flush(nil); err != nil {
 		return 0, err
 	}
@@ -486,4 +497,18 @@ func appendDate(b []byte, now time.Time) []byte {
 	line = append(line, "\r\n"...)
 	dateCache.Store(&dateLine{sec: sec, line: line})
 	return append(b, line...)
+}
+
+// cork sets TCP_CORK on c; errors are ignored (the response is sent
+// either way, only in other segments).
+func cork(c *net.TCPConn, on bool) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	v := 0
+	if on {
+		v = 1
+	}
+	_ = rc.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, v) })
 }

@@ -2,10 +2,13 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -395,5 +398,66 @@ func TestWireUnixSocket(t *testing.T) {
 	b, _ := io.ReadAll(c)
 	if !strings.Contains(string(b), "path=/u") {
 		t.Errorf("over a unix socket: %q", b)
+	}
+}
+
+// TestWireSendfileCork: a file response goes out corked (TCP_CORK, as
+// nginx's tcp_nopush: the head and the file in full segments, which cut the
+// client's CPU per byte by half or more on loopback) and is uncorked at
+// its end. A socket left corked holds a partial segment up to 200 ms: the
+// small answers between the files would take a second in all.
+func TestWireSendfileCork(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "file")
+	const size = 100_001 // not a multiple of any segment size
+	if err := os.WriteFile(path, bytes.Repeat([]byte("z"), size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/small" {
+			io.WriteString(w, "ok")
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		// As http.ServeContent does: io.CopyN reaches response.ReadFrom,
+		// which sends the file with sendfile(2).
+		if n, err := io.CopyN(w, f, size); n != size || err != nil {
+			t.Errorf("copy: %d, %v", n, err)
+		}
+	})
+	addr := serve(t, NewHTTP(h, Options{}), "127.0.0.1:0")
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	start := time.Now()
+	for i := range 10 {
+		path, want := "/f", int64(size)
+		if i%2 == 1 {
+			path, want = "/small", 2 // a partial segment: held if still corked
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if n != want || err != nil {
+			t.Fatalf("response %d: %d bytes, %v", i, n, err)
+		}
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("10 responses took %v: the socket stays corked after a file", d)
 	}
 }
