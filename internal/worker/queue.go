@@ -200,22 +200,20 @@ func (q *queue) leave(w *waiter) bool {
 func (q *queue) compact() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	keep := q.idle[:0]
-	for _, s := range q.idle {
-		if s.state.Load() == slotIdle {
+	q.idle = keepState(q.idle, slotIdle)
+	q.offers = keepState(q.offers, slotBusy)
+}
+
+// keepState filters list in place down to the slots in state.
+func keepState(list []*slot, state int32) []*slot {
+	keep := list[:0]
+	for _, s := range list {
+		if s.state.Load() == state {
 			keep = append(keep, s)
 		}
 	}
-	clear(q.idle[len(keep):])
-	q.idle = keep
-	keepOffers := q.offers[:0]
-	for _, s := range q.offers {
-		if s.state.Load() == slotBusy {
-			keepOffers = append(keepOffers, s)
-		}
-	}
-	clear(q.offers[len(keepOffers):])
-	q.offers = keepOffers
+	clear(list[len(keep):])
+	return keep
 }
 
 // idleLen is the number of entries in the idle list (for tests).

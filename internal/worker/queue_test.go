@@ -92,4 +92,15 @@ func TestQueueOrder(t *testing.T) {
 	if n := q.idleLen(); n != 0 {
 		t.Fatalf("idle list has %d entries after dropping a closed slot", n)
 	}
+	// compact keeps the idle slots and the busy offers only.
+	s3, s4 := &slot{index: 3}, &slot{index: 4}
+	q.put(s2) // closed
+	q.put(s3) // idle
+	s4.state.Store(slotBusy)
+	q.offer(s4)
+	q.offer(s2)
+	q.compact()
+	if q.idleLen() != 1 || q.idle[0] != s3 || len(q.offers) != 1 || q.offers[0] != s4 {
+		t.Fatalf("after compact: idle %v, offers %v", q.idle, q.offers)
+	}
 }
