@@ -205,9 +205,9 @@ func TestQueueIsFirstComeFirstServed(t *testing.T) {
 	var order []int
 	var wg sync.WaitGroup
 	for i := range n {
-		time.Sleep(15 * time.Millisecond) // arrival order: i
+		time.Sleep(25 * time.Millisecond) // arrival order: i
 		wg.Go(func() {
-			resp, body := tp.get(t, "/sleep?s=0.01")
+			resp, body := tp.get(t, "/sleep?s=0.02")
 			if resp.StatusCode != 200 {
 				t.Errorf("request %d: %d %s", i, resp.StatusCode, body)
 			}
