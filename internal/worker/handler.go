@@ -197,6 +197,13 @@ const clientWatchDelay = 100 * time.Millisecond
 // (At 20 ms the p99 of a 4 ms Django page doubled in the benchmark.)
 const aheadMaxService = 2 * time.Millisecond
 
+// aheadAllowed reports whether a request may be written ahead behind the
+// one running on s: the app's requests are short and s's worker is not
+// being recycled.
+func (pl *Pool) aheadAllowed(s *slot) bool {
+	return !s.proc.recycling.Load() && time.Duration(pl.serviceTime.Load()) <= aheadMaxService
+}
+
 // tryAhead takes s, offered by the request running on it, if
 // it still runs that request: by writing pkt behind it and waiting for its
 // turn. ok is false when s cannot be taken (the offer is stale) or the
@@ -204,8 +211,7 @@ const aheadMaxService = 2 * time.Millisecond
 func (pl *Pool) tryAhead(s *slot, pkt []byte) (_ *slot, written, ok bool, err error) {
 	// An idle slot is not taken here: it is in the idle list, where it
 	// must be taken from (a slot is there at most once, while idle).
-	if s.state.Load() != slotBusy || !s.aheadOK.Load() || s.proc.state.Load() != stateReady || s.proc.recycling.Load() ||
-		time.Duration(pl.serviceTime.Load()) > aheadMaxService {
+	if s.state.Load() != slotBusy || !s.aheadOK.Load() || s.proc.state.Load() != stateReady || !pl.aheadAllowed(s) {
 		return nil, false, false, nil
 	}
 	a := &ahead{turn: make(chan turn, 1)}
@@ -262,7 +268,7 @@ func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.Respon
 	if !sendBody {
 		// The packet is all there: another may follow it.
 		s.aheadOK.Store(true)
-		if time.Duration(pl.serviceTime.Load()) <= aheadMaxService && !s.proc.recycling.Load() {
+		if pl.aheadAllowed(s) {
 			pl.q.offer(s)
 		}
 	}

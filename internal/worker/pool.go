@@ -539,7 +539,7 @@ func (pl *Pool) started(m *manager, ev event) {
 			delete(m.serving, p)
 			p.retire(pl.opt.Timeout + pl.opt.Grace)
 		}
-		pl.compactFree()
+		pl.q.compact()
 		pl.log.Info("workers ready", "generation", b.gen, "workers", len(b.started), "threads", pl.opt.Threads, "retired", len(old))
 		if b.reply != nil {
 			b.reply <- nil
@@ -575,7 +575,7 @@ func (pl *Pool) started(m *manager, ev event) {
 		if _, ok := m.serving[old]; ok {
 			delete(m.serving, old)
 			old.retire(pl.opt.Timeout + pl.opt.Grace)
-			pl.compactFree()
+			pl.q.compact()
 		}
 	}
 }
@@ -591,10 +591,6 @@ func (pl *Pool) admit(m *manager, p *process) {
 	}
 	pl.ready.Store(true)
 }
-
-// compactFree drops closed slots from the idle list so that retired
-// generations do not linger in it.
-func (pl *Pool) compactFree() { pl.q.compact() }
 
 // checkRSS recycles workers past MaxRSS.
 func (pl *Pool) checkRSS(m *manager) {
