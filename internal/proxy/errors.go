@@ -1,0 +1,69 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+)
+
+// Errors a proxied request can end with, besides Acquire's; writeError maps
+// each to one answer.
+var (
+	errTimeout      = errors.New("proxy: upstream timed out")
+	errUpstream     = errors.New("proxy: upstream failed")
+	errBodyTooLarge = errors.New("proxy: request body too large")
+	errClientBody   = errors.New("proxy: reading request body")
+	errBadStatus    = errors.New("proxy: upstream answered with an error status")
+)
+
+// notSent reports whether err says the request never reached the upstream:
+// the connection could not be made (refused, unreachable, connect timeout),
+// so no byte of it was written. Transports wrap a *net.OpError with Op
+// "dial" for that (see the package doc).
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// statusOf maps a failure to its answer: the one place where errors become
+// statuses, with the log level the failure deserves.
+func statusOf(err error) (int, slog.Level) {
+	switch {
+	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout):
+		return http.StatusServiceUnavailable, slog.LevelWarn
+	case errors.Is(err, ErrNoUpstream):
+		return http.StatusBadGateway, slog.LevelError
+	case errors.Is(err, errTimeout):
+		return http.StatusGatewayTimeout, slog.LevelError
+	case errors.Is(err, errBodyTooLarge):
+		return http.StatusRequestEntityTooLarge, slog.LevelWarn
+	case errors.Is(err, errClientBody):
+		return http.StatusBadRequest, slog.LevelInfo
+	case errors.Is(err, context.Canceled):
+		return 499, slog.LevelInfo // nginx's "client closed request"; nobody reads it
+	}
+	return http.StatusBadGateway, slog.LevelError
+}
+
+// writeError answers a request that failed before its response started.
+// The client gets a short safe message, the log gets the cause.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, level := statusOf(err)
+	h.log.Log(r.Context(), level, "proxy request failed", "method", r.Method, "uri", r.RequestURI, "status", status, "err", err)
+	hd := w.Header()
+	clear(hd)
+	switch status {
+	case http.StatusServiceUnavailable:
+		hd.Set("Retry-After", "1")
+	case http.StatusRequestEntityTooLarge, http.StatusBadRequest:
+		hd.Set("Connection", "close")
+	}
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, strconv.Itoa(status)+" "+http.StatusText(status)+"\n")
+}

@@ -1,0 +1,475 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"portico/internal/spool"
+)
+
+// Options configure a Handler. Zero values get the defaults noted.
+type Options struct {
+	// Pool holds the upstreams. Required.
+	Pool *Pool
+	// Timeout bounds the wait for the upstream's response head, and then
+	// each wait for more of its body (nginx's proxy_read_timeout): a slow
+	// upstream is answered 504, a stalled body aborts. Zero: 60s.
+	Timeout time.Duration
+	// Retries is how many more upstreams a failed request may be tried on
+	// (see the package doc for which failures qualify). Zero: none.
+	Retries int
+	// TryDuration bounds the time spent trying: no retry starts after it
+	// (Caddy's try_duration). Zero: only Retries bounds them.
+	TryDuration time.Duration
+	// Unbuffered streams the request body to the upstream as it arrives and
+	// the response to the client as it comes, flushing each read: for
+	// server-sent events and long polls. A request streamed this way is not
+	// retried once its body was read. False (the default): the request body
+	// is read completely first (memory, then a temporary file) and the
+	// response is read as fast as the upstream sends it, so that neither a
+	// slow upload nor a slow reader holds an upstream connection (nginx's
+	// proxy_request_buffering and proxy_buffering).
+	Unbuffered bool
+	// NeedLength says the transport must know the body length before
+	// sending (uwsgi, FastCGI): a body of unknown length (chunked) is then
+	// spooled even when Unbuffered, as nginx does.
+	NeedLength bool
+	// PreserveHost sends the client's Host header. False: the upstream's
+	// host (nginx's default, proxy_set_header Host $proxy_host).
+	PreserveHost bool
+	// HeadersUp are set or removed on the outgoing request, in order.
+	HeadersUp []HeaderOp
+	// MaxBody is the largest request body accepted; larger gets 413.
+	// Zero: 10 MiB. Negative: no limit.
+	MaxBody int64
+	// BodyMemory is how much of a body (either way) is kept in memory before
+	// it spills to a temporary file. Zero: 1 MiB.
+	BodyMemory int64
+	// MaxResponseBuffer bounds how far a response is read ahead of a slow
+	// client; past it the upstream waits. Zero: 1 GiB (nginx's
+	// proxy_max_temp_file_size).
+	MaxResponseBuffer int64
+	// TempDir holds spilled bodies (unlinked at once). Empty: os.TempDir().
+	TempDir string
+	// ClientTimeout bounds each read of the request body and each write of
+	// the response (nginx's client_body_timeout and send_timeout). Zero: 60s.
+	ClientTimeout time.Duration
+	// WebSocketTimeout closes a switched (WebSocket) connection after this
+	// long without a byte either way. Zero: 1h.
+	WebSocketTimeout time.Duration
+	// Rewrite, when set, adjusts each outgoing request before it is sent
+	// (its URL, its headers); it runs after the forwarding headers are set.
+	Rewrite func(out *http.Request)
+	// Intercept, when set, sees each upstream response head; returning a
+	// handler takes the response over: the upstream body is discarded, the
+	// lease released, and the handler answers instead (X-Accel-Redirect,
+	// X-Sendfile, error pages). Nil result: the response is relayed.
+	Intercept func(r *http.Request, resp *http.Response) http.HandlerFunc
+	// Logger receives request failures. Nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler is an http.Handler that proxies requests to a Pool's upstreams.
+type Handler struct {
+	opt Options
+	log *slog.Logger
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns a Handler; opt.Pool is required.
+func New(opt Options) (*Handler, error) {
+	if opt.Pool == nil {
+		return nil, errors.New("proxy: no pool")
+	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = 60 * time.Second
+	}
+	if opt.MaxBody == 0 {
+		opt.MaxBody = 10 << 20
+	}
+	if opt.BodyMemory <= 0 {
+		opt.BodyMemory = 1 << 20
+	}
+	if opt.MaxResponseBuffer <= 0 {
+		opt.MaxResponseBuffer = 1 << 30
+	}
+	if opt.ClientTimeout <= 0 {
+		opt.ClientTimeout = 60 * time.Second
+	}
+	if opt.WebSocketTimeout <= 0 {
+		opt.WebSocketTimeout = time.Hour
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	return &Handler{opt: opt, log: opt.Logger}, nil
+}
+
+// Pool returns the handler's pool.
+func (h *Handler) Pool() *Pool { return h.opt.Pool }
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h.serve(w, r); err != nil {
+		h.writeError(w, r, err)
+	}
+}
+
+// idempotent reports whether r may be sent twice (RFC 9110 §9.2.2), or
+// carries an Idempotency-Key saying so.
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
+
+// retryStatus: answers that say "try elsewhere" for an idempotent request
+// (nginx's proxy_next_upstream http_502 http_503 http_504), and count as
+// failures for passive health.
+func retryStatus(code int) bool {
+	return code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout
+}
+
+var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// smallResponse is the largest response (with a Content-Length) read whole
+// before the client gets a byte: one write instead of a relay goroutine.
+const smallResponse = 32 << 10
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
+	rc := http.NewResponseController(w)
+	start := time.Now()
+
+	// 1. The body: spooled completely, unless streamed.
+	var body *spool.Buffer
+	length := int64(0)
+	streamBody := false
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		if h.opt.MaxBody > 0 && r.ContentLength > h.opt.MaxBody {
+			return errBodyTooLarge
+		}
+		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.NeedLength) {
+			streamBody, length = true, r.ContentLength
+		} else {
+			body = spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxSize: max(h.opt.MaxBody, 0)})
+			defer body.Close()
+			if _, err := body.ReadFrom(&deadlineReader{r: r.Body, rc: rc, d: h.opt.ClientTimeout}); err != nil {
+				if errors.Is(err, spool.ErrTooLarge) {
+					return errBodyTooLarge
+				}
+				return fmt.Errorf("%w: %w", errClientBody, err)
+			}
+			_ = rc.SetReadDeadline(time.Time{})
+			length = body.Len()
+		}
+	}
+
+	// 2. The outgoing request, shared by the tries.
+	out := r.Clone(r.Context())
+	forwardHeaders(out.Header, r, h.opt.HeadersUp)
+	out.Close = false
+	if !h.opt.PreserveHost {
+		out.Host = ""
+	}
+	_, upgrade := isUpgrade(r.Header)
+
+	// 3. Tries.
+	var tried []*Upstream
+	avoid := func(u *Upstream) bool {
+		for _, t := range tried {
+			if t == u {
+				return true
+			}
+		}
+		return false
+	}
+	var bodyRead atomic.Bool // a streamed body was (maybe) consumed: no retry
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		var av func(*Upstream) bool
+		if len(tried) > 0 {
+			av = avoid
+		}
+		lease, err := h.opt.Pool.Acquire(r.Context(), r, av, attempt > 0)
+		if err != nil {
+			if lastErr != nil && errors.Is(err, ErrNoUpstream) {
+				return lastErr // the upstreams left were all tried
+			}
+			return err
+		}
+		u := lease.Upstream()
+		u.requests.Add(1)
+
+		ctx, cancel := context.WithCancelCause(r.Context())
+		timer := time.AfterFunc(h.opt.Timeout, func() { cancel(errTimeout) })
+		req := out.WithContext(ctx)
+		target := *out.URL
+		req.URL = &target
+		req.URL.Scheme, req.URL.Host = u.URL.Scheme, u.URL.Host
+		if req.Host == "" {
+			req.Host = u.URL.Host
+		}
+		req.ContentLength = length
+		switch {
+		case body != nil:
+			req.Body = io.NopCloser(replay(body))
+		case streamBody:
+			req.Body = &trackedBody{r: r.Body, read: &bodyRead}
+		default:
+			req.Body = http.NoBody
+		}
+		if h.opt.Rewrite != nil {
+			h.opt.Rewrite(req)
+		}
+		tryStart := time.Now()
+		resp, err := u.Transport.RoundTrip(req)
+		if err == nil && !upgrade && retryStatus(resp.StatusCode) {
+			err = fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
+			if h.canRetry(r, attempt, start, false, bodyRead.Load()) {
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			} else {
+				// No retry left: the upstream's own error page goes out.
+				h.opt.Pool.Fail(u, err)
+				return h.relay(w, r, rc, lease, resp, ctx, cancel, timer)
+			}
+		}
+		if err != nil {
+			timer.Stop()
+			if cause := context.Cause(ctx); errors.Is(cause, errTimeout) {
+				err = fmt.Errorf("%w after %s: %w", errTimeout, h.opt.Timeout, err)
+			} else if r.Context().Err() != nil {
+				cancel(nil)
+				lease.Release()
+				return r.Context().Err()
+			}
+			cancel(nil)
+			lease.Release()
+			h.opt.Pool.Fail(u, err)
+			if !h.canRetry(r, attempt, start, notSent(err), bodyRead.Load()) {
+				return fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
+			}
+			u.retries.Add(1)
+			h.log.Info("retrying on another upstream", "method", r.Method, "uri", r.RequestURI, "upstream", u.Name, "err", err)
+			tried = append(tried, u)
+			lastErr = fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
+			continue
+		}
+		h.opt.Pool.Succeed(u, time.Since(tryStart))
+		if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
+			timer.Stop()
+			return h.switchProtocols(w, r, rc, lease, resp, cancel)
+		}
+		return h.relay(w, r, rc, lease, resp, ctx, cancel, timer)
+	}
+}
+
+// canRetry decides whether a failed try may be followed by another: within
+// Retries and TryDuration; a request the upstream never got always, other
+// failures only for an idempotent request whose body can be sent again.
+func (h *Handler) canRetry(r *http.Request, attempt int, start time.Time, unsent, bodyRead bool) bool {
+	if attempt >= h.opt.Retries {
+		return false
+	}
+	if h.opt.TryDuration > 0 && time.Since(start) >= h.opt.TryDuration {
+		return false
+	}
+	if unsent {
+		return true
+	}
+	return idempotent(r) && !bodyRead
+}
+
+// relay sends the upstream's response to the client. It owns lease,
+// cancel and timer.
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, lease *Lease, resp *http.Response, ctx context.Context, cancel context.CancelCauseFunc, timer *time.Timer) error {
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			timer.Stop()
+			lease.Release()
+		}
+	}
+	defer func() {
+		release()
+		cancel(nil)
+	}()
+	if h.opt.Intercept != nil {
+		if fn := h.opt.Intercept(r, resp); fn != nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			release()
+			fn(w, r)
+			return nil
+		}
+	}
+	body := &timeoutBody{r: resp.Body, ctx: ctx, timer: timer, d: h.opt.Timeout}
+	hd := w.Header()
+	removeHopByHop(resp.Header)
+	for k, v := range resp.Header {
+		hd[k] = v
+	}
+	noBody := r.Method == http.MethodHead || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified || resp.StatusCode < 200
+
+	// Small and complete: read it all, free the upstream, then write.
+	if !h.opt.Unbuffered && !noBody && resp.ContentLength >= 0 && resp.ContentLength <= smallResponse {
+		bp := copyPool.Get().(*[]byte)
+		defer copyPool.Put(bp)
+		buf := (*bp)[:resp.ContentLength]
+		_, err := io.ReadFull(body, buf)
+		resp.Body.Close()
+		if err != nil {
+			return h.bodyError(lease.Upstream(), err)
+		}
+		release()
+		w.WriteHeader(resp.StatusCode)
+		_ = rc.SetWriteDeadline(time.Now().Add(h.opt.ClientTimeout))
+		_, _ = w.Write(buf)
+		return nil
+	}
+	if noBody {
+		_, _ = io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+		resp.Body.Close()
+		release()
+		w.WriteHeader(resp.StatusCode)
+		return nil
+	}
+
+	var src io.Reader = body
+	if !h.opt.Unbuffered {
+		// A goroutine reads the upstream into a spool as fast as it sends
+		// and frees it at the end; this one feeds the client.
+		buf := spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxLag: h.opt.MaxResponseBuffer})
+		defer buf.Close()
+		pumped := make(chan struct{})
+		go func() {
+			defer close(pumped)
+			bp := copyPool.Get().(*[]byte)
+			defer copyPool.Put(bp)
+			_, err := io.CopyBuffer(buf, onlyReader{body}, *bp)
+			resp.Body.Close()
+			if err != nil {
+				err = h.bodyError(lease.Upstream(), err)
+			}
+			buf.CloseWrite(err)
+		}()
+		defer func() {
+			buf.Close() // unblocks the pump if the client left
+			<-pumped
+		}()
+		src = buf
+	} else {
+		defer resp.Body.Close()
+	}
+	w.WriteHeader(resp.StatusCode)
+	_ = rc.Flush()
+	bp := copyPool.Get().(*[]byte)
+	defer copyPool.Put(bp)
+	for {
+		n, err := src.Read(*bp)
+		if n > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(h.opt.ClientTimeout))
+			if _, werr := w.Write((*bp)[:n]); werr != nil {
+				h.log.Debug("client went away during the response", "uri", r.RequestURI, "err", werr)
+				return nil
+			}
+			_ = rc.Flush()
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			if !errors.Is(err, errTimeout) && !errors.Is(err, errUpstream) {
+				err = h.bodyError(lease.Upstream(), err)
+			}
+			h.log.Warn("aborting a response the upstream did not finish", "uri", r.RequestURI, "upstream", lease.Upstream().Name, "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// bodyError classifies a failure while reading a response body, and counts
+// it against the upstream.
+func (h *Handler) bodyError(u *Upstream, err error) error {
+	if errors.Is(err, errTimeout) {
+		err = fmt.Errorf("%w reading the body: %w", errTimeout, err)
+	} else {
+		err = fmt.Errorf("%w: %s: reading the body: %w", errUpstream, u.Name, err)
+	}
+	h.opt.Pool.Fail(u, err)
+	return err
+}
+
+// timeoutBody restarts the upstream timer at each read of the body, so
+// that Timeout bounds each wait for data, not the whole transfer; a read
+// that fails because the timer fired reports errTimeout.
+type timeoutBody struct {
+	r     io.Reader
+	ctx   context.Context
+	timer *time.Timer
+	d     time.Duration
+}
+
+func (t *timeoutBody) Read(p []byte) (int, error) {
+	t.timer.Reset(t.d)
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF && errors.Is(context.Cause(t.ctx), errTimeout) {
+		err = fmt.Errorf("%w: %w", errTimeout, err)
+	}
+	return n, err
+}
+
+// replay returns a reader of a spooled body from its start; each call
+// gives a new one, for a retry.
+func replay(b *spool.Buffer) io.Reader {
+	if data, ok := b.Bytes(); ok {
+		return bytes.NewReader(data)
+	}
+	if f := b.File(); f != nil {
+		return io.NewSectionReader(f, 0, b.Len())
+	}
+	return http.NoBody
+}
+
+// trackedBody notes that a streamed request body was read from.
+type trackedBody struct {
+	r    io.Reader
+	read *atomic.Bool
+}
+
+func (t *trackedBody) Read(p []byte) (int, error) {
+	t.read.Store(true)
+	return t.r.Read(p)
+}
+
+func (t *trackedBody) Close() error { return nil }
+
+// deadlineReader extends the client's read deadline before each read, like
+// nginx's client_body_timeout: a stalled upload is dropped, a slow steady
+// one is not.
+type deadlineReader struct {
+	r  io.Reader
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	_ = d.rc.SetReadDeadline(time.Now().Add(d.d))
+	return d.r.Read(p)
+}
+
+// onlyReader hides a reader's WriteTo from io.Copy.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
