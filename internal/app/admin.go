@@ -8,14 +8,18 @@ import (
 	"slices"
 	"strings"
 
+	"portico/internal/proxy"
 	"portico/internal/server"
 )
 
 // adminHandler serves the admin listener:
 //
 //	GET  /healthz  200 while the process runs
-//	GET  /readyz   200 when every app has ready workers and no stop has
-//	               begun; 503 otherwise (a readiness probe)
+//	GET  /readyz   200 when every app has ready workers, every proxy route
+//	               a healthy upstream, and no stop has begun; 503
+//	               otherwise (a readiness probe)
+//	GET  /upstreams each proxy route's upstreams as JSON: health, in-flight
+//	               requests, failures, retries, latency average
 //	GET  /config   the running config as JSON (durations in nanoseconds)
 //	POST /reload   re-read the config, as SIGHUP does; 200, or 422 with
 //	               the errors when the running config stays
@@ -41,7 +45,34 @@ func (e *engine) adminHandler() http.Handler {
 			http.Error(w, "apps without ready workers: "+strings.Join(notReady, ", "), http.StatusServiceUnavailable)
 			return
 		}
+		var down []string
+		for _, pr := range g.router.proxies {
+			if !pr.handler.Pool().Healthy() {
+				down = append(down, pr.site+" "+pr.path)
+			}
+		}
+		if len(down) > 0 {
+			http.Error(w, "proxy routes without a healthy upstream: "+strings.Join(down, ", "), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /upstreams", func(w http.ResponseWriter, r *http.Request) {
+		type route struct {
+			Site      string         `json:"site"`
+			Path      string         `json:"path"`
+			Queued    int            `json:"queued"`
+			Upstreams []proxy.Status `json:"upstreams"`
+		}
+		routes := []route{}
+		for _, pr := range e.cur.Load().router.proxies {
+			p := pr.handler.Pool()
+			routes = append(routes, route{Site: pr.site, Path: pr.path, Queued: p.Queued(), Upstreams: p.Status()})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"routes": routes})
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -82,8 +82,8 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 
 // chain builds the fixed handler chain: access log → router (site by
 // Host, then route by path).
-func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), error) {
-	r, closeRouter, err := buildRouter(cfg, apps, log)
+func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), error) {
+	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -116,9 +116,14 @@ func chain(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger, s
 	return h, r, closeAll, nil
 }
 
+// redirectFunc serves an upstream's X-Accel-Redirect or X-Sendfile answer.
+type redirectFunc func(w http.ResponseWriter, r *http.Request, status int, header http.Header)
+
 // buildRouter turns the sites of cfg into a router; apps holds each app's
-// handler by name. The returned func closes the static handlers.
-func buildRouter(cfg *config.Config, apps map[string]http.Handler, log *slog.Logger) (*router, func(), error) {
+// handler by name; redirect serves proxy routes' X-Accel-Redirect answers
+// (nil: relayed). The returned func closes the static handlers and stops
+// the proxy routes' health checks.
+func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger) (*router, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -177,6 +182,19 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, log *slog.Log
 				if kind == config.PathPrefix {
 					r.desc += " SCRIPT_NAME=" + r.path
 				}
+			case rc.Proxy != nil:
+				mount := ""
+				if kind == config.PathPrefix {
+					mount = r.path
+				}
+				h, err := buildProxy(rc.Proxy, mount, redirect, log)
+				if err != nil {
+					closeAll()
+					return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
+				}
+				closers = append(closers, h.Pool().Stop)
+				r.h, r.desc = h, describeProxy(rc.Proxy)
+				rt.proxies = append(rt.proxies, proxyRoute{site: sc.Hosts[0], path: rc.Path, handler: h})
 			case rc.Redirect != nil:
 				r.h = redirectHandler{to: rc.Redirect.To, status: rc.Redirect.Status}
 				r.desc = fmt.Sprintf("redirect %d %s", rc.Redirect.Status, rc.Redirect.To)

@@ -249,7 +249,7 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
 	}
-	h, rt, closeChain, err := chain(cfg, apps, e.log, e.stderr)
+	h, rt, closeChain, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
 	if err != nil {
 		return fail(err)
 	}

@@ -32,6 +32,7 @@ type router struct {
 	exact     map[string]*site
 	wildcards []wildcard // longest suffix first
 	def       *site
+	proxies   []proxyRoute // in file order
 }
 
 type wildcard struct {

@@ -33,7 +33,7 @@ func loadRouter(t *testing.T, file string) *router {
 	for _, a := range cfg.Apps {
 		apps[a.Name] = fakeApp(a.Name)
 	}
-	rt, closeAll, err := buildRouter(cfg, apps, slog.New(slog.DiscardHandler))
+	rt, closeAll, err := buildRouter(cfg, apps, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,8 +192,7 @@ type Route struct {
 	Redirect *Redirect
 	// Respond answers with a fixed status, headers and body.
 	Respond *Respond
-	// Proxy forwards to upstreams. Its shape is parsed and checked; serving
-	// it is not built yet, so Validate rejects it.
+	// Proxy forwards to upstreams: HTTP, uwsgi or FastCGI servers.
 	Proxy *Proxy
 
 	// HeadersAdd are response headers set on every answer of the route.
@@ -264,11 +263,145 @@ type Respond struct {
 	Headers map[string]string
 }
 
-// Proxy forwards to a set of upstreams (not built yet).
+// Proxy forwards to a set of upstreams, balanced, health-checked, with
+// retries (nginx's proxy_pass, uwsgi_pass and fastcgi_pass with an
+// upstream block).
 type Proxy struct {
-	// Upstreams are http://host:port, uwsgi://host:port or
-	// uwsgi+unix:///path URLs. At least one.
-	Upstreams []string
+	// Upstreams: http://host:port, https://host:port, http+unix:///path,
+	// uwsgi://host:port, uwsgi+unix:///path, fastcgi://host:port,
+	// fastcgi+unix:///path; one family (http, uwsgi, fastcgi) per route.
+	// At least one.
+	Upstreams []Upstream
+	// Policy is least_conn (default), round_robin, random_two, ip_hash,
+	// hash or first.
+	Policy string
+	// HashKey is what the hash policy hashes: "header:NAME",
+	// "cookie:NAME" or "uri". Required with policy hash.
+	HashKey string
+	// Timeout bounds the wait for the response head and then each wait for
+	// more of the body (nginx's proxy_read_timeout). Default 60s.
+	Timeout time.Duration
+	// ConnectTimeout bounds connecting to an upstream (nginx's
+	// proxy_connect_timeout). Default 5s.
+	ConnectTimeout time.Duration
+	// Retries is how many other upstreams a failed request may be tried on
+	// (nginx's proxy_next_upstream_tries minus one). Default 2.
+	Retries int
+	// TryDuration bounds the time spent on retries (nginx's
+	// proxy_next_upstream_timeout). Default 0: no bound but Retries.
+	TryDuration time.Duration
+	// MaxFails failures within FailTimeout take an upstream out for
+	// FailTimeout (nginx's max_fails, fail_timeout). Default 1; 0 never.
+	MaxFails int
+	// FailTimeout: see MaxFails. Default 10s.
+	FailTimeout time.Duration
+	// Health, when set, runs active health checks. Nil: passive only.
+	Health *Health
+	// QueueSize bounds the requests waiting while every usable upstream is
+	// at its max_conns (503 past it). Default 1024.
+	QueueSize int
+	// QueueTimeout bounds such a wait (503 past it). Default 30s.
+	QueueTimeout time.Duration
+	// Buffering reads request bodies completely before they are sent and
+	// responses as fast as the upstream sends them (nginx's
+	// proxy_request_buffering and proxy_buffering). False streams both
+	// ways, for server-sent events. Default true.
+	Buffering bool
+	// PreserveHost sends the client's Host header instead of the
+	// upstream's (nginx: proxy_set_header Host $host). Default false.
+	PreserveHost bool
+	// HeadersUp are request headers set toward the upstream, in file order
+	// (nginx's proxy_set_header); a name starting with "-" removes the
+	// header. Values may use $remote_addr, $host, $scheme, $request_uri.
+	HeadersUp []HeaderUp
+	// MaxBody is the largest request body (413 past it; nginx's
+	// client_max_body_size). Default 10 MiB.
+	MaxBody int64
+	// WebSocketTimeout closes an upgraded (WebSocket) connection idle this
+	// long. Default 1h.
+	WebSocketTimeout time.Duration
+
+	// FastCGI routes only (Caddy's php_fastcgi):
+
+	// Root is the document root: files under it are served statically,
+	// PHP scripts are run by the FastCGI server with SCRIPT_FILENAME under
+	// it. Required for fastcgi upstreams.
+	Root string
+	// Index lists the index scripts of a directory; the first in Root is
+	// the front controller. Default ["index.php"].
+	Index []string
+	// SplitPath lists the suffixes that end a script's name in a path
+	// (/index.php/x: SCRIPT_NAME /index.php, PATH_INFO /x). Default [".php"].
+	SplitPath []string
+}
+
+// Upstream is one server of a proxy route.
+type Upstream struct {
+	// URL is the upstream's address (see Proxy.Upstreams). Required.
+	URL string
+	// Weight is its share for round_robin and least_conn. Default 1.
+	Weight int
+	// MaxConns bounds its requests in flight (nginx's max_conns). Default
+	// 0: no bound.
+	MaxConns int
+	// Backup upstreams serve only while no other is usable. Default false.
+	Backup bool
+}
+
+// HeaderUp sets (or, with Remove, deletes) one request header toward the
+// upstreams.
+type HeaderUp struct {
+	Name   string
+	Value  string
+	Remove bool
+}
+
+// Health configures active health checks of a proxy route's upstreams.
+type Health struct {
+	// URI is requested with GET. Default "/healthz".
+	URI string
+	// Interval between two checks of an upstream. Default 5s.
+	Interval time.Duration
+	// Timeout bounds one check. Default 2s.
+	Timeout time.Duration
+	// Status is the status of a healthy answer. Default 200.
+	Status int
+	// Rise is the good checks in a row that bring an upstream back. Default 2.
+	Rise int
+	// Fall is the bad checks in a row that take it out. Default 3.
+	Fall int
+}
+
+// Proxy defaults.
+const (
+	DefaultProxyTimeout     = 60 * time.Second
+	DefaultConnectTimeout   = 5 * time.Second
+	DefaultRetries          = 2
+	DefaultMaxFails         = 1
+	DefaultFailTimeout      = 10 * time.Second
+	DefaultWebSocketTimeout = time.Hour
+)
+
+// DefaultProxy returns a Proxy with every default set and no upstream.
+func DefaultProxy() *Proxy {
+	return &Proxy{
+		Policy:           "least_conn",
+		Timeout:          DefaultProxyTimeout,
+		ConnectTimeout:   DefaultConnectTimeout,
+		Retries:          DefaultRetries,
+		MaxFails:         DefaultMaxFails,
+		FailTimeout:      DefaultFailTimeout,
+		QueueSize:        DefaultQueueSize,
+		QueueTimeout:     DefaultQueueTimeout,
+		Buffering:        true,
+		MaxBody:          DefaultMaxBody,
+		WebSocketTimeout: DefaultWebSocketTimeout,
+	}
+}
+
+// DefaultHealth returns the active health check defaults.
+func DefaultHealth() *Health {
+	return &Health{URI: "/healthz", Interval: 5 * time.Second, Timeout: 2 * time.Second, Status: 200, Rise: 2, Fall: 3}
 }
 
 // DefaultRedirectStatus is a redirect route's status when none is given.

@@ -14,11 +14,12 @@ import (
 // RunUsage is the help text of `portico run`, written for people who know
 // gunicorn and uWSGI: each flag names its counterparts.
 const RunUsage = `Usage: portico run [flags] MODULE[:CALLABLE]
+       portico run [flags] --proxy PREFIX=URL ... [MODULE[:CALLABLE]]
 
 Serve one WSGI application with supervised Python worker processes.
 MODULE is a dotted module (mysite.wsgi) or a path to a .py file
 (examples/hello/app.py); CALLABLE defaults to "application", then "app";
-"create_app()" calls a factory.
+"create_app()" calls a factory. With --proxy, the app is optional.
 
 Listening:
   -b, --bind ADDR           HTTP listener: host:port, :port or unix:/path; repeatable
@@ -58,6 +59,10 @@ Limits and timeouts:
 Files and logs:
       --static PREFIX=DIR   serve DIR under URL PREFIX without Python; repeatable
                             [uwsgi --static-map, nginx location + alias]
+      --proxy PREFIX=URL    forward URL PREFIX to an upstream: http://host:port,
+                            https://..., http+unix:///path, uwsgi://host:port,
+                            uwsgi+unix:///path; repeatable, several URLs for one
+                            PREFIX are balanced (least_conn) [nginx proxy_pass, uwsgi_pass]
       --access-log PATH     access log file, "-" for stderr, "off" (default -) [--access-logfile]
       --access-log-format F combined (nginx's) or json (default combined)
       --log-level LEVEL     debug, info, warn, error (default info)
@@ -130,7 +135,7 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	}
 	fs := flag.NewFlagSet("portico run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var binds, uwsgiSockets, statics listValue
+	var binds, uwsgiSockets, statics, proxies listValue
 	var mode string
 	fs.Var(&binds, "bind", "")
 	fs.Var(&binds, "b", "")
@@ -155,6 +160,7 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&a.Sched, "sched", a.Sched, "")
 	fs.Var(durationValue{&c.ShutdownTimeout}, "graceful-timeout", "")
 	fs.Var(&statics, "static", "")
+	fs.Var(&proxies, "proxy", "")
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
 	fs.StringVar(&c.AccessLogFormat, "access-log-format", c.AccessLogFormat, "")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "")
@@ -175,6 +181,9 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	statics = append(rd.statics, statics...)
 	switch len(rest) {
 	case 0:
+		if len(proxies) > 0 {
+			break
+		}
 		return nil, errors.New("no app given: portico run [flags] MODULE[:CALLABLE] (see --help)")
 	case 1:
 		a.Module = rest[0]
@@ -206,7 +215,9 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		c.names[fmt.Sprintf("listener[%d]", len(c.Listeners))] = "uwsgi-socket"
 		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoUWSGI, SocketMode: os.FileMode(m)})
 	}
-	c.Apps = []App{a}
+	if a.Module != "" {
+		c.Apps = []App{a}
+	}
 	site := Site{Hosts: []string{HostDefault}}
 	for _, s := range statics {
 		prefix, dir, ok := strings.Cut(s, "=")
@@ -216,10 +227,29 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "static"
 		site.Routes = append(site.Routes, Route{Path: prefix, Static: &StaticRoute{Dir: dir}})
 	}
-	// The app serves everything the static routes do not: a prefix route
-	// on "/" loses to every longer prefix.
-	c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "app"
-	site.Routes = append(site.Routes, Route{Path: "/", App: RunAppName})
+	// One proxy route per prefix, its URLs balanced, in flag order.
+	byPrefix := map[string]*Proxy{}
+	for _, s := range proxies {
+		prefix, u, ok := strings.Cut(s, "=")
+		if !ok || prefix == "" || u == "" {
+			return nil, fmt.Errorf("proxy: %q is not PREFIX=URL", s)
+		}
+		if px := byPrefix[prefix]; px != nil {
+			px.Upstreams = append(px.Upstreams, Upstream{URL: u, Weight: 1})
+			continue
+		}
+		px := DefaultProxy()
+		px.Upstreams = []Upstream{{URL: u, Weight: 1}}
+		byPrefix[prefix] = px
+		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "proxy"
+		site.Routes = append(site.Routes, Route{Path: prefix, Proxy: px})
+	}
+	if a.Module != "" {
+		// The app serves everything the other routes do not: a prefix
+		// route on "/" loses to every longer prefix.
+		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "app"
+		site.Routes = append(site.Routes, Route{Path: "/", App: RunAppName})
+	}
 	c.Sites = []Site{site}
 	if err := c.Validate(); err != nil {
 		return nil, err

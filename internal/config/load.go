@@ -404,14 +404,80 @@ func (d *decoder) route(t *value, p string) Route {
 		d.unknown(rt, p+".respond", "status, body, headers")
 	}
 	if pt := d.get(t, p, "proxy", kTable); pt != nil {
-		r.Proxy = &Proxy{}
-		d.strings(pt, p+".proxy", "upstreams", &r.Proxy.Upstreams)
-		d.unknown(pt, p+".proxy", "upstreams")
+		r.Proxy = d.proxy(pt, p+".proxy")
 	}
 	_, r.HeadersAdd = d.stringTable(t, p, "headers_add")
 	d.strings(t, p, "headers_remove", &r.HeadersRemove)
 	d.unknown(t, p, routeKeys)
 	return r
+}
+
+const (
+	proxyKeys    = "upstreams, policy, hash_key, timeout, connect_timeout, retries, try_duration, max_fails, fail_timeout, health, queue_size, queue_timeout, buffering, preserve_host, headers_up, max_body, websocket_timeout, root, index, split_path"
+	upstreamKeys = "url, weight, max_conns, backup"
+	healthKeys   = "uri, interval, timeout, status, rise, fall"
+)
+
+func (d *decoder) proxy(t *value, p string) *Proxy {
+	px := DefaultProxy()
+	if v := d.get(t, p, "upstreams", kArray); v != nil {
+		for i, e := range v.arr {
+			up := fmt.Sprintf("%s.upstreams[%d]", p, i)
+			d.c.lines[up] = e.line
+			switch e.kind {
+			case kString:
+				px.Upstreams = append(px.Upstreams, Upstream{URL: e.str, Weight: 1})
+			case kTable:
+				u := Upstream{Weight: 1}
+				d.str(e, up, "url", &u.URL)
+				d.integer(e, up, "weight", &u.Weight)
+				d.integer(e, up, "max_conns", &u.MaxConns)
+				d.boolean(e, up, "backup", &u.Backup)
+				d.unknown(e, up, upstreamKeys)
+				px.Upstreams = append(px.Upstreams, u)
+			default:
+				d.bad(up, e.line, "want a URL or a table { url = ..., weight = 1, max_conns = 0, backup = false }, not %s", e.kind)
+			}
+		}
+	}
+	d.str(t, p, "policy", &px.Policy)
+	d.str(t, p, "hash_key", &px.HashKey)
+	d.duration(t, p, "timeout", &px.Timeout)
+	d.duration(t, p, "connect_timeout", &px.ConnectTimeout)
+	d.integer(t, p, "retries", &px.Retries)
+	d.duration(t, p, "try_duration", &px.TryDuration)
+	d.integer(t, p, "max_fails", &px.MaxFails)
+	d.duration(t, p, "fail_timeout", &px.FailTimeout)
+	if ht := d.get(t, p, "health", kTable); ht != nil {
+		px.Health = DefaultHealth()
+		hp := p + ".health"
+		d.str(ht, hp, "uri", &px.Health.URI)
+		d.duration(ht, hp, "interval", &px.Health.Interval)
+		d.duration(ht, hp, "timeout", &px.Health.Timeout)
+		d.integer(ht, hp, "status", &px.Health.Status)
+		d.integer(ht, hp, "rise", &px.Health.Rise)
+		d.integer(ht, hp, "fall", &px.Health.Fall)
+		d.unknown(ht, hp, healthKeys)
+	}
+	d.integer(t, p, "queue_size", &px.QueueSize)
+	d.duration(t, p, "queue_timeout", &px.QueueTimeout)
+	d.boolean(t, p, "buffering", &px.Buffering)
+	d.boolean(t, p, "preserve_host", &px.PreserveHost)
+	keys, headers := d.stringTable(t, p, "headers_up")
+	for _, k := range keys {
+		if name, ok := strings.CutPrefix(k, "-"); ok {
+			px.HeadersUp = append(px.HeadersUp, HeaderUp{Name: name, Remove: true})
+		} else {
+			px.HeadersUp = append(px.HeadersUp, HeaderUp{Name: k, Value: headers[k]})
+		}
+	}
+	d.size(t, p, "max_body", &px.MaxBody)
+	d.duration(t, p, "websocket_timeout", &px.WebSocketTimeout)
+	d.path(t, p, "root", &px.Root)
+	d.strings(t, p, "index", &px.Index)
+	d.strings(t, p, "split_path", &px.SplitPath)
+	d.unknown(t, p, proxyKeys)
+	return px
 }
 
 // appSettings decodes the worker settings an [app.NAME] table and

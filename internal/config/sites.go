@@ -2,8 +2,10 @@ package config
 
 import (
 	"fmt"
+	"time"
+
 	"net/http"
-	"net/url"
+	"portico/internal/proxy"
 	"regexp"
 	"slices"
 	"strings"
@@ -195,16 +197,7 @@ func (c *Config) validateRoute(errs *[]error, key string, r *Route, used map[str
 	}
 	if r.Proxy != nil {
 		n++
-		if len(r.Proxy.Upstreams) == 0 {
-			bad("proxy.upstreams", "no upstream")
-		}
-		for _, u := range r.Proxy.Upstreams {
-			pu, err := url.Parse(u)
-			if err != nil || (pu.Scheme != "http" && pu.Scheme != "uwsgi" && pu.Scheme != "uwsgi+unix") {
-				bad("proxy.upstreams", "%q is not http://host:port, uwsgi://host:port or uwsgi+unix:///path", u)
-			}
-		}
-		bad("proxy", "proxy routes are not supported yet")
+		c.validateProxy(errs, key+".proxy", r.Proxy)
 	}
 	switch n {
 	case 0:
@@ -212,5 +205,118 @@ func (c *Config) validateRoute(errs *[]error, key string, r *Route, used map[str
 	case 1:
 	default:
 		bad("", "%d handlers: set exactly one of static, app, redirect, respond, proxy", n)
+	}
+}
+
+func (c *Config) validateProxy(errs *[]error, key string, px *Proxy) {
+	bad := func(k, format string, args ...any) {
+		*errs = append(*errs, c.errorAt(key+"."+k, format, args...))
+	}
+	if len(px.Upstreams) == 0 {
+		bad("upstreams", "no upstream: list URLs like \"http://127.0.0.1:8080\", \"uwsgi://127.0.0.1:3031\" or \"fastcgi+unix:///run/php/php-fpm.sock\"")
+	}
+	family := ""
+	for i, u := range px.Upstreams {
+		uk := fmt.Sprintf("upstreams[%d]", i)
+		t, err := proxy.ParseTarget(u.URL)
+		if err != nil {
+			bad(uk, "%v", err)
+			continue
+		}
+		if family == "" {
+			family = t.Family
+		} else if t.Family != family {
+			bad(uk, "%q is a %s upstream after %s ones: one protocol family per route", u.URL, t.Family, family)
+		}
+		if u.Weight < 1 {
+			bad(uk+".weight", "must be at least 1, not %d", u.Weight)
+		}
+		if u.MaxConns < 0 {
+			bad(uk+".max_conns", "must not be negative")
+		}
+	}
+	switch px.Policy {
+	case proxy.PolicyLeastConn, proxy.PolicyRoundRobin, proxy.PolicyRandomTwo, proxy.PolicyIPHash, proxy.PolicyFirst:
+		if px.HashKey != "" {
+			bad("hash_key", "is for policy \"hash\" only")
+		}
+	case proxy.PolicyHash:
+		if px.HashKey == "" {
+			bad("hash_key", "missing: policy \"hash\" needs \"header:NAME\", \"cookie:NAME\" or \"uri\"")
+		} else if _, err := proxy.ParseHashKey(px.HashKey); err != nil {
+			bad("hash_key", "%q is not \"header:NAME\", \"cookie:NAME\" or \"uri\"", px.HashKey)
+		}
+	default:
+		bad("policy", "%q is not least_conn, round_robin, random_two, ip_hash, hash or first", px.Policy)
+	}
+	positive := map[string]time.Duration{"timeout": px.Timeout, "connect_timeout": px.ConnectTimeout,
+		"fail_timeout": px.FailTimeout, "queue_timeout": px.QueueTimeout, "websocket_timeout": px.WebSocketTimeout}
+	for _, k := range []string{"timeout", "connect_timeout", "fail_timeout", "queue_timeout", "websocket_timeout"} {
+		if positive[k] <= 0 {
+			bad(k, "must be positive")
+		}
+	}
+	if px.TryDuration < 0 {
+		bad("try_duration", "must not be negative")
+	}
+	if px.Retries < 0 {
+		bad("retries", "must not be negative")
+	}
+	if px.MaxFails < 0 {
+		bad("max_fails", "must not be negative")
+	}
+	if px.QueueSize < 0 {
+		bad("queue_size", "must not be negative")
+	}
+	if px.MaxBody <= 0 {
+		bad("max_body", "must be positive")
+	}
+	if h := px.Health; h != nil {
+		if !strings.HasPrefix(h.URI, "/") {
+			bad("health.uri", "%q must start with /", h.URI)
+		}
+		if h.Interval <= 0 {
+			bad("health.interval", "must be positive")
+		}
+		if h.Timeout <= 0 {
+			bad("health.timeout", "must be positive")
+		}
+		if h.Status < 100 || h.Status > 599 {
+			bad("health.status", "%d is not an HTTP status", h.Status)
+		}
+		if h.Rise < 1 {
+			bad("health.rise", "must be at least 1")
+		}
+		if h.Fall < 1 {
+			bad("health.fall", "must be at least 1")
+		}
+	}
+	for _, h := range px.HeadersUp {
+		if !tokenRE.MatchString(h.Name) {
+			bad("headers_up", "%q is not a header name", h.Name)
+		}
+	}
+	if family == proxy.FamilyFastCGI {
+		if px.Root == "" {
+			bad("root", "missing: a fastcgi route needs the document root its scripts live in")
+		} else {
+			c.checkDir(errs, key+".root", px.Root)
+		}
+		for _, ix := range px.Index {
+			if ix == "" || strings.Contains(ix, "/") {
+				bad("index", "%q is not a file name", ix)
+			}
+		}
+		for _, sp := range px.SplitPath {
+			if sp == "" || strings.Contains(sp, "/") {
+				bad("split_path", "%q is not a suffix like \".php\"", sp)
+			}
+		}
+	} else if family != "" {
+		for k, set := range map[string]bool{"root": px.Root != "", "index": px.Index != nil, "split_path": px.SplitPath != nil} {
+			if set {
+				bad(k, "is for fastcgi upstreams only")
+			}
+		}
 	}
 }

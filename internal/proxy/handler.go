@@ -209,6 +209,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		u := lease.Upstream()
 		u.requests.Add(1)
+		if lastErr != nil {
+			h.log.Info("retrying on another upstream", "method", r.Method, "uri", r.RequestURI, "upstream", u.Name, "after", lastErr)
+		}
 
 		ctx, cancel := context.WithCancelCause(r.Context())
 		timer := time.AfterFunc(h.opt.Timeout, func() { cancel(errTimeout) })
@@ -260,7 +263,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 				return fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
 			}
 			u.retries.Add(1)
-			h.log.Info("retrying on another upstream", "method", r.Method, "uri", r.RequestURI, "upstream", u.Name, "err", err)
 			tried = append(tried, u)
 			lastErr = fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
 			continue

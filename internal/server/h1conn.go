@@ -82,6 +82,10 @@ type conn struct {
 	ctx     *reqCtx
 	mon     *monitor
 	bodyEOF atomic.Bool
+
+	// hijacked is set when the handler took the connection over
+	// (response.Hijack): the server no longer reads, writes or closes it.
+	hijacked bool
 }
 
 // monitor is the state of a request's client-gone monitor (see reqCtx).
@@ -111,7 +115,11 @@ func newConn(srv *HTTP, rwc net.Conn) *conn {
 func (c *conn) serve() {
 	parked := false
 	defer func() {
-		if !parked {
+		switch {
+		case c.hijacked:
+			c.state.Store(stateClosed)
+			c.releaseReadForce()
+		case !parked:
 			c.close()
 		}
 	}()
@@ -408,6 +416,12 @@ func (c *conn) serveRequest(head *requestHead) (keep bool) {
 	// Cancel first: a goroutine the handler left cannot start a monitor
 	// after this.
 	st.ctx.cancel(context.Canceled)
+	if c.hijacked {
+		*c.outp = c.out[:0]
+		outPool.Put(c.outp)
+		c.out, c.outp, c.resp, c.body, c.ctx, c.mon = nil, nil, nil, nil, nil, nil
+		return false
+	}
 	clientGone := c.stopMonitor()
 	keep = w.finish() && !clientGone
 	if c.body != nil {

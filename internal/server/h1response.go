@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -66,7 +68,31 @@ var (
 	_ http.Flusher        = (*response)(nil)
 	_ io.StringWriter     = (*response)(nil)
 	_ io.ReaderFrom       = (*response)(nil)
+	_ http.Hijacker       = (*response)(nil)
 )
+
+// Hijack hands the connection to the handler, for a protocol switch (a
+// WebSocket tunnel) that the handler answers itself: from then on the
+// server neither reads, writes nor closes it, and Shutdown no longer waits
+// for it (as with net/http). Bytes the client sent after the request are
+// in the returned reader. It fails once the response head was written.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c := w.c
+	if w.wroteHeader || w.done || c.hijacked {
+		return nil, nil, errors.New("server: Hijack after the response started")
+	}
+	c.stopMonitor()
+	c.hijacked = true
+	c.srv.untrack(c)
+	_ = c.rwc.SetDeadline(time.Time{})
+	var rd io.Reader = c.rwc
+	if c.r < c.w {
+		rest := bytes.Clone(c.buf[c.r:c.w])
+		c.r = c.w
+		rd = io.MultiReader(bytes.NewReader(rest), c.rwc)
+	}
+	return c.rwc, bufio.NewReadWriter(bufio.NewReader(rd), bufio.NewWriter(c.rwc)), nil
+}
 
 // Header returns the response headers.
 func (w *response) Header() http.Header {

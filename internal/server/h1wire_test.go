@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -459,5 +460,73 @@ func TestWireSendfileCork(t *testing.T) {
 	}
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Errorf("10 responses took %v: the socket stays corked after a file", d)
+	}
+}
+
+// A handler that hijacks the connection owns it: the bytes the client sent
+// after its request reach the handler, the server writes nothing more, and
+// Shutdown does not wait for it.
+func TestWireHijack(t *testing.T) {
+	hijacked := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/late" {
+			io.WriteString(w, "x")
+			if _, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				t.Error("Hijack after the response started succeeded")
+			}
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("Hijack: %v", err)
+			return
+		}
+		close(hijacked)
+		go func() {
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+			buf := make([]byte, 64)
+			for {
+				n, err := brw.Read(buf)
+				if n > 0 {
+					conn.Write(bytes.ToUpper(buf[:n]))
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	})
+	s := NewHTTP(h, Options{})
+	addr := serve(t, s, "127.0.0.1:0")
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The first message rides in the same write as the request.
+	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhello")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("response %v, %v", resp, err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "HELLO" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	<-hijacked
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown waited for a hijacked connection: %v", err)
+	}
+	io.WriteString(c, "again")
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "AGAIN" {
+		t.Fatalf("after Shutdown: echo %q %v", buf, err)
+	}
+	if out := exchange(t, serve(t, NewHTTP(h, Options{}), "127.0.0.1:0"), "GET /late HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); !strings.HasSuffix(out, "\r\n\r\nx") {
+		t.Errorf("late hijack: %q", out)
 	}
 }
