@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// echoSeen is what testdata/upstream/echo.py answers.
+type echoSeen struct {
+	Name       string `json:"name"`
+	PID        int    `json:"pid"`
+	Method     string `json:"method"`
+	Path       string `json:"path"`
+	ScriptName string `json:"script_name"`
+	Query      string `json:"query"`
+	Host       string `json:"host"`
+	RemoteAddr string `json:"remote_addr"`
+	XFF        string `json:"xff"`
+	XFP        string `json:"xfp"`
+	XFH        string `json:"xfh"`
+	Connection string `json:"connection"`
+	Proxy      string `json:"proxy"`
+	BodyLen    int    `json:"body_len"`
+	BodyMD5    string `json:"body_sha256"`
+}
+
+// gunicorn is one gunicorn server running testdata/upstream/echo.py, in its
+// own process group so that a test can kill it whole.
+type gunicorn struct {
+	cmd  *exec.Cmd
+	addr string // host:port, or the socket path
+	done chan struct{}
+}
+
+// startGunicorn serves echo.py on bind (host:port or unix:/path) with two
+// sync workers; env adds to the environment (ECHO_NAME=...).
+func startGunicorn(t testing.TB, bind string, env ...string) *gunicorn {
+	t.Helper()
+	bin := needCommand(t, "gunicorn")
+	g := &gunicorn{done: make(chan struct{})}
+	g.cmd = exec.Command(bin, "--bind", bind, "--workers", "2", "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
+		"--graceful-timeout", "1", "--log-level", "warning", "echo:app")
+	g.cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	g.cmd.Stdout, g.cmd.Stderr = &out, &out
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := g.cmd.Start(); err != nil {
+		t.Fatalf("starting gunicorn: %v", err)
+	}
+	go func() { _ = g.cmd.Wait(); close(g.done) }()
+	t.Cleanup(func() {
+		g.kill()
+		if t.Failed() {
+			t.Logf("gunicorn %s output:\n%s", bind, out.String())
+		}
+	})
+	if path, ok := strings.CutPrefix(bind, "unix:"); ok {
+		g.addr = path
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			c, err := net.Dial("unix", path)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case <-g.done:
+				t.Fatalf("gunicorn exited:\n%s", out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("gunicorn on %s not ready: %v", path, err)
+			}
+			time.Sleep(20 * time.Millisecond) // an external program: no readiness signal to wait on
+		}
+		return g
+	}
+	g.addr = bind
+	if err := waitDial(bind, 30*time.Second, g.done); err != nil {
+		t.Fatalf("gunicorn on %s not ready: %v\n%s", bind, err, out.String())
+	}
+	return g
+}
+
+// kill kills the whole gunicorn group and waits for the master.
+func (g *gunicorn) kill() {
+	_ = syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
+	<-g.done
+}
+
+func echo(t testing.TB, c *http.Client, req *http.Request) (*http.Response, echoSeen) {
+	t.Helper()
+	resp, body := do(t, c, req)
+	var seen echoSeen
+	if resp.StatusCode == 200 {
+		if err := json.Unmarshal(body, &seen); err != nil {
+			t.Fatalf("%s %s: decoding %q: %v", req.Method, req.URL, body, err)
+		}
+	}
+	return resp, seen
+}
+
+// Portico in front of gunicorn over TCP and over a unix socket: the path
+// and query go as they came, the forwarding headers are set, hop-by-hop and
+// Proxy headers are dropped, bodies arrive whole both ways.
+func TestProxyGunicorn(t *testing.T) {
+	tcp := startGunicorn(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), "ECHO_NAME=tcp")
+	sock := filepath.Join(t.TempDir(), "g.sock")
+	startGunicorn(t, "unix:"+sock, "ECHO_NAME=unix")
+	p := startPortico(t, "--proxy", "/tcp=http://"+tcp.addr, "--proxy", "/unix=http+unix://"+sock)
+	c := newClient(t)
+	for _, tc := range []struct{ prefix, name, host string }{{"/tcp", "tcp", tcp.addr}, {"/unix", "unix", "localhost"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", p.URL(tc.prefix+"/a%20b/c?x=1&y=%2F"), nil)
+			req.Header.Set("Connection", "X-Hop")
+			req.Header.Set("X-Hop", "1")
+			req.Header.Set("Proxy", "http://evil:1")
+			resp, seen := echo(t, c, req)
+			wantStatus(t, resp, nil, 200)
+			if seen.Name != tc.name || seen.Path != tc.prefix+"/a b/c" || seen.Query != "x=1&y=%2F" || seen.Method != "GET" {
+				t.Errorf("upstream saw %+v", seen)
+			}
+			if seen.Host != tc.host || seen.XFH != p.HTTPAddr || seen.XFF != "127.0.0.1" || seen.XFP != "http" || seen.Proxy != "" {
+				t.Errorf("forwarding: host %q xfh %q xff %q xfp %q proxy %q", seen.Host, seen.XFH, seen.XFF, seen.XFP, seen.Proxy)
+			}
+			if got := resp.Header.Values("Set-Cookie"); len(got) != 2 {
+				t.Errorf("Set-Cookie %q", got)
+			}
+			data, sum := randomData(t, 3<<20)
+			req, _ = http.NewRequest("POST", p.URL(tc.prefix+"/upload"), bytes.NewReader(data))
+			resp, seen = echo(t, c, req)
+			wantStatus(t, resp, nil, 200)
+			if seen.BodyLen != len(data) || seen.BodyMD5 != sum {
+				t.Errorf("upstream got %d bytes (md5 %s), want %d (%s)", seen.BodyLen, seen.BodyMD5, len(data), sum)
+			}
+		})
+	}
+	// Nothing listens: 502 at once, logged with the cause.
+	dead := startPortico(t, "--proxy", "/=http://127.0.0.1:1")
+	resp, body := get(t, c, dead.URL("/"))
+	wantStatus(t, resp, body, 502)
+	dead.waitLog(t, "connection refused", 5*time.Second)
+}
+
+// Three gunicorns behind one Portico; one is killed in the middle of a
+// load of GETs: no client request fails, and the dead one leaves rotation
+// at its first failure.
+func TestProxyFailover(t *testing.T) {
+	var gs []*gunicorn
+	var ups []string
+	for i := range 3 {
+		g := startGunicorn(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("ECHO_NAME=g%d", i))
+		gs = append(gs, g)
+		ups = append(ups, fmt.Sprintf("%q", "http://"+g.addr))
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`access_log = "off"
+[[listener]]
+addr = "127.0.0.1:0"
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/"
+proxy = { upstreams = [%s], policy = "round_robin", retries = 2, fail_timeout = "30s" }
+`, strings.Join(ups, ", "))
+	path := filepath.Join(dir, "portico.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startCommand(t, "serve", "-c", path)
+	c := newClient(t)
+
+	const clients, perClient = 8, 150
+	var ok, failed atomic.Int64
+	var served sync.Map // name → count after the kill
+	var killed atomic.Bool
+	killAt := make(chan struct{})
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range perClient {
+				req, _ := http.NewRequest("GET", p.URL("/x"), nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					t.Logf("status %d: %s", resp.StatusCode, body)
+					continue
+				}
+				var seen echoSeen
+				_ = json.Unmarshal(body, &seen)
+				if killed.Load() {
+					n, _ := served.LoadOrStore(seen.Name, new(atomic.Int64))
+					n.(*atomic.Int64).Add(1)
+				}
+				if ok.Add(1) == clients*perClient/4 {
+					close(killAt)
+				}
+			}
+		}()
+	}
+	<-killAt
+	killStart := time.Now()
+	gs[1].kill()
+	killed.Store(true)
+	p.waitLog(t, "upstream down", 10*time.Second)
+	t.Logf("g1 left rotation %v after the kill", time.Since(killStart).Round(time.Millisecond))
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed", failed.Load(), clients*perClient)
+	}
+	if n, ok := served.Load("g1"); ok && n.(*atomic.Int64).Load() > int64(clients) {
+		t.Errorf("the killed upstream answered %d requests after its kill", n.(*atomic.Int64).Load())
+	}
+	if strings.Count(p.Log(), "upstream down") != 1 {
+		t.Errorf("the state change was logged %d times, want once:\n%s", strings.Count(p.Log(), "upstream down"), p.Log())
+	}
+}
+
+// A WebSocket through Portico's own HTTP/1.1 front and the proxy: the
+// upgrade is relayed, then bytes flow both ways.
+func TestProxyWebSocket(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") || r.Header.Get("Sec-Websocket-Key") == "" {
+			http.Error(w, "not a websocket handshake", 400)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n", r.Header.Get("Sec-Websocket-Key")+"-ok")
+		brw.Flush()
+		buf := make([]byte, 1024)
+		for {
+			n, err := brw.Read(buf)
+			if n > 0 {
+				conn.Write(append([]byte("echo:"), buf[:n]...))
+			}
+			if err != nil {
+				return
+			}
+		}
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	p := startPortico(t, "--proxy", "/ws=http://"+l.Addr().String())
+	conn, err := net.Dial("tcp", p.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /ws/chat HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 101 || resp.Header.Get("Sec-Websocket-Accept") != "abc-ok" || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
+		t.Fatalf("handshake answer %d %v", resp.StatusCode, resp.Header)
+	}
+	for _, msg := range []string{"hello", "again"} {
+		io.WriteString(conn, msg)
+		want := "echo:" + msg
+		buf := make([]byte, len(want))
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != want {
+			t.Fatalf("got %q, %v; want %q", buf, err, want)
+		}
+	}
+}
+
