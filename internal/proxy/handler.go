@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -319,6 +321,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 	body := &timeoutBody{r: resp.Body, ctx: ctx, timer: timer, d: h.opt.Timeout}
 	hd := w.Header()
 	removeHopByHop(resp.Header)
+	if !h.opt.PreserveHost {
+		rewriteLocation(resp.Header, lease.Upstream().URL)
+	}
 	for k, v := range resp.Header {
 		hd[k] = v
 	}
@@ -397,6 +402,32 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			}
 			h.log.Warn("aborting a response the upstream did not finish", "uri", r.RequestURI, "upstream", lease.Upstream().Name, "err", err)
 			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// rewriteLocation makes a redirect to the upstream's own address point
+// back through the proxy, as nginx's "proxy_redirect default" does: the
+// upstream saw its own address as the Host, so an absolute Location or
+// Refresh URL it builds names it; "http://10.0.0.5:8080/x" becomes "/x",
+// which the client resolves against the address it used.
+func rewriteLocation(h http.Header, up *url.URL) {
+	prefix := up.Scheme + "://" + up.Host
+	for _, k := range [...]string{"Location", "Refresh", "Content-Location"} {
+		vv := h[k]
+		for i, v := range vv {
+			j := strings.Index(strings.ToLower(v), strings.ToLower(prefix))
+			if j < 0 || (k != "Refresh" && j != 0) {
+				continue
+			}
+			rest := v[j+len(prefix):]
+			if rest != "" && rest[0] != '/' && rest[0] != '?' {
+				continue // another host that starts the same ("...:80801")
+			}
+			if rest == "" || rest[0] == '?' {
+				rest = "/" + rest
+			}
+			vv[i] = v[:j] + rest
 		}
 	}
 }
