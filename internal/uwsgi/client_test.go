@@ -92,7 +92,10 @@ func clientEchoHandler() http.Handler {
 // clientDo runs req through tr and returns the response with its body read.
 func clientDo(t *testing.T, tr *Transport, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
-	resp, err := tr.RoundTrip(req)
+	// A bound, so that a request the server waits on fails instead of hanging.
+	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := tr.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
 	}
@@ -356,6 +359,49 @@ func TestTransportEarlyAnswer(t *testing.T) {
 	}
 }
 
+func TestTransportAnswerWhileSending(t *testing.T) {
+	// The upstream answers at once and reads no body until the client has
+	// its response: a Transport that wrote the whole body before reading
+	// would block on full socket buffers and never see the answer.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan struct{})
+	served := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-served })
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, _, err := ReadPacket(c, nil); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second): // a bound on failure, not an ordering
+		}
+	}()
+	tr := &Transport{Address: ln.Addr().String()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://example.com/", bytes.NewReader(make([]byte, 32<<20)))
+	resp, err := tr.RoundTrip(req)
+	close(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close() // abandons the rest of the upload
+	if resp.StatusCode != 413 || string(body) != "too large" || err != nil {
+		t.Errorf("got %d %q %v", resp.StatusCode, body, err)
+	}
+}
+
 func TestTransportCancel(t *testing.T) {
 	started := make(chan struct{}, 1)
 	cancelled := make(chan struct{}, 1)
@@ -384,8 +430,13 @@ func TestTransportCancel(t *testing.T) {
 		}()
 		<-started
 		cancel()
-		if err := <-errc; !errors.Is(err, context.Canceled) {
-			t.Errorf("RoundTrip: %v, want context.Canceled", err)
+		select {
+		case err := <-errc:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("RoundTrip: %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second): // a bound on failure, not an ordering
+			t.Fatal("cancelling did not unblock RoundTrip")
 		}
 		<-cancelled
 	})
@@ -410,8 +461,13 @@ func TestTransportCancel(t *testing.T) {
 			readErr <- err
 		}()
 		cancel()
-		if err := <-readErr; !errors.Is(err, context.Canceled) {
-			t.Errorf("Read: %v, want context.Canceled", err)
+		select {
+		case err := <-readErr:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("Read: %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second): // a bound on failure, not an ordering
+			t.Fatal("cancelling did not unblock the body read")
 		}
 		<-cancelled
 	})
