@@ -14,9 +14,9 @@ import (
 	"time"
 )
 
-// defaultDialTimeout bounds a Transport's connect when DialTimeout is zero,
-// as nginx's uwsgi_connect_timeout defaults to 60s but an upstream on the
-// same network that does not answer in 5s is better given up for another.
+// defaultDialTimeout bounds a Transport's connect when DialTimeout is zero.
+// nginx's uwsgi_connect_timeout defaults to 60s; an upstream on the same
+// network that has not accepted in 5s is better given up for another.
 const defaultDialTimeout = 5 * time.Second
 
 // ErrUnknownLength is returned by Transport.RoundTrip for a request with a
@@ -68,10 +68,11 @@ type Transport struct {
 
 	// Modifier1 is the packet's modifier1: 0 (the zero value) is a WSGI
 	// request, what nginx sends by default and what uWSGI's python plugin
-	// serves. Set it only for an upstream mounted by modifier (uWSGI's
-	// --http-modifier1 and the like). 30 makes uWSGI strip SCRIPT_NAME from
-	// PATH_INFO once more: leave it 0 when ScriptName is set, since
-	// PATH_INFO already has the prefix stripped.
+	// serves; another value selects another of uWSGI's request handlers
+	// (a Perl or Ruby app, say: see uWSGI's table of modifiers), as
+	// nginx's uwsgi_modifier1 does. The vars block is the same whatever
+	// the value. 30 makes uWSGI strip SCRIPT_NAME from PATH_INFO once
+	// more: leave it 0 with ScriptName, which already strips the prefix.
 	Modifier1 uint8
 }
 
@@ -176,9 +177,8 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, fmt.Errorf("%w: reading response head from %s: %w", ErrBadResponse, t.Address, err)
 	}
-	if !strings.Contains(resp.Status, " ") {
-		resp.Status = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
-		resp.Status = strings.TrimSuffix(resp.Status, " ")
+	if text := http.StatusText(resp.StatusCode); text != "" && !strings.Contains(resp.Status, " ") {
+		resp.Status = strconv.Itoa(resp.StatusCode) + " " + text // "HTTP/1.1 200": no reason phrase
 	}
 	if resp.Body == http.NoBody {
 		ex.finish()

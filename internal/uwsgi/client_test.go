@@ -557,3 +557,21 @@ func TestTransportRawResponses(t *testing.T) {
 		})
 	}
 }
+
+func TestTransportModifier1(t *testing.T) {
+	mods := make(chan uint8, 1)
+	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mods <- OriginFrom(r.Context()).Modifier1
+	})})
+	req, _ := http.NewRequest("GET", "http://example.com/", nil)
+	if resp, _ := clientDo(t, &Transport{Address: addr}, req); resp.StatusCode != 200 || <-mods != 0 {
+		t.Errorf("modifier1 0: %d", resp.StatusCode)
+	}
+	if resp, _ := clientDo(t, &Transport{Address: addr, Modifier1: 30}, req); resp.StatusCode != 200 || <-mods != 30 {
+		t.Errorf("modifier1 30: %d", resp.StatusCode)
+	}
+	// The Server serves WSGI only: another modifier1 reaches it and is refused.
+	if resp, _ := clientDo(t, &Transport{Address: addr, Modifier1: 5}, req); resp.StatusCode != http.StatusNotImplemented {
+		t.Errorf("modifier1 5: %d, want 501", resp.StatusCode)
+	}
+}
