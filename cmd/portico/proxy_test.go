@@ -295,4 +295,3 @@ func TestProxyWebSocket(t *testing.T) {
 		}
 	}
 }
-
