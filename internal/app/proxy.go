@@ -56,7 +56,7 @@ func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWri
 		Retries:          px.Retries,
 		TryDuration:      px.TryDuration,
 		Unbuffered:       !px.Buffering,
-		NeedLength:       family != proxy.FamilyHTTP,
+		Gateway:          family != proxy.FamilyHTTP,
 		PreserveHost:     px.PreserveHost,
 		MaxBody:          px.MaxBody,
 		WebSocketTimeout: px.WebSocketTimeout,

@@ -40,10 +40,14 @@ type Options struct {
 	// slow upload nor a slow reader holds an upstream connection (nginx's
 	// proxy_request_buffering and proxy_buffering).
 	Unbuffered bool
-	// NeedLength says the transport must know the body length before
-	// sending (uwsgi, FastCGI): a body of unknown length (chunked) is then
-	// spooled even when Unbuffered, as nginx does.
-	NeedLength bool
+	// Gateway says the upstreams speak a gateway protocol (uwsgi,
+	// FastCGI) rather than HTTP, as nginx's uwsgi_pass and fastcgi_pass:
+	// the client's address, scheme and Host travel as variables
+	// (REMOTE_ADDR, HTTPS, HTTP_HOST), so the client's Host is kept and no
+	// X-Forwarded-* header is added; and the body length must be known
+	// before sending, so a body of unknown length (chunked) is spooled even
+	// when Unbuffered.
+	Gateway bool
 	// PreserveHost sends the client's Host header. False: the upstream's
 	// host (nginx's default, proxy_set_header Host $proxy_host).
 	PreserveHost bool
@@ -160,7 +164,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		if h.opt.MaxBody > 0 && r.ContentLength > h.opt.MaxBody {
 			return errBodyTooLarge
 		}
-		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.NeedLength) {
+		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.Gateway) {
 			streamBody, length = true, r.ContentLength
 		} else {
 			body = spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxSize: max(h.opt.MaxBody, 0)})
@@ -178,9 +182,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 
 	// 2. The outgoing request, shared by the tries.
 	out := r.Clone(r.Context())
-	forwardHeaders(out.Header, r, h.opt.HeadersUp)
+	forwardHeaders(out.Header, r, h.opt.HeadersUp, !h.opt.Gateway)
 	out.Close = false
-	if !h.opt.PreserveHost {
+	if !h.opt.PreserveHost && !h.opt.Gateway {
 		out.Host = ""
 	}
 	_, upgrade := isUpgrade(r.Header)
@@ -321,7 +325,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 	body := &timeoutBody{r: resp.Body, ctx: ctx, timer: timer, d: h.opt.Timeout}
 	hd := w.Header()
 	removeHopByHop(resp.Header)
-	if !h.opt.PreserveHost {
+	if !h.opt.PreserveHost && !h.opt.Gateway {
 		rewriteLocation(resp.Header, lease.Upstream().URL)
 	}
 	for k, v := range resp.Header {

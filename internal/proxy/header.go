@@ -94,8 +94,9 @@ func expand(v string, r *http.Request) string {
 // X-Forwarded-For is appended to, not replaced: Portico's trust boundary
 // (internal/realip) has already deleted forwarding headers that came from
 // an untrusted peer, so what is left is a chain a trusted proxy vouched
-// for, and the immediate peer is appended to it.
-func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp) {
+// for, and the immediate peer is appended to it. Without forwarded (a
+// gateway protocol, whose variables carry the client), none is added.
+func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp, forwarded bool) {
 	up, upgrade := isUpgrade(r.Header)
 	removeHopByHop(out)
 	delete(out, "Proxy")
@@ -103,14 +104,16 @@ func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp) {
 		out.Set("Connection", "Upgrade")
 		out.Set("Upgrade", up)
 	}
-	if xff := realip.ForwardedFor(r); xff != "" {
-		out.Set("X-Forwarded-For", xff)
-	} else {
-		delete(out, "X-Forwarded-For")
-	}
-	out.Set("X-Forwarded-Proto", realip.Scheme(r))
-	if r.Host != "" {
-		out.Set("X-Forwarded-Host", r.Host)
+	if forwarded {
+		if xff := realip.ForwardedFor(r); xff != "" {
+			out.Set("X-Forwarded-For", xff)
+		} else {
+			delete(out, "X-Forwarded-For")
+		}
+		out.Set("X-Forwarded-Proto", realip.Scheme(r))
+		if r.Host != "" {
+			out.Set("X-Forwarded-Host", r.Host)
+		}
 	}
 	if _, ok := out["User-Agent"]; !ok {
 		out["User-Agent"] = []string{""} // net/http would add its own
