@@ -29,9 +29,25 @@ func notSent(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
+// StatusError is an error that calls for a given answer, returned by a
+// transport that knows better than a gateway would: the worker pool
+// answers 500 for an exception in the app, 503 for a full queue, 504 for
+// a request it interrupted. statusOf asks it first.
+type StatusError interface {
+	error
+	// HTTPStatus is the status the client gets.
+	HTTPStatus() int
+	// LogLevel is the level the failure is logged at.
+	LogLevel() slog.Level
+}
+
 // statusOf maps a failure to its answer: the one place where errors become
 // statuses, with the log level the failure deserves.
 func statusOf(err error) (int, slog.Level) {
+	var se StatusError
+	if errors.As(err, &se) {
+		return se.HTTPStatus(), se.LogLevel()
+	}
 	switch {
 	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout):
 		return http.StatusServiceUnavailable, slog.LevelWarn

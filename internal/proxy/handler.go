@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,8 @@ type Options struct {
 	// Timeout bounds the wait for the upstream's response head, and then
 	// each wait for more of its body (nginx's proxy_read_timeout): a slow
 	// upstream is answered 504, a stalled body aborts. Zero: 60s.
+	// Negative: none here, the transport keeps its own (the worker pool,
+	// which interrupts the app at its timeout).
 	Timeout time.Duration
 	// Retries is how many more upstreams a failed request may be tried on
 	// (see the package doc for which failures qualify). Zero: none.
@@ -180,12 +183,18 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 
-	// 2. The outgoing request, shared by the tries.
-	out := r.Clone(r.Context())
-	forwardHeaders(out.Header, r, h.opt.HeadersUp, !h.opt.Gateway)
-	out.Close = false
-	if !h.opt.PreserveHost && !h.opt.Gateway {
-		out.Host = ""
+	// 2. The outgoing request, shared by the tries. A gateway upstream
+	// (uwsgi, FastCGI, the local workers) without header rules gets the
+	// client's request as it is (its transport reads it, never changes
+	// it): no copy of the headers on the hot path.
+	out := r
+	if !h.opt.Gateway || len(h.opt.HeadersUp) > 0 || h.opt.Rewrite != nil {
+		out = r.Clone(r.Context())
+		forwardHeaders(out.Header, r, h.opt.HeadersUp, !h.opt.Gateway)
+		out.Close = false
+		if !h.opt.PreserveHost && !h.opt.Gateway {
+			out.Host = ""
+		}
 	}
 	_, upgrade := isUpgrade(r.Header)
 
@@ -219,16 +228,21 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			h.log.Info("retrying on another upstream", "method", r.Method, "uri", r.RequestURI, "upstream", u.Name, "after", lastErr)
 		}
 
-		ctx, cancel := context.WithCancelCause(r.Context())
-		timer := time.AfterFunc(h.opt.Timeout, func() { cancel(errTimeout) })
-		req := out.WithContext(ctx)
-		target := *out.URL
-		req.URL = &target
-		req.URL.Scheme, req.URL.Host = u.URL.Scheme, u.URL.Host
-		if req.Host == "" {
-			req.Host = u.URL.Host
-		}
+		dl := h.newDeadline(r.Context())
+		req := new(http.Request)
+		*req = *out
 		req.ContentLength = length
+		if dl.cancel != nil {
+			req = req.WithContext(dl.ctx)
+		}
+		if !h.opt.Gateway {
+			target := *out.URL
+			req.URL = &target
+			req.URL.Scheme, req.URL.Host = u.URL.Scheme, u.URL.Host
+			if req.Host == "" {
+				req.Host = u.URL.Host
+			}
+		}
 		switch {
 		case body != nil:
 			req.Body = io.NopCloser(replay(body))
@@ -244,26 +258,24 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		resp, err := u.Transport.RoundTrip(req)
 		if err == nil && !upgrade && retryStatus(resp.StatusCode) {
 			err = fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
-			if h.canRetry(r, attempt, start, false, bodyRead.Load()) {
+			if h.canRetry(r, attempt, start, false, bodyRead.Load()) && h.opt.Pool.other(u, tried) {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 			} else {
 				// No retry left: the upstream's own error page goes out.
 				h.opt.Pool.Fail(u, err)
-				return h.relay(w, r, rc, lease, resp, ctx, cancel, timer)
+				return h.relay(w, r, rc, lease, resp, dl)
 			}
 		}
 		if err != nil {
-			timer.Stop()
-			if cause := context.Cause(ctx); errors.Is(cause, errTimeout) {
+			timedOut := dl.timedOut()
+			dl.end()
+			lease.Release()
+			if timedOut {
 				err = fmt.Errorf("%w after %s: %w", errTimeout, h.opt.Timeout, err)
 			} else if r.Context().Err() != nil {
-				cancel(nil)
-				lease.Release()
 				return r.Context().Err()
 			}
-			cancel(nil)
-			lease.Release()
 			h.opt.Pool.Fail(u, err)
 			if !h.canRetry(r, attempt, start, notSent(err), bodyRead.Load()) {
 				return fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
@@ -275,11 +287,58 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		h.opt.Pool.Succeed(u, time.Since(tryStart))
 		if upgrade && resp.StatusCode == http.StatusSwitchingProtocols {
-			timer.Stop()
-			return h.switchProtocols(w, r, rc, lease, resp, cancel)
+			dl.stop()
+			return h.switchProtocols(w, r, rc, lease, resp, dl)
 		}
-		return h.relay(w, r, rc, lease, resp, ctx, cancel, timer)
+		return h.relay(w, r, rc, lease, resp, dl)
 	}
+}
+
+// deadline is one try's upstream timeout: a context cancelled with
+// errTimeout when the timer fires, the timer restarted at each read of the
+// body. Without a timeout (Options.Timeout negative: the transport keeps
+// its own) it is inert and costs nothing.
+type deadline struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc // nil: no timeout
+	timer  *time.Timer
+	d      time.Duration
+}
+
+func (h *Handler) newDeadline(parent context.Context) deadline {
+	if h.opt.Timeout < 0 {
+		return deadline{ctx: parent}
+	}
+	ctx, cancel := context.WithCancelCause(parent)
+	return deadline{ctx: ctx, cancel: cancel, d: h.opt.Timeout,
+		timer: time.AfterFunc(h.opt.Timeout, func() { cancel(errTimeout) })}
+}
+
+// reset restarts the timer: more data came.
+func (d deadline) reset() {
+	if d.timer != nil {
+		d.timer.Reset(d.d)
+	}
+}
+
+// stop stops the timer; the context stays open.
+func (d deadline) stop() {
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+}
+
+// end stops the timer and releases the context.
+func (d deadline) end() {
+	if d.cancel != nil {
+		d.timer.Stop()
+		d.cancel(nil)
+	}
+}
+
+// timedOut reports whether the timer fired.
+func (d deadline) timedOut() bool {
+	return d.cancel != nil && errors.Is(context.Cause(d.ctx), errTimeout)
 }
 
 // canRetry decides whether a failed try may be followed by another: within
@@ -300,18 +359,18 @@ func (h *Handler) canRetry(r *http.Request, attempt int, start time.Time, unsent
 
 // relay sends the upstream's response to the client. It owns lease,
 // cancel and timer.
-func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, lease *Lease, resp *http.Response, ctx context.Context, cancel context.CancelCauseFunc, timer *time.Timer) error {
+func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, lease Lease, resp *http.Response, dl deadline) error {
 	released := false
 	release := func() {
 		if !released {
 			released = true
-			timer.Stop()
+			dl.stop()
 			lease.Release()
 		}
 	}
 	defer func() {
 		release()
-		cancel(nil)
+		dl.end()
 	}()
 	if h.opt.Intercept != nil {
 		if fn := h.opt.Intercept(r, resp); fn != nil {
@@ -322,7 +381,10 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			return nil
 		}
 	}
-	body := &timeoutBody{r: resp.Body, ctx: ctx, timer: timer, d: h.opt.Timeout}
+	var body io.Reader = resp.Body
+	if dl.cancel != nil {
+		body = &timeoutBody{r: resp.Body, dl: dl}
+	}
 	hd := w.Header()
 	removeHopByHop(resp.Header)
 	if !h.opt.PreserveHost && !h.opt.Gateway {
@@ -344,6 +406,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			return h.bodyError(lease.Upstream(), err)
 		}
 		release()
+		if _, ok := hd["Content-Length"]; !ok {
+			hd["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+		}
 		w.WriteHeader(resp.StatusCode)
 		_ = rc.SetWriteDeadline(time.Now().Add(h.opt.ClientTimeout))
 		_, _ = w.Write(buf)
@@ -452,16 +517,14 @@ func (h *Handler) bodyError(u *Upstream, err error) error {
 // that Timeout bounds each wait for data, not the whole transfer; a read
 // that fails because the timer fired reports errTimeout.
 type timeoutBody struct {
-	r     io.Reader
-	ctx   context.Context
-	timer *time.Timer
-	d     time.Duration
+	r  io.Reader
+	dl deadline
 }
 
 func (t *timeoutBody) Read(p []byte) (int, error) {
-	t.timer.Reset(t.d)
+	t.dl.reset()
 	n, err := t.r.Read(p)
-	if err != nil && err != io.EOF && errors.Is(context.Cause(t.ctx), errTimeout) {
+	if err != nil && err != io.EOF && t.dl.timedOut() {
 		err = fmt.Errorf("%w: %w", errTimeout, err)
 	}
 	return n, err

@@ -497,3 +497,18 @@ func TestRewriteLocation(t *testing.T) {
 		}
 	}
 }
+
+// With nowhere else to go, an upstream's own 503 page is relayed, not
+// replaced by a 502.
+func TestProxyBadStatusSingleUpstream(t *testing.T) {
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "7")
+		w.WriteHeader(503)
+		io.WriteString(w, "maintenance")
+	})
+	srv, _ := front(t, Options{Retries: 2}, PoolOptions{}, b.u)
+	resp, body := get(t, nil, must(http.NewRequest("GET", srv.URL+"/", nil)))
+	if resp.StatusCode != 503 || body != "maintenance" || resp.Header.Get("Retry-After") != "7" {
+		t.Errorf("got %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}

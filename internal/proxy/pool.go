@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,11 +114,11 @@ type Lease struct {
 }
 
 // Upstream is the leased upstream.
-func (l *Lease) Upstream() *Upstream { return l.u }
+func (l Lease) Upstream() *Upstream { return l.u }
 
 // Release returns the capacity: to the first waiter that may use this
 // upstream, else to the upstream.
-func (l *Lease) Release() {
+func (l Lease) Release() {
 	u, p := l.u, l.pool
 	u.inflight.Add(-1)
 	if p.nwait.Load() > 0 {
@@ -169,14 +170,21 @@ func (p *Pool) pick(r *http.Request, usable func(*Upstream) bool) *Upstream {
 // waits in the queue, at its tail, or at its head when front is set (a
 // retry keeps its place). It fails with ErrNoUpstream when no upstream is
 // healthy, ErrQueueFull, ErrQueueTimeout, or the context's error.
-func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstream) bool, front bool) (*Lease, error) {
+func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstream) bool, front bool) (Lease, error) {
 	now := p.opt.Now()
+	if len(p.ups) == 1 && avoid == nil {
+		// One upstream (an app's worker pool, a single server): no choice
+		// to make.
+		if u := p.ups[0]; u.Available(now) && u.claim() {
+			return Lease{u: u, pool: p}, nil
+		}
+	}
 	usable := func(u *Upstream) bool {
 		return u.Available(now) && (avoid == nil || !avoid(u))
 	}
 	if p.nwait.Load() == 0 || front {
 		if u := p.pick(r, usable); u != nil {
-			return &Lease{u: u, pool: p}, nil
+			return Lease{u: u, pool: p}, nil
 		}
 	}
 	healthy := false
@@ -187,7 +195,7 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstrea
 		}
 	}
 	if !healthy {
-		return nil, ErrNoUpstream
+		return Lease{}, ErrNoUpstream
 	}
 
 	// Every usable upstream is full: wait.
@@ -197,7 +205,7 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstrea
 	p.mu.Lock()
 	if p.n >= p.opt.QueueSize {
 		p.mu.Unlock()
-		return nil, ErrQueueFull
+		return Lease{}, ErrQueueFull
 	}
 	p.pushLocked(w, front)
 	// Look again under the lock: a Release between the first look and the
@@ -205,7 +213,7 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstrea
 	if u := p.pick(r, usable); u != nil {
 		p.removeLocked(w)
 		p.mu.Unlock()
-		return &Lease{u: u, pool: p}, nil
+		return Lease{u: u, pool: p}, nil
 	}
 	p.mu.Unlock()
 
@@ -214,7 +222,7 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstrea
 	var quit error
 	select {
 	case u := <-w.grant:
-		return &Lease{u: u, pool: p}, nil
+		return Lease{u: u, pool: p}, nil
 	case <-t.C:
 		quit = ErrQueueTimeout
 	case <-ctx.Done():
@@ -224,11 +232,11 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid func(*Upstrea
 	if w.queued {
 		p.removeLocked(w)
 		p.mu.Unlock()
-		return nil, quit
+		return Lease{}, quit
 	}
 	p.mu.Unlock()
 	// A grant is on its way: it wins the race.
-	return &Lease{u: <-w.grant, pool: p}, nil
+	return Lease{u: <-w.grant, pool: p}, nil
 }
 
 func (p *Pool) pushLocked(w *waiter, front bool) {
@@ -265,6 +273,18 @@ func (p *Pool) removeLocked(w *waiter) {
 	w.queued = false
 	p.n--
 	p.nwait.Add(-1)
+}
+
+// other reports whether an upstream other than u and those tried is
+// healthy: whether a retry has somewhere to go.
+func (p *Pool) other(u *Upstream, tried []*Upstream) bool {
+	now := p.opt.Now()
+	for _, x := range p.ups {
+		if x != u && x.Healthy(now) && !slices.Contains(tried, x) {
+			return true
+		}
+	}
+	return false
 }
 
 // Queued is the number of requests waiting now.

@@ -283,7 +283,7 @@ func TestPassiveHealthWindow(t *testing.T) {
 	}
 	ups2[0].activeDown.Store(true)
 	l, _ = p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false)
-	if l == nil || l.Upstream() != ups2[1] {
+	if l.Upstream() != ups2[1] {
 		t.Error("the backup was not used with the primary down")
 	}
 	ups2[1].activeDown.Store(true)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +15,9 @@ import (
 // copied both ways until either side closes or nothing moves for
 // WebSocketTimeout. The lease is held for the life of the tunnel: it is a
 // connection to the upstream.
-func (h *Handler) switchProtocols(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, lease *Lease, resp *http.Response, cancel context.CancelCauseFunc) error {
+func (h *Handler) switchProtocols(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, lease Lease, resp *http.Response, dl deadline) error {
 	defer lease.Release()
-	defer cancel(nil)
+	defer dl.end()
 	up, ok := resp.Body.(io.ReadWriteCloser)
 	if !ok {
 		resp.Body.Close()
