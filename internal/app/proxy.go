@@ -66,13 +66,7 @@ func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWri
 		opt.HeadersUp = append(opt.HeadersUp, proxy.HeaderOp{Name: http.CanonicalHeaderKey(h.Name), Value: h.Value, Remove: h.Remove})
 	}
 	if redirect != nil {
-		opt.Intercept = func(r *http.Request, resp *http.Response) http.HandlerFunc {
-			if resp.Header["X-Accel-Redirect"] == nil && resp.Header["X-Sendfile"] == nil {
-				return nil
-			}
-			status, header := resp.StatusCode, resp.Header
-			return func(w http.ResponseWriter, r *http.Request) { redirect(w, r, status, header) }
-		}
+		opt.Intercept = proxy.AccelRedirect(redirect)
 	}
 	h, err := proxy.New(opt)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +100,7 @@ func New(opt Options) (*Handler, error) {
 	if opt.Pool == nil {
 		return nil, errors.New("proxy: no pool")
 	}
-	if opt.Timeout <= 0 {
+	if opt.Timeout == 0 {
 		opt.Timeout = 60 * time.Second
 	}
 	if opt.MaxBody == 0 {
@@ -129,6 +130,19 @@ func (h *Handler) Pool() *Pool { return h.opt.Pool }
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := h.serve(w, r); err != nil {
 		h.writeError(w, r, err)
+	}
+}
+
+// AccelRedirect returns an Intercept that hands responses carrying
+// X-Accel-Redirect (nginx's convention) or X-Sendfile to redirect, which
+// serves the file they name with the upstream's status and headers.
+func AccelRedirect(redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header)) func(*http.Request, *http.Response) http.HandlerFunc {
+	return func(r *http.Request, resp *http.Response) http.HandlerFunc {
+		if resp.Header["X-Accel-Redirect"] == nil && resp.Header["X-Sendfile"] == nil {
+			return nil
+		}
+		status, header := resp.StatusCode, resp.Header
+		return func(w http.ResponseWriter, r *http.Request) { redirect(w, r, status, header) }
 	}
 }
 
@@ -200,20 +214,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 
 	// 3. Tries.
 	var tried []*Upstream
-	avoid := func(u *Upstream) bool {
-		for _, t := range tried {
-			if t == u {
-				return true
-			}
-		}
-		return false
+	var bodyRead *atomic.Bool // a streamed body was (maybe) consumed: no retry
+	if streamBody {
+		bodyRead = new(atomic.Bool)
 	}
-	var bodyRead atomic.Bool // a streamed body was (maybe) consumed: no retry
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		var av func(*Upstream) bool
 		if len(tried) > 0 {
-			av = avoid
+			av = avoiding(tried)
 		}
 		lease, err := h.opt.Pool.Acquire(r.Context(), r, av, attempt > 0)
 		if err != nil {
@@ -229,11 +238,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 
 		dl := h.newDeadline(r.Context())
-		req := new(http.Request)
-		*req = *out
-		req.ContentLength = length
-		if dl.cancel != nil {
-			req = req.WithContext(dl.ctx)
+		req := out
+		if out != r || body != nil || streamBody || dl.cancel != nil || r.ContentLength != length {
+			// A copy for this try (a gateway GET goes as it came).
+			req = new(http.Request)
+			*req = *out
+			req.ContentLength = length
+			if dl.cancel != nil {
+				req = req.WithContext(dl.ctx)
+			}
 		}
 		if !h.opt.Gateway {
 			target := *out.URL
@@ -247,8 +260,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		case body != nil:
 			req.Body = io.NopCloser(replay(body))
 		case streamBody:
-			req.Body = &trackedBody{r: r.Body, read: &bodyRead}
-		default:
+			req.Body = &trackedBody{r: r.Body, read: bodyRead}
+		case req != r:
 			req.Body = http.NoBody
 		}
 		if h.opt.Rewrite != nil {
@@ -258,7 +271,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		resp, err := u.Transport.RoundTrip(req)
 		if err == nil && !upgrade && retryStatus(resp.StatusCode) {
 			err = fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
-			if h.canRetry(r, attempt, start, false, bodyRead.Load()) && h.opt.Pool.other(u, tried) {
+			if h.canRetry(r, attempt, start, false, bodyRead != nil && bodyRead.Load()) && h.opt.Pool.other(u, tried) {
 				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 				resp.Body.Close()
 			} else {
@@ -277,7 +290,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 				return r.Context().Err()
 			}
 			h.opt.Pool.Fail(u, err)
-			if !h.canRetry(r, attempt, start, notSent(err), bodyRead.Load()) {
+			if !h.canRetry(r, attempt, start, notSent(err), bodyRead != nil && bodyRead.Load()) {
 				return fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
 			}
 			u.retries.Add(1)
@@ -292,6 +305,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		}
 		return h.relay(w, r, rc, lease, resp, dl)
 	}
+}
+
+// avoiding returns the filter that keeps a retry off the upstreams tried.
+func avoiding(tried []*Upstream) func(*Upstream) bool {
+	return func(u *Upstream) bool { return slices.Contains(tried, u) }
 }
 
 // deadline is one try's upstream timeout: a context cancelled with
@@ -368,9 +386,12 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			lease.Release()
 		}
 	}
+	handedOff := false
 	defer func() {
-		release()
-		dl.end()
+		if !handedOff {
+			release()
+			dl.end()
+		}
 	}()
 	if h.opt.Intercept != nil {
 		if fn := h.opt.Intercept(r, resp); fn != nil {
@@ -422,12 +443,19 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 		return nil
 	}
 
+	handedOff = true // relayStream owns the lease and the deadline now
+	return h.relayStream(w, r, rc, lease, resp, dl, body)
+}
+
+// relayStream relays a response that is not read whole first. Buffered
+// (the default), a goroutine reads the upstream into a spool as fast as it
+// sends and releases the lease at its end, while this one feeds the
+// client; unbuffered, each read goes to the client at once. It owns lease
+// and dl.
+func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, lease Lease, resp *http.Response, dl deadline, body io.Reader) error {
 	var src io.Reader = body
 	if !h.opt.Unbuffered {
-		// A goroutine reads the upstream into a spool as fast as it sends
-		// and frees it at the end; this one feeds the client.
 		buf := spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxLag: h.opt.MaxResponseBuffer})
-		defer buf.Close()
 		pumped := make(chan struct{})
 		go func() {
 			defer close(pumped)
@@ -435,6 +463,11 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			defer copyPool.Put(bp)
 			_, err := io.CopyBuffer(buf, onlyReader{body}, *bp)
 			resp.Body.Close()
+			dl.end()
+			lease.Release()
+			if errors.Is(err, spool.ErrClosed) {
+				return // the client left: nobody reads
+			}
 			if err != nil {
 				err = h.bodyError(lease.Upstream(), err)
 			}
@@ -446,7 +479,11 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 		}()
 		src = buf
 	} else {
-		defer resp.Body.Close()
+		defer func() {
+			resp.Body.Close()
+			dl.end()
+			lease.Release()
+		}()
 	}
 	w.WriteHeader(resp.StatusCode)
 	_ = rc.Flush()

@@ -8,27 +8,46 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"portico/internal/spool"
+	"portico/internal/proxy"
 	"portico/internal/uwsgi"
 )
 
-// Errors a request can end with; writeError maps each to one HTTP answer.
+// Errors a request can end with. Each names the answer it calls for
+// (proxy.StatusError): the proxy handler in front of the pool maps errors
+// to answers in one place.
 var (
-	ErrQueueFull    = errors.New("worker: request queue full")
-	ErrQueueTimeout = errors.New("worker: no free worker within the queue timeout")
-	errTimeout      = errors.New("worker: request timed out")
-	errCrashed      = errors.New("worker: worker process lost during the request")
-	errProtocol     = errors.New("worker: protocol error from worker")
-	errApp          = errors.New("worker: application error")
-	errBodyTooLarge = errors.New("worker: request body too large")
-	errClientBody   = errors.New("worker: reading request body")
-	errVarsTooLarge = errors.New("worker: request headers too large for the uwsgi packet")
+	ErrQueueFull     = newStatusError("worker: request queue full", http.StatusServiceUnavailable, slog.LevelWarn)
+	ErrQueueTimeout  = newStatusError("worker: no free worker within the queue timeout", http.StatusServiceUnavailable, slog.LevelWarn)
+	errTimeout       = newStatusError("worker: request timed out", http.StatusGatewayTimeout, slog.LevelError)
+	errCrashed       = newStatusError("worker: worker process lost during the request", http.StatusBadGateway, slog.LevelError)
+	errProtocol      = newStatusError("worker: protocol error from worker", http.StatusBadGateway, slog.LevelError)
+	errApp           = newStatusError("worker: application error", http.StatusInternalServerError, slog.LevelDebug) // worker.py logged the traceback
+	errVarsTooLarge  = newStatusError("worker: request headers too large for the uwsgi packet", http.StatusRequestHeaderFieldsTooLarge, slog.LevelWarn)
+	errUnknownLength = newStatusError("worker: request body of unknown length (the proxy handler spools bodies)", http.StatusInternalServerError, slog.LevelError)
 )
+
+// statusError is a sentinel error with the answer it calls for.
+type statusError struct {
+	msg    string
+	status int
+	level  slog.Level
+}
+
+func newStatusError(msg string, status int, level slog.Level) *statusError {
+	return &statusError{msg: msg, status: status, level: level}
+}
+
+func (e *statusError) Error() string        { return e.msg }
+func (e *statusError) HTTPStatus() int      { return e.status }
+func (e *statusError) LogLevel() slog.Level { return e.level }
+
+var _ proxy.StatusError = (*statusError)(nil)
 
 // inlineBody is the largest body sent in the same write as the request head.
 const inlineBody = 64 << 10
@@ -37,63 +56,63 @@ var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 
 var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// ServeHTTP runs the request in a worker. The body is read completely before
-// a worker is taken; the response is read from the worker into a buffer as
-// fast as the worker writes it, so neither a slow upload nor a slow reader
-// holds a worker.
+var _ http.RoundTripper = (*Pool)(nil)
+
+// ServeHTTP serves the request through the pool's proxy handler (see
+// handler), which reads the body completely before a worker is taken and
+// relays the response through a buffer, so that neither a slow upload nor
+// a slow reader holds a worker.
 func (pl *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := pl.serve(w, r); err != nil {
-		pl.writeError(w, r, err)
-	}
+	pl.handler.ServeHTTP(w, r)
 }
 
-func (pl *Pool) serve(w http.ResponseWriter, r *http.Request) error {
-	rc := http.NewResponseController(w)
-
-	// 1. The body, completely, before a worker is taken.
-	var body *spool.Buffer
-	var inline []byte
-	var length int64
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		if pl.opt.MaxBody > 0 && r.ContentLength > pl.opt.MaxBody {
-			return errBodyTooLarge
+// RoundTrip runs one request in a worker: it implements http.RoundTripper,
+// so that the proxy core serves the app as one more upstream. The body
+// must have a known length (r.ContentLength; the proxy handler spools
+// bodies). The response's body streams from the worker; the worker's slot
+// is free once the body is read to its end (at once for a response that
+// arrived whole) or, after Close, once the rest is drained.
+func (pl *Pool) RoundTrip(r *http.Request) (*http.Response, error) {
+	length := int64(0)
+	if r.Body != nil && r.Body != http.NoBody {
+		defer r.Body.Close()
+		if r.ContentLength < 0 {
+			return nil, errUnknownLength
 		}
-		body = spool.New(spool.Options{Memory: pl.opt.BodyMemory, Dir: pl.opt.TempDir, MaxSize: pl.opt.MaxBody})
-		defer body.Close()
-		if _, err := body.ReadFrom(&deadlineReader{r: r.Body, rc: rc, d: pl.opt.ClientTimeout}); err != nil {
-			if errors.Is(err, spool.ErrTooLarge) {
-				return errBodyTooLarge
-			}
-			return fmt.Errorf("%w: %w", errClientBody, err)
-		}
-		_ = rc.SetReadDeadline(time.Time{})
-		length = body.Len()
-		if data, ok := body.Bytes(); ok && length <= inlineBody {
-			inline = data
-		}
+		length = r.ContentLength
 	}
 
-	// 2. The request packet: uwsgi vars, then a small body in the same write.
+	// The request packet: uwsgi vars, then a small body in the same write.
 	bp := packetPool.Get().(*[]byte)
 	defer packetPool.Put(bp)
 	pkt, err := uwsgi.AppendRequest((*bp)[:0], r, uwsgi.EnvironOptions{ScriptName: pl.opt.ScriptName, ContentLength: length})
 	if err != nil {
-		return errVarsTooLarge
+		return nil, errVarsTooLarge
 	}
 	pkt = pkt[:compactVars(pkt)]
-	pkt = append(pkt, inline...)
+	sendBody := length > inlineBody
+	if length > 0 && !sendBody {
+		n := len(pkt)
+		pkt = slices.Grow(pkt, int(length))[:n+int(length)]
+		if _, err := io.ReadFull(r.Body, pkt[n:]); err != nil {
+			*bp = pkt[:0]
+			return nil, fmt.Errorf("worker: reading the request body: %w", err)
+		}
+	}
 	*bp = pkt
 
-	// 3. A slot, within the queue's bounds; a request whose packet is all
+	// A slot, within the queue's bounds; a request whose packet is all
 	// of it may be written ahead on a busy slot.
-	sendBody := inline == nil && length > 0
 	s, written, err := pl.acquire(r.Context(), pkt, !sendBody)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	// 4. The exchange, bounded by the request timeout.
-	return pl.exchange(w, r, rc, s, pkt, written, body, sendBody)
+	var body io.Reader
+	if sendBody {
+		body = io.LimitReader(r.Body, length)
+	}
+	// The exchange, bounded by the request timeout.
+	return pl.exchange(r, s, pkt, written, body)
 }
 
 // acquire takes a free slot, waiting in a bounded queue for a bounded time.
@@ -252,9 +271,10 @@ type response struct {
 	header http.Header
 }
 
-// exchange sends the request on s and relays the response. It owns s: every
-// path returns it to the pool, hands it to a drain, or closes it.
-func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, s *slot, pkt []byte, written bool, body *spool.Buffer, sendBody bool) error {
+// exchange sends the request on s and returns the response. It owns s:
+// every path returns it to the pool, hands it to a drain, closes it, or
+// gives it to the returned response's body.
+func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, body io.Reader) (*http.Response, error) {
 	start := time.Now()
 	deadline := start.Add(pl.opt.Timeout)
 	_ = s.conn.SetDeadline(deadline)
@@ -262,18 +282,17 @@ func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.Respon
 	s.started = start
 	if !written {
 		if _, err := s.conn.Write(pkt); err != nil {
-			return pl.lost(s, err, nil)
+			return nil, pl.lost(s, err, nil)
 		}
 	}
-	if !sendBody {
+	var bodyDone chan error
+	if body == nil {
 		// The packet is all there: another may follow it.
 		s.aheadOK.Store(true)
 		if pl.aheadAllowed(s) {
 			pl.q.offer(s)
 		}
-	}
-	var bodyDone chan error
-	if sendBody {
+	} else {
 		// A large body goes in its own goroutine: the app may answer before
 		// reading it all, and the response must be read meanwhile.
 		bodyDone = make(chan error, 1)
@@ -288,77 +307,207 @@ func (pl *Pool) exchange(w http.ResponseWriter, r *http.Request, rc *http.Respon
 	// The head frame.
 	resp, err := pl.readHead(s)
 	if err != nil {
-		return pl.failed(s, err, bodyDone)
+		return nil, pl.failed(s, err, bodyDone)
 	}
-	if pl.opt.InternalRedirect != nil && (resp.header["X-Accel-Redirect"] != nil || resp.header["X-Sendfile"] != nil) {
-		return pl.redirect(w, r, s, resp, bodyDone)
+	out := &http.Response{
+		Status:        statusLine(resp.status),
+		StatusCode:    resp.status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        resp.header,
+		ContentLength: -1,
+		Request:       r,
 	}
 
 	// Fast path: the whole response is already buffered (a small response
-	// comes in one read): copy it, free the slot, then write to the client.
-	bp := copyPool.Get().(*[]byte)
-	defer copyPool.Put(bp)
-	buf := (*bp)[:0]
+	// comes in one read): copy it and free the slot before returning.
+	bb := bodyPool.Get().(*bufBody)
+	buf := bb.buf[:0]
 	for s.br.Buffered() >= frameHeaderSize {
 		typ, n, err := s.fr.next()
 		if err != nil {
-			return pl.failed(s, err, bodyDone)
+			bb.put()
+			return nil, pl.failed(s, err, bodyDone)
 		}
 		switch typ {
 		case frameBody:
 			if n > s.br.Buffered() || len(buf)+n > cap(buf) {
-				// Not all here, or large: relay it as a stream.
+				// Not all here, or large: the body streams.
 				goto stream
 			}
 			if buf, err = s.fr.appendPayload(buf); err != nil {
-				return pl.failed(s, err, bodyDone)
+				bb.put()
+				return nil, pl.failed(s, err, bodyDone)
 			}
 		case frameEnd:
 			if bodyDone != nil {
 				if err := <-bodyDone; err != nil {
-					return pl.lost(s, err, nil)
+					bb.put()
+					return nil, pl.lost(s, err, nil)
 				}
 			}
 			pl.release(s)
-			pl.writeHead(w, r, resp, int64(len(buf)), true)
-			_ = rc.SetWriteDeadline(time.Now().Add(pl.opt.ClientTimeout))
-			if len(buf) > 0 {
-				_, _ = w.Write(buf)
-			}
-			return nil
+			bb.buf, bb.off = buf, 0
+			out.ContentLength = int64(len(buf))
+			out.Body = bb
+			return out, nil
 		case frameError:
-			return pl.failed(s, errAppAfterHead, bodyDone)
+			bb.put()
+			return nil, pl.failed(s, errAppAfterHead, bodyDone)
 		default:
-			return pl.failed(s, fmt.Errorf("%w: frame %q after the head", errProtocol, typ), bodyDone)
+			bb.put()
+			return nil, pl.failed(s, fmt.Errorf("%w: frame %q after the head", errProtocol, typ), bodyDone)
 		}
 	}
 stream:
-	return pl.stream(w, r, rc, s, resp, buf, bodyDone)
+	if v := resp.header["Content-Length"]; len(v) == 1 {
+		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
+			out.ContentLength = n
+		}
+	}
+	bb.buf = buf
+	out.Body = &streamBody{pl: pl, s: s, first: buf, bb: bb, bodyDone: bodyDone}
+	return out, nil
 }
 
-// redirect discards the rest of the worker's response, frees the slot, and
-// hands the response to Options.InternalRedirect.
-func (pl *Pool) redirect(w http.ResponseWriter, r *http.Request, s *slot, resp *response, bodyDone chan error) error {
+// bufBody is the body of a response that arrived whole, in a buffer that
+// goes back to the pool with it on Close.
+type bufBody struct {
+	buf []byte
+	off int
+}
+
+var bodyPool = sync.Pool{New: func() any { return &bufBody{buf: make([]byte, 0, 32<<10)} }}
+
+func (b *bufBody) Read(p []byte) (int, error) {
+	if b.off >= len(b.buf) {
+		return 0, io.EOF
+	}
+	n := copy(p, b.buf[b.off:])
+	b.off += n
+	return n, nil
+}
+
+// Close puts b back in the pool: it must not be used after.
+func (b *bufBody) Close() error {
+	b.put()
+	return nil
+}
+
+func (b *bufBody) put() {
+	if cap(b.buf) == 32<<10 {
+		b.buf, b.off = b.buf[:0], 0
+		bodyPool.Put(b)
+	}
+}
+
+// statusLines holds "200 OK" and the like, so that a response's Status
+// costs nothing.
+var statusLines = func() (lines [600]string) {
+	for code := 100; code < len(lines); code++ {
+		if text := http.StatusText(code); text != "" {
+			lines[code] = strconv.Itoa(code) + " " + text
+		}
+	}
+	return lines
+}()
+
+func statusLine(code int) string {
+	if code >= 0 && code < len(statusLines) && statusLines[code] != "" {
+		return statusLines[code]
+	}
+	return strconv.Itoa(code)
+}
+
+// streamBody streams the rest of a response from the worker's slot. The
+// exchange may hand over in the middle of a body frame. At the end frame
+// the slot is released; an error ends the exchange as the error says
+// (interrupt after a timeout, crash, protocol error).
+type streamBody struct {
+	pl       *Pool
+	s        *slot
+	first    []byte   // body bytes read before the handover
+	bb       *bufBody // holds first
+	bodyDone chan error
+	done     bool
+	err      error // after done: what Read returns
+}
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, b.err
+	}
+	if len(b.first) > 0 {
+		n := copy(p, b.first)
+		b.first = b.first[n:]
+		return n, nil
+	}
+	s := b.s
 	for {
+		if s.fr.typ == frameBody && s.fr.left > 0 {
+			n, err := s.fr.read(p)
+			if err != nil {
+				return n, b.fail(err)
+			}
+			return n, nil
+		}
 		typ, _, err := s.fr.next()
 		if err != nil {
-			return pl.failed(s, err, bodyDone)
+			return 0, b.fail(err)
 		}
-		if typ == frameError {
-			return pl.failed(s, errAppAfterHead, bodyDone)
-		}
-		if typ != frameEnd {
-			continue // next() skips the body frame's payload
-		}
-		if bodyDone != nil {
-			if err := <-bodyDone; err != nil {
-				return pl.lost(s, err, nil)
+		switch typ {
+		case frameBody:
+		case frameEnd:
+			b.finish(io.EOF)
+			if b.bodyDone != nil {
+				if err := <-b.bodyDone; err != nil {
+					b.err = b.pl.lost(s, err, nil)
+					return 0, b.err
+				}
 			}
+			b.pl.release(s)
+			return 0, io.EOF
+		case frameError:
+			b.finish(errAppAfterHead)
+			_ = b.pl.failed(s, errAppAfterHead, b.bodyDone) // frees s once the body is sent
+			return 0, errAppAfterHead
+		default:
+			return 0, b.fail(fmt.Errorf("%w: frame %q in a body", errProtocol, typ))
 		}
-		pl.release(s)
-		pl.opt.InternalRedirect(w, r, resp.status, resp.header)
-		return nil
 	}
+}
+
+// finish marks the body done with err and gives the buffer back.
+func (b *streamBody) finish(err error) {
+	b.done, b.err = true, err
+	if b.bb != nil {
+		b.bb.put()
+		b.bb, b.first = nil, nil
+	}
+}
+
+// fail ends the exchange after a read error.
+func (b *streamBody) fail(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		b.finish(errTimeout)
+		go b.pl.drainAfterTimeout(b.s, b.bodyDone)
+		return errTimeout
+	}
+	b.finish(nil)
+	b.err = b.pl.lost(b.s, err, b.bodyDone)
+	return b.err
+}
+
+// Close, before the end, lets the rest of the response drain in the
+// background (the client went away, or the response was taken over): the
+// slot is free once the app is done, within the request's timeout.
+func (b *streamBody) Close() error {
+	if !b.done {
+		b.first = nil
+		go func() { _, _ = io.Copy(io.Discard, onlyReader{b}) }()
+	}
+	return nil
 }
 
 // errAppAfterHead marks an X frame once the head was read: the response was
@@ -450,122 +599,6 @@ var hopByHop = map[string]bool{
 	"Trailer":           true,
 }
 
-// writeHead writes the status and headers; complete says the body length
-// is known (the whole response was read), so Content-Length can be set.
-func (pl *Pool) writeHead(w http.ResponseWriter, r *http.Request, resp *response, length int64, complete bool) {
-	h := w.Header()
-	for k, v := range resp.header {
-		h[k] = v
-	}
-	if complete && bodyAllowed(resp.status) && h.Get("Content-Length") == "" && r.Method != http.MethodHead {
-		h.Set("Content-Length", strconv.FormatInt(length, 10))
-	}
-	w.WriteHeader(resp.status)
-}
-
-func bodyAllowed(status int) bool {
-	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
-}
-
-// stream relays a response that did not arrive at once: a goroutine reads
-// the worker into a spool (memory, then a temporary file) and frees the slot
-// at the end frame; this goroutine writes the spool to the client, flushing
-// as data comes, so a streamed response streams and a slow client holds no
-// worker.
-func (pl *Pool) stream(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, s *slot, resp *response, first []byte, bodyDone chan error) error {
-	buf := spool.New(spool.Options{Memory: pl.opt.BodyMemory, Dir: pl.opt.TempDir, MaxLag: pl.opt.MaxResponseBuffer})
-	defer buf.Close()
-	if len(first) > 0 {
-		_, _ = buf.Write(first)
-	}
-	go pl.pump(s, buf, bodyDone)
-
-	pl.writeHead(w, r, resp, 0, false)
-	_ = rc.Flush()
-	bp := copyPool.Get().(*[]byte)
-	defer copyPool.Put(bp)
-	for {
-		n, err := buf.Read(*bp)
-		if n > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(pl.opt.ClientTimeout))
-			if _, werr := w.Write((*bp)[:n]); werr != nil {
-				// The client is gone; the pump drains the worker on its own.
-				pl.log.Debug("client went away during the response", "uri", r.RequestURI, "err", werr)
-				return nil
-			}
-			_ = rc.Flush()
-		}
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			pl.log.Warn("aborting a response the worker did not finish", "uri", r.RequestURI, "err", err)
-			panic(http.ErrAbortHandler)
-		}
-	}
-}
-
-// pump reads the rest of a response from the worker into buf.
-// The exchange may hand over in the middle of a body frame.
-func (pl *Pool) pump(s *slot, buf *spool.Buffer, bodyDone chan error) {
-	if s.scratch == nil {
-		s.scratch = make([]byte, 32<<10)
-	}
-	typ := s.fr.typ
-	for {
-		if typ == frameBody {
-			for s.fr.left > 0 {
-				n, err := s.fr.read(s.scratch)
-				if n > 0 {
-					// A closed buffer (client gone) just discards.
-					_, _ = buf.Write(s.scratch[:n])
-				}
-				if err != nil {
-					pl.pumpFailed(s, buf, err, bodyDone)
-					return
-				}
-			}
-		}
-		var err error
-		typ, _, err = s.fr.next()
-		if err != nil {
-			pl.pumpFailed(s, buf, err, bodyDone)
-			return
-		}
-		switch typ {
-		case frameBody:
-		case frameEnd:
-			if bodyDone != nil {
-				if err := <-bodyDone; err != nil {
-					buf.CloseWrite(nil)
-					pl.lost(s, err, nil)
-					return
-				}
-			}
-			pl.release(s)
-			buf.CloseWrite(nil)
-			return
-		case frameError:
-			buf.CloseWrite(errAppAfterHead)
-			_ = pl.failed(s, errAppAfterHead, bodyDone) // frees s once the body is sent
-			return
-		default:
-			pl.pumpFailed(s, buf, fmt.Errorf("%w: frame %q in a body", errProtocol, typ), bodyDone)
-			return
-		}
-	}
-}
-
-func (pl *Pool) pumpFailed(s *slot, buf *spool.Buffer, err error, bodyDone chan error) {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		buf.CloseWrite(errTimeout)
-		go pl.drainAfterTimeout(s, bodyDone)
-		return
-	}
-	buf.CloseWrite(err)
-	pl.lost(s, err, bodyDone)
-}
-
 // failed handles an exchange that ended before the response started.
 func (pl *Pool) failed(s *slot, err error, bodyDone chan error) error {
 	switch {
@@ -611,60 +644,8 @@ func (pl *Pool) lost(s *slot, err error, bodyDone chan error) error {
 	return fmt.Errorf("%w: %w", errCrashed, err)
 }
 
-// writeError maps a request's failure to its HTTP answer: the one place
-// where errors become statuses. The client gets a short safe message, the
-// log gets the cause.
-func (pl *Pool) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	status := http.StatusBadGateway
-	level := slog.LevelError
-	switch {
-	case errors.Is(err, ErrQueueFull), errors.Is(err, ErrQueueTimeout):
-		status = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "1")
-		level = slog.LevelWarn
-	case errors.Is(err, errTimeout):
-		status = http.StatusGatewayTimeout
-	case errors.Is(err, errApp):
-		status = http.StatusInternalServerError
-		level = slog.LevelDebug // worker.py logged the traceback
-	case errors.Is(err, errBodyTooLarge):
-		status = http.StatusRequestEntityTooLarge
-		w.Header().Set("Connection", "close")
-		level = slog.LevelWarn
-	case errors.Is(err, errVarsTooLarge):
-		status = http.StatusRequestHeaderFieldsTooLarge
-		level = slog.LevelWarn
-	case errors.Is(err, errClientBody):
-		status = http.StatusBadRequest
-		w.Header().Set("Connection", "close")
-		level = slog.LevelInfo
-	case errors.Is(err, context.Canceled):
-		status = 499 // nginx's "client closed request"; nobody reads it
-		level = slog.LevelInfo
-	}
-	pl.log.Log(r.Context(), level, "request failed", "method", r.Method, "uri", r.RequestURI, "status", status, "err", err)
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, strconv.Itoa(status)+" "+http.StatusText(status)+"\n")
-}
-
-// deadlineReader extends the client's read deadline before each read, like
-// nginx's client_body_timeout: a stalled upload is dropped, a slow steady
-// one is not.
-type deadlineReader struct {
-	r  io.Reader
-	rc *http.ResponseController
-	d  time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	_ = d.rc.SetReadDeadline(time.Now().Add(d.d))
-	return d.r.Read(p)
-}
-
-// onlyReader hides a spool.Buffer's ReadFrom/WriteTo from io.Copy.
+// onlyReader hides a reader's WriteTo from io.Copy (and a writer's
+// ReadFrom its type).
 type onlyReader struct{ r io.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }

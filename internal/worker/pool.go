@@ -28,11 +28,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"portico/internal/proxy"
 )
 
 //go:embed python/worker.py
@@ -172,6 +175,9 @@ type Pool struct {
 	script string // path of worker.py, written at Start
 	rundir string
 
+	// handler serves HTTP with the pool as its one upstream (ServeHTTP).
+	handler *proxy.Handler
+
 	q      queue        // idle slots and waiting requests
 	aheads atomic.Int64 // requests that ran written ahead (see acquire)
 	// aheadRetries counts requests written ahead whose worker died first.
@@ -197,13 +203,46 @@ func New(opt Options) (*Pool, error) {
 	if opt.App == "" {
 		return nil, errors.New("worker: no app given (MODULE:CALLABLE)")
 	}
-	return &Pool{
+	pl := &Pool{
 		opt:    opt,
 		log:    opt.Logger,
 		events: make(chan event, 64),
 		done:   make(chan struct{}),
 		procs:  make(map[*process]struct{}),
-	}, nil
+	}
+	h, err := NewHandler(pl, opt.InternalRedirect)
+	if err != nil {
+		return nil, err
+	}
+	pl.handler = h
+	return pl, nil
+}
+
+// NewHandler returns the proxy handler that serves HTTP with pl as its one
+// upstream: the request body is read completely (memory, then a temporary
+// file; 413 past MaxBody) before a worker is taken; the response is relayed
+// through a buffer as fast as the worker writes it; failures get their
+// answers in the proxy's one error map; the request timeout stays the
+// pool's own, which interrupts the app. redirect, when set, serves
+// responses carrying X-Accel-Redirect or X-Sendfile: the worker's body is
+// discarded and its slot freed first.
+func NewHandler(pl *Pool, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header)) (*proxy.Handler, error) {
+	up := &proxy.Upstream{Name: "app " + pl.opt.App, Transport: pl, URL: &url.URL{Scheme: "http", Host: "localhost"}}
+	opt := proxy.Options{
+		Pool:              proxy.NewPool([]*proxy.Upstream{up}, proxy.First{}, proxy.PoolOptions{Logger: pl.log}),
+		Timeout:           -1,
+		Gateway:           true,
+		MaxBody:           pl.opt.MaxBody,
+		BodyMemory:        pl.opt.BodyMemory,
+		MaxResponseBuffer: pl.opt.MaxResponseBuffer,
+		TempDir:           pl.opt.TempDir,
+		ClientTimeout:     pl.opt.ClientTimeout,
+		Logger:            pl.log,
+	}
+	if redirect != nil {
+		opt.Intercept = proxy.AccelRedirect(redirect)
+	}
+	return proxy.New(opt)
 }
 
 type eventKind int
