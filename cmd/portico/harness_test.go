@@ -29,15 +29,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // porticoBin is the path of the binary TestMain built.
 var porticoBin string
 
 const (
-	readyTimeout = 30 * time.Second // start to msg=ready (Django import on a race build, 2 cores)
-	stopTimeout  = 10 * time.Second // SIGTERM to exit, before SIGKILL
-	interopEnv   = "PORTICO_REQUIRE_INTEROP"
+	readyTimeout = 30 * time.Second   // start to msg=ready (Django import on a race build, 2 cores)
+	stopTimeout  = 10 * time.Second   // SIGTERM to exit, before SIGKILL
 	systemPython = "/usr/bin/python3" // Debian's python3, with python3-django and python3-flask
 )
 
@@ -410,7 +411,7 @@ func logfmt(line string) map[string]string {
 func needPython(t testing.TB, modules ...string) string {
 	t.Helper()
 	if _, err := os.Stat(systemPython); err != nil {
-		missing(t, "%s: %v", systemPython, err)
+		porticotest.Missing(t, "%s: %v", systemPython, err)
 	}
 	script := "pass"
 	if len(modules) > 0 {
@@ -419,29 +420,9 @@ func needPython(t testing.TB, modules ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if out, err := exec.CommandContext(ctx, systemPython, "-c", script).CombinedOutput(); err != nil {
-		missing(t, "%s cannot %q: %v\n%s", systemPython, script, err, out)
+		porticotest.Missing(t, "%s cannot %q: %v\n%s", systemPython, script, err, out)
 	}
 	return systemPython
-}
-
-// needCommand returns the path of executable name, found on PATH. When it
-// is missing the test is skipped, or fails when PORTICO_REQUIRE_INTEROP=1.
-func needCommand(t testing.TB, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		missing(t, "%v", err)
-	}
-	return path
-}
-
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(interopEnv) == "1" {
-		t.Fatalf("%s (required: %s=1)", msg, interopEnv)
-	}
-	t.Skipf("%s (set %s=1 to make this a failure)", msg, interopEnv)
 }
 
 // repoPath returns the absolute path of rel, relative to the repository root.
@@ -612,112 +593,6 @@ func multipartBody(t testing.TB, fields []string, files ...formFile) (*bytes.Buf
 	return &buf, mw.FormDataContentType()
 }
 
-// freePort returns a loopback TCP port that was free a moment ago, for
-// programs (nginx) that cannot report the port they got for :0.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// waitDial waits until addr accepts TCP connections or exited is closed.
-func waitDial(addr string, timeout time.Duration, exited <-chan struct{}) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			return c.Close()
-		}
-		select {
-		case <-exited:
-			return errors.New("process exited")
-		default:
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dialing %s: %w", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond) // an external program: no readiness signal to wait on
-	}
-}
-
-// startNginx runs nginx in the foreground with the http block httpConf (the
-// listeners, locations...), its temp files and pid in a temporary directory;
-// it returns once nginx accepts connections on listenAddr. A cleanup stops it.
-func startNginx(t testing.TB, listenAddr, httpConf string) {
-	t.Helper()
-	nginx := needCommand(t, "nginx")
-	dir := t.TempDir()
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;\n" // workers need the test's 0700 temp dirs
-	}
-	conf := fmt.Sprintf(`%sdaemon off;
-master_process off;
-worker_processes 1;
-pid %[2]s/nginx.pid;
-error_log stderr warn;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path %[2]s/client_body;
-    proxy_temp_path %[2]s/proxy;
-    fastcgi_temp_path %[2]s/fastcgi;
-    uwsgi_temp_path %[2]s/uwsgi;
-    scgi_temp_path %[2]s/scgi;
-%[3]s
-}
-`, user, dir, httpConf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatalf("writing nginx.conf: %v", err)
-	}
-	var out bytes.Buffer
-	var outMu sync.Mutex
-	cmd := exec.Command(nginx, "-p", dir, "-e", "stderr", "-c", confPath)
-	w := writerFunc(func(b []byte) (int, error) {
-		outMu.Lock()
-		defer outMu.Unlock()
-		return out.Write(b)
-	})
-	cmd.Stdout, cmd.Stderr = w, w
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting nginx: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGQUIT) // graceful
-		select {
-		case <-exited:
-		case <-time.After(stopTimeout):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			outMu.Lock()
-			defer outMu.Unlock()
-			t.Logf("nginx output:\n%s", out.String())
-		}
-	})
-	if err := waitDial(listenAddr, 10*time.Second, exited); err != nil {
-		outMu.Lock()
-		defer outMu.Unlock()
-		t.Fatalf("waiting for nginx on %s: %v\nconfig:\n%s\nnginx output:\n%s", listenAddr, err, conf, out.String())
-	}
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
 // TestHello runs examples/hello/app.py (by file path, default callable) on
 // TCP, a unix socket and a uwsgi socket behind nginx, then stops portico
 // with SIGTERM and checks a clean exit.
@@ -778,15 +653,14 @@ func TestHello(t *testing.T) {
 		if p.UWSGIAddr == "" {
 			t.Fatalf("no msg=listening proto=uwsgi line for --uwsgi-socket")
 		}
-		addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		startNginx(t, addr, fmt.Sprintf(`    server {
-        listen %s;
+		ngx := porticotest.StartNginx(t, fmt.Sprintf(`    server {
+        listen {{.Addr}};
         location / {
             include /etc/nginx/uwsgi_params;
             uwsgi_pass %s;
         }
-    }`, addr, p.UWSGIAddr))
-		resp, body := get(t, newClient(t), "http://"+addr+"/via/nginx")
+    }`, p.UWSGIAddr))
+		resp, body := get(t, newClient(t), "http://"+ngx.Addr+"/via/nginx")
 		check(t, resp, body, want)
 	})
 

@@ -9,13 +9,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // pep3333 starts portico on the worker tests' app with extra flags.
@@ -58,12 +62,19 @@ func TestSIGHUPReloadUnderLoadNoFailures(t *testing.T) {
 			}
 		}()
 	}
+	// Each reload starts and ends under load: a few more requests sent
+	// before and after it.
+	loaded := func() {
+		t.Helper()
+		n := total.Load() + 20
+		porticotest.WaitFor(t, "20 more requests", 30*time.Second, func() bool { return total.Load() >= n })
+	}
 	for i := 2; i <= 4; i++ {
-		time.Sleep(300 * time.Millisecond)
+		loaded()
 		p.cmd.Process.Signal(syscall.SIGHUP)
 		p.waitLog(t, fmt.Sprintf("generation=%d", i), 30*time.Second)
 	}
-	time.Sleep(300 * time.Millisecond)
+	loaded()
 	close(stop)
 	wg.Wait()
 	if n := failures.Load(); n > 0 {
@@ -74,8 +85,12 @@ func TestSIGHUPReloadUnderLoadNoFailures(t *testing.T) {
 	}
 }
 
+// TestGracefulStopFinishesInFlight: on SIGTERM portico closes its
+// listeners, lets the request a worker holds finish with its whole body,
+// and exits 0.
 func TestGracefulStopFinishesInFlight(t *testing.T) {
-	p := pep3333(t, "--workers", "1")
+	marks := t.TempDir() // the app's marks (testdata/pep3333.py)
+	p := pep3333(t, "--workers", "1", "--env", "PORTICO_TEST_MARKS="+marks)
 	c := newClient(t)
 	type result struct {
 		status int
@@ -84,7 +99,7 @@ func TestGracefulStopFinishesInFlight(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		resp, err := c.Get(p.URL("/sleep?s=1"))
+		resp, err := c.Get(p.URL("/wait?go=go&enter=inflight"))
 		if err != nil {
 			done <- result{err: err}
 			return
@@ -93,10 +108,31 @@ func TestGracefulStopFinishesInFlight(t *testing.T) {
 		resp.Body.Close()
 		done <- result{resp.StatusCode, string(b), err}
 	}()
-	time.Sleep(300 * time.Millisecond) // the request is in the worker
+	// The request is in the app, which holds it until the "go" mark.
+	porticotest.WaitFor(t, "the request in the app", 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(marks, "inflight"))
+		return err == nil
+	})
 	p.Signal(syscall.SIGTERM)
+	p.waitLog(t, "stopping: finishing in-flight requests", 10*time.Second)
+	// The listener is closed while the request is still in flight.
+	porticotest.WaitFor(t, "the listener to close", 10*time.Second, func() bool {
+		conn, err := net.DialTimeout("tcp", p.HTTPAddr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("the in-flight request ended before it was let go: %d %q %v", r.status, r.body, r.err)
+	default:
+	}
+	if err := os.WriteFile(filepath.Join(marks, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	r := <-done
-	if r.err != nil || r.status != 200 || r.body != "woke" {
+	if r.err != nil || r.status != 200 || r.body != "went" {
 		t.Errorf("in-flight request across SIGTERM: %d %q %v", r.status, r.body, r.err)
 	}
 	if err := p.Wait(); err != nil {

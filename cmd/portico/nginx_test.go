@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // TestNginxUWSGIPassPEP3333 puts a real nginx with the stock uwsgi_params
@@ -21,27 +23,24 @@ import (
 // environ the app sees must be the same either way.
 func TestNginxUWSGIPassPEP3333(t *testing.T) {
 	python := needPython(t)
-	needCommand(t, "nginx")
 	p := startPortico(t, "--uwsgi-socket", "127.0.0.1:0", "--python", python, "--workers", "2",
 		"--chdir", repoPath(t, "internal/worker/testdata"), "--max-body", "64MiB", "pep3333:application")
 	if p.UWSGIAddr == "" {
 		t.Fatal("no uwsgi listener logged")
 	}
-	port := freePort(t)
-	nginxAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	startNginx(t, nginxAddr, fmt.Sprintf(`
+	ngx := porticotest.StartNginx(t, fmt.Sprintf(`
     client_max_body_size 64m;
     server {
-        listen %s;
+        listen {{.Addr}};
         server_name localhost;
         location / {
             include /etc/nginx/uwsgi_params;
             uwsgi_pass %s;
         }
-    }`, nginxAddr, p.UWSGIAddr))
+    }`, p.UWSGIAddr))
 
 	direct := "http://" + p.HTTPAddr
-	viaNginx := "http://" + nginxAddr
+	viaNginx := "http://" + ngx.Addr
 	c := newClient(t)
 
 	envOf := func(base, path string) map[string]any {
@@ -103,7 +102,9 @@ func TestNginxUWSGIPassPEP3333(t *testing.T) {
 						Length, Read int
 						Sha256       string
 					}
-					json.Unmarshal(out, &got)
+					if err := json.Unmarshal(out, &got); err != nil {
+						t.Fatalf("echo %d chunked=%v: %v: %s", size, chunked, err, truncate(out, 2000))
+					}
 					sum := sha256.Sum256(data)
 					if got.Length != len(data) || got.Read != len(data) || got.Sha256 != hex.EncodeToString(sum[:]) {
 						t.Errorf("echo %d chunked=%v: %s", size, chunked, out)

@@ -8,7 +8,9 @@ import (
 
 // TestImportRules enforces STYLE.md's arrows: only app imports config;
 // feature packages do not import each other (shared leaves aside); server
-// imports no feature package.
+// imports no feature package. internal/porticotest is for tests only (no
+// package's own code imports it) and imports no portico package, so that
+// every package's tests may use it.
 func TestImportRules(t *testing.T) {
 	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, "portico/...").Output()
 	if err != nil {
@@ -28,6 +30,10 @@ func TestImportRules(t *testing.T) {
 				continue
 			}
 			switch {
+			case pkg == "portico/internal/porticotest":
+				t.Errorf("porticotest imports %s; it must import no portico package", imp)
+			case imp == "portico/internal/porticotest":
+				t.Errorf("%s imports porticotest outside its tests", pkg)
 			case imp == "portico/internal/config" && pkg != "portico/internal/app":
 				t.Errorf("%s imports config; only internal/app may", pkg)
 			case features[pkg] && features[imp] && !leaves[imp]:

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // parkedCount returns how many connections s's parker holds.
@@ -19,17 +21,6 @@ func parkedCount(s *HTTP) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.conns)
-}
-
-// waitFor polls cond for up to 5 seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }
 
 // roundTrip sends a GET on c and checks the answer.
@@ -74,7 +65,7 @@ func TestParkResume(t *testing.T) {
 		roundTrip(t, c, readers[i], "/first")
 	}
 	before := runtime.NumGoroutine()
-	waitFor(t, "the connections to be parked", func() bool { return parkedCount(s) == n })
+	porticotest.WaitFor(t, "the connections to be parked", 5*time.Second, func() bool { return parkedCount(s) == n })
 	if after := runtime.NumGoroutine(); after > before-n+2 {
 		t.Errorf("goroutines: %d before parking, %d after; want about %d fewer", before, after, n)
 	}
@@ -82,7 +73,7 @@ func TestParkResume(t *testing.T) {
 		roundTrip(t, c, readers[i], "/second") // resumed
 	}
 	// Parked again, then resumed again: the cycle repeats.
-	waitFor(t, "the connections to be parked again", func() bool { return parkedCount(s) == n })
+	porticotest.WaitFor(t, "the connections to be parked again", 5*time.Second, func() bool { return parkedCount(s) == n })
 	roundTrip(t, conns[0], readers[0], "/third")
 }
 
@@ -99,7 +90,7 @@ func TestParkedIdleTimeout(t *testing.T) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	roundTrip(t, c, br, "/x")
-	waitFor(t, "the connection to be parked", func() bool { return parkedCount(s) == 1 })
+	porticotest.WaitFor(t, "the connection to be parked", 5*time.Second, func() bool { return parkedCount(s) == 1 })
 	start := time.Now()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if n, err := br.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
@@ -108,7 +99,7 @@ func TestParkedIdleTimeout(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed %v after parking; want about the idle timeout", d)
 	}
-	waitFor(t, "the server to forget the connection", func() bool {
+	porticotest.WaitFor(t, "the server to forget the connection", 5*time.Second, func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.conns) == 0
@@ -136,7 +127,7 @@ func TestShutdownClosesParked(t *testing.T) {
 		roundTrip(t, c, bufio.NewReader(c), "/a")
 		conns = append(conns, c)
 	}
-	waitFor(t, "the connections to be parked", func() bool { return parkedCount(s) == len(conns) })
+	porticotest.WaitFor(t, "the connections to be parked", 5*time.Second, func() bool { return parkedCount(s) == len(conns) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
@@ -166,7 +157,7 @@ func TestParkSlowHeaders(t *testing.T) {
 	defer c.Close()
 	br := bufio.NewReader(c)
 	roundTrip(t, c, br, "/a")
-	waitFor(t, "the connection to be parked", func() bool { return parkedCount(s) == 1 })
+	porticotest.WaitFor(t, "the connection to be parked", 5*time.Second, func() bool { return parkedCount(s) == 1 })
 	io.WriteString(c, "GET /b HTTP/1.1\r\n") // and nothing more
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, err := io.ReadAll(br)

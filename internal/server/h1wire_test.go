@@ -342,6 +342,7 @@ func TestWireContext(t *testing.T) {
 		local any
 	}
 	got := make(chan result, 4)
+	waiting := make(chan struct{}, 1) // the /wait request is in the handler
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		local := r.Context().Value(http.LocalAddrContextKey)
 		if r.URL.Path == "/quick" {
@@ -354,6 +355,7 @@ func TestWireContext(t *testing.T) {
 			io.WriteString(w, "ok")
 			return
 		}
+		waiting <- struct{}{}
 		select {
 		case <-r.Context().Done():
 			got <- result{true, local}
@@ -380,7 +382,7 @@ func TestWireContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
-	time.Sleep(50 * time.Millisecond)
+	<-waiting
 	c.Close()
 	if r := <-got; !r.gone {
 		t.Error("the context was not cancelled when the client left")

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // serve starts s on a fresh loopback listener and returns its address. The
@@ -190,26 +192,10 @@ func TestHTTPTimeouts(t *testing.T) {
 	})
 }
 
-// recordHandler is a slog.Handler that keeps the records it gets.
-type recordHandler struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.records = append(h.records, r)
-	return nil
-}
-func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
-
 func TestHTTPErrorLog(t *testing.T) {
-	rec := &recordHandler{}
+	rec := porticotest.NewLogRecorder()
 	panicky := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })
-	addr := serve(t, NewHTTP(panicky, Options{Logger: slog.New(rec)}), "127.0.0.1:0")
+	addr := serve(t, NewHTTP(panicky, Options{Logger: rec.Logger()}), "127.0.0.1:0")
 
 	c, err := net.Dial("tcp", addr.String())
 	if err != nil {
@@ -220,12 +206,11 @@ func TestHTTPErrorLog(t *testing.T) {
 	// net/http logs the panic before it closes the connection.
 	expectClosed(t, c)
 
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if len(rec.records) != 1 {
-		t.Fatalf("got %d log records, want 1", len(rec.records))
+	records := rec.Records()
+	if len(records) != 1 {
+		t.Fatalf("got %d log records, want 1:\n%s", len(records), rec)
 	}
-	r := rec.records[0]
+	r := records[0]
 	if r.Level != slog.LevelWarn || !strings.Contains(r.Message, "http: panic serving") || !strings.Contains(r.Message, "boom") {
 		t.Errorf("log record = %v %q, want a warning about the panic", r.Level, r.Message)
 	}

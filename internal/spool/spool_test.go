@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"testing"
-	"time"
+	"testing/synctest"
 )
 
 func TestMemoryThenFile(t *testing.T) {
@@ -46,21 +46,63 @@ func TestMaxSize(t *testing.T) {
 	}
 }
 
+// The blocking tests run in a synctest bubble: synctest.Wait returns once
+// every goroutine of the bubble is durably blocked (on the buffer's
+// sync.Cond here), so "the reader is waiting" is a fact, not a guess.
+
 func TestConcurrentReaderSeesDataAsWritten(t *testing.T) {
-	b := New(Options{Memory: 16})
-	defer b.Close()
-	got := make(chan []byte)
-	go func() {
-		data, _ := io.ReadAll(b)
-		got <- data
-	}()
-	b.Write([]byte("abcd"))
-	time.Sleep(10 * time.Millisecond)      // let the reader catch up and wait
-	b.Write([]byte("0123456789abcdefXYZ")) // crosses into the file
-	b.CloseWrite(nil)
-	if data := <-got; string(data) != "abcd0123456789abcdefXYZ" {
-		t.Errorf("reader got %q", data)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Options{Memory: 16, Dir: t.TempDir()})
+		defer b.Close()
+		var got []byte
+		var err error
+		done := false
+		go func() {
+			got, err = io.ReadAll(b)
+			done = true
+		}()
+		b.Write([]byte("abcd"))
+		synctest.Wait() // the reader took "abcd" and waits for more
+		if done || string(got) != "" {
+			t.Fatalf("ReadAll ended (%v) or returned before CloseWrite", done)
+		}
+		b.Write([]byte("0123456789abcdefXYZ")) // crosses into the file
+		synctest.Wait()
+		if done {
+			t.Fatal("ReadAll ended before CloseWrite")
+		}
+		b.CloseWrite(nil)
+		synctest.Wait()
+		if !done || err != nil || string(got) != "abcd0123456789abcdefXYZ" {
+			t.Errorf("reader got %q, %v (done %v)", got, err, done)
+		}
+	})
+}
+
+// TestReadWaitsForWrite: a Read with nothing to read blocks until a Write,
+// and returns what it wrote.
+func TestReadWaitsForWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Options{})
+		defer b.Close()
+		var n int
+		var err error
+		done := false
+		buf := make([]byte, 10)
+		go func() {
+			n, err = b.Read(buf)
+			done = true
+		}()
+		synctest.Wait()
+		if done {
+			t.Fatalf("Read of an empty buffer returned %d, %v", n, err)
+		}
+		b.Write([]byte("hi"))
+		synctest.Wait()
+		if !done || err != nil || string(buf[:n]) != "hi" {
+			t.Errorf("Read = %q, %v (done %v)", buf[:n], err, done)
+		}
+	})
 }
 
 func TestWriterErrorReachesReader(t *testing.T) {
@@ -76,37 +118,67 @@ func TestWriterErrorReachesReader(t *testing.T) {
 }
 
 func TestMaxLagBlocksWriterUntilRead(t *testing.T) {
-	b := New(Options{Memory: 1 << 20, MaxLag: 10})
-	defer b.Close()
-	b.Write(make([]byte, 11))
-	wrote := make(chan struct{})
-	go func() {
-		b.Write([]byte("more"))
-		close(wrote)
-	}()
-	select {
-	case <-wrote:
-		t.Fatal("writer did not wait for the lagging reader")
-	case <-time.After(50 * time.Millisecond):
-	}
-	io.ReadFull(b, make([]byte, 11))
-	select {
-	case <-wrote:
-	case <-time.After(2 * time.Second):
-		t.Fatal("writer still blocked after the reader caught up")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Options{Memory: 1 << 20, MaxLag: 10})
+		defer b.Close()
+		b.Write(make([]byte, 11))
+		wrote := false
+		go func() {
+			b.Write([]byte("more"))
+			wrote = true
+		}()
+		synctest.Wait()
+		if wrote {
+			t.Fatal("writer did not wait for the lagging reader")
+		}
+		io.ReadFull(b, make([]byte, 11))
+		synctest.Wait()
+		if !wrote {
+			t.Fatal("writer still blocked after the reader caught up")
+		}
+	})
 }
 
 func TestCloseWakesReader(t *testing.T) {
-	b := New(Options{})
-	done := make(chan error)
-	go func() {
-		_, err := b.Read(make([]byte, 1))
-		done <- err
-	}()
-	time.Sleep(10 * time.Millisecond)
-	b.Close()
-	if err := <-done; !errors.Is(err, ErrClosed) {
-		t.Errorf("Read after Close: %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Options{})
+		var err error
+		done := false
+		go func() {
+			_, err = b.Read(make([]byte, 1))
+			done = true
+		}()
+		synctest.Wait()
+		if done {
+			t.Fatalf("Read of an empty buffer returned: %v", err)
+		}
+		b.Close()
+		synctest.Wait()
+		if !done || !errors.Is(err, ErrClosed) {
+			t.Errorf("Read after Close: %v (done %v)", err, done)
+		}
+	})
+}
+
+// TestCloseWriteWakesReader: CloseWrite ends a waiting Read with io.EOF.
+func TestCloseWriteWakesReader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := New(Options{})
+		defer b.Close()
+		var err error
+		done := false
+		go func() {
+			_, err = b.Read(make([]byte, 1))
+			done = true
+		}()
+		synctest.Wait()
+		if done {
+			t.Fatalf("Read of an empty buffer returned: %v", err)
+		}
+		b.CloseWrite(nil)
+		synctest.Wait()
+		if !done || err != io.EOF {
+			t.Errorf("Read after CloseWrite: %v (done %v), want io.EOF", err, done)
+		}
+	})
 }

@@ -16,24 +16,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // These tests check byte compatibility against the real programs when they
 // are installed (Debian: nginx, uwsgi-core, uwsgi-plugin-python3), and skip
-// otherwise.
+// otherwise, or fail with PORTICO_REQUIRE_INTEROP=1 (porticotest.Missing).
 
-// freeAddr returns a loopback address nothing listens on (for a child
-// process to bind).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+// uwsgiParams is the uwsgi_params file Debian's nginx ships.
+const uwsgiParams = "/etc/nginx/uwsgi_params"
 
 // startProcess starts cmd, stops it when the test ends, and waits until
 // addr accepts connections.
@@ -79,13 +71,9 @@ type nginxEcho struct {
 }
 
 func TestNginxInterop(t *testing.T) {
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		t.Skip("nginx not installed")
-	}
-	params := "/etc/nginx/uwsgi_params"
-	if _, err := os.Stat(params); err != nil {
-		t.Skip("no /etc/nginx/uwsgi_params")
+	porticotest.RequireProgram(t, "nginx")
+	if _, err := os.Stat(uwsgiParams); err != nil {
+		porticotest.Missing(t, "nginx's uwsgi_params: %v", err)
 	}
 
 	release := make(chan struct{})
@@ -125,50 +113,29 @@ func TestNginxInterop(t *testing.T) {
 	})}
 	upstream, logs := testServer(t, "tcp", srv)
 
-	dir := t.TempDir()
-	front := freeAddr(t)
-	conf := fmt.Sprintf(`
-daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/body;
-    uwsgi_temp_path %[1]s/uwsgi;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    scgi_temp_path %[1]s/scgi;
+	ngx := porticotest.StartNginx(t, fmt.Sprintf(`
     client_max_body_size 8m;
     server {
-        listen %[2]s;
+        listen {{.Addr}};
         server_name localhost;
         location / {
-            include %[4]s;
+            include %[2]s;
             uwsgi_param CUSTOM_PARAM custom-value;
-            uwsgi_pass %[3]s;
+            uwsgi_pass %[1]s;
         }
         location /mounted/ {
-            include %[4]s;
+            include %[2]s;
             uwsgi_param SCRIPT_NAME /mounted;
             uwsgi_modifier1 30;
-            uwsgi_pass %[3]s;
+            uwsgi_pass %[1]s;
         }
         location /stream {
-            include %[4]s;
+            include %[2]s;
             uwsgi_buffering off;
-            uwsgi_pass %[3]s;
+            uwsgi_pass %[1]s;
         }
-    }
-}
-`, dir, front, upstream, params)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(nginx, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"))
-	startProcess(t, cmd, front, filepath.Join(dir, "error.log"))
+    }`, upstream, uwsgiParams))
+	dir, front := ngx.Prefix, ngx.Addr
 	base := "http://" + front
 	client := &http.Client{Timeout: 10 * time.Second}
 
@@ -330,16 +297,13 @@ def application(environ, start_response):
 `
 
 func TestUWSGIInterop(t *testing.T) {
-	bin, err := exec.LookPath("uwsgi")
-	if err != nil {
-		t.Skip("uwsgi not installed")
-	}
+	bin := porticotest.RequireProgram(t, "uwsgi")
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app.py")
 	if err := os.WriteFile(app, []byte(uwsgiApp), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	addr := porticotest.FreeAddr(t)
 	logPath := filepath.Join(dir, "uwsgi.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -353,7 +317,7 @@ func TestUWSGIInterop(t *testing.T) {
 	cmd.Dir = dir
 	startProcess(t, cmd, addr, logPath)
 	if out, _ := os.ReadFile(logPath); bytes.Contains(out, []byte("unable to load")) {
-		t.Skipf("uwsgi has no python3 plugin: %s", out)
+		porticotest.Missing(t, "uwsgi has no python3 plugin (Debian: uwsgi-plugin-python3): %s", out)
 	}
 
 	ask := func(t *testing.T, r *http.Request, opt EnvironOptions, body string) map[string]string {

@@ -15,36 +15,19 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testServer runs srv on a loopback listener (network "tcp" or "unix")
 // until the test ends, and returns the address to dial and the log.
-func testServer(t *testing.T, network string, srv *Server) (addr string, logs *syncBuffer) {
+func testServer(t *testing.T, network string, srv *Server) (addr string, logs *porticotest.LogRecorder) {
 	t.Helper()
-	logs = &syncBuffer{}
-	srv.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logs = porticotest.NewLogRecorder()
+	srv.Logger = logs.Logger()
 	laddr := "127.0.0.1:0"
 	if network == "unix" {
 		laddr = filepath.Join(t.TempDir(), "uwsgi.sock")

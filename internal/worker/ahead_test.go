@@ -1,22 +1,25 @@
 package worker
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
-// startAfter runs GET path in the background after d and returns a channel
-// with the status and the worker's pid (for /env) or 0.
-func (tp *testPool) getLater(t *testing.T, path string, d time.Duration) <-chan [2]float64 {
-	t.Helper()
+// getAsync runs GET path in the background and returns a channel with the
+// status and the worker's pid (for /env) or 0.
+func (tp *testPool) getAsync(path string) <-chan [2]float64 {
 	out := make(chan [2]float64, 1)
 	go func() {
-		time.Sleep(d)
 		resp, err := http.Get(tp.srv.URL + path)
 		if err != nil {
 			out <- [2]float64{-1, 0}
@@ -24,7 +27,7 @@ func (tp *testPool) getLater(t *testing.T, path string, d time.Duration) <-chan 
 		}
 		defer resp.Body.Close()
 		var pid float64
-		if resp.StatusCode == 200 && path == "/env" {
+		if resp.StatusCode == 200 && strings.HasPrefix(path, "/env") {
 			var env map[string]any
 			if jsonDecode(resp.Body, &env) == nil {
 				pid, _ = env["pid"].(float64)
@@ -66,20 +69,36 @@ func TestWriteAheadServesEveryRequest(t *testing.T) {
 	if after := tp.pid(t); after != before || strings.Contains(tp.log.String(), "worker died") {
 		t.Errorf("the worker was replaced (pid %v -> %v)", before, after)
 	}
-	waitFor(t, "the slot back in the free list", 5*time.Second, func() bool { return tp.q.idleLen() >= 1 })
+	porticotest.WaitFor(t, "the slot back in the free list", 5*time.Second, func() bool { return tp.q.idleLen() >= 1 })
 	if n := tp.q.idleLen(); n != 1 {
 		t.Errorf("%d entries in the free list for 1 idle slot", n)
 	}
+}
+
+// writeAheadBehind sends first, waits until the app has it (its ?enter=
+// mark), then sends second and waits until second is written ahead on
+// first's slot. The order is the marks'; the only clock is first's timeout,
+// which must leave the few milliseconds this takes.
+func (tp *testPool) writeAheadBehind(t *testing.T, first, second string) (<-chan [2]float64, <-chan [2]float64) {
+	t.Helper()
+	sep := "?"
+	if strings.Contains(first, "?") {
+		sep = "&"
+	}
+	f := tp.getAsync(first + sep + "enter=first")
+	tp.waitMarked(t, "first")
+	s := tp.getAsync(second)
+	porticotest.WaitFor(t, "the second request written ahead", 10*time.Second, func() bool { return tp.aheadLen() == 1 })
+	return f, s
 }
 
 // TestWriteAheadAfterTimeout: the request written ahead behind one that
 // times out runs normally on the same worker once that one unwinds; the
 // late interrupt does not hit it.
 func TestWriteAheadAfterTimeout(t *testing.T) {
-	tp := newTestPool(t, Options{Workers: 1, Timeout: time.Second, Grace: 3 * time.Second})
+	tp := newTestPool(t, Options{Workers: 1, Timeout: 2 * time.Second, Grace: 3 * time.Second})
 	before := tp.pid(t)
-	first := tp.getLater(t, "/sleep?s=30", 0)
-	second := tp.getLater(t, "/env", 200*time.Millisecond)
+	first, second := tp.writeAheadBehind(t, "/sleep?s=30", "/env")
 	if r := <-first; r[0] != 504 {
 		t.Errorf("first: %v, want 504", r[0])
 	}
@@ -96,8 +115,8 @@ func TestWriteAheadAfterTimeout(t *testing.T) {
 func TestWriteAheadAfterCrash(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw"})
 	before := tp.pid(t)
-	first := tp.getLater(t, "/crash?s=0.5", 0)
-	second := tp.getLater(t, "/env", 200*time.Millisecond)
+	first, second := tp.writeAheadBehind(t, "/crash?go=crash", "/env")
+	tp.mark(t, "crash") // the worker dies with the second request unread
 	if r := <-first; r[0] != 502 {
 		t.Errorf("first: %v, want 502", r[0])
 	}
@@ -112,10 +131,9 @@ func TestWriteAheadAfterCrash(t *testing.T) {
 // TestWriteAheadAfterKill: the request written ahead behind one that hangs
 // past its grace (the worker is killed) is run on the replacement.
 func TestWriteAheadAfterKill(t *testing.T) {
-	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw", Timeout: 500 * time.Millisecond, Grace: 500 * time.Millisecond})
+	tp := newTestPool(t, Options{Workers: 1, App: "pep3333:raw", Timeout: time.Second, Grace: 500 * time.Millisecond})
 	before := tp.pid(t)
-	first := tp.getLater(t, "/hang", 0)
-	second := tp.getLater(t, "/env", 200*time.Millisecond)
+	first, second := tp.writeAheadBehind(t, "/hang", "/env")
 	if r := <-first; r[0] != 504 {
 		t.Errorf("first: %v, want 504", r[0])
 	}
@@ -152,20 +170,35 @@ func TestNoWriteAheadBehindSlowRequests(t *testing.T) {
 // and never reaches the app.
 func TestQueuedClientLeaves(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
-	first := tp.getLater(t, "/sleep?s=1", 0)
-	time.Sleep(100 * time.Millisecond)
+	first := tp.getAsync("/wait?go=go&enter=first")
+	tp.waitMarked(t, "first") // the only worker is busy until "go"
 	// A body too large to be written ahead: this request queues.
-	client := &http.Client{Timeout: 300 * time.Millisecond}
-	body := strings.NewReader(strings.Repeat("x", 100<<10))
-	if resp, err := client.Post(tp.srv.URL+"/sleep?s=0&name=left", "text/plain", body); err == nil {
-		resp.Body.Close()
-		t.Fatalf("the queued request was answered (%d) while the only worker slept", resp.StatusCode)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	left := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "POST", tp.srv.URL+"/sleep?s=0&enter=left", strings.NewReader(strings.Repeat("x", 100<<10)))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		left <- err
+	}()
+	porticotest.WaitFor(t, "the request in the queue", 10*time.Second, func() bool { return tp.waitingLen() == 1 })
+	cancel() // the client goes away
+	if err := <-left; err == nil {
+		t.Fatal("the queued request was answered while the only worker was busy")
 	}
+	// It leaves the queue while the worker is still busy.
+	tp.log.Wait(t, "the queued request's 499", 10*time.Second, func(r porticotest.Record) bool { return r.Attrs["status"] == "499" })
+	if n := tp.waitingLen(); n != 0 {
+		t.Errorf("%d requests still waiting after the client left", n)
+	}
+	tp.mark(t, "go")
 	if r := <-first; r[0] != 200 {
 		t.Errorf("first: %v", r[0])
 	}
-	waitFor(t, "the 499 log line", 5*time.Second, func() bool { return strings.Contains(tp.log.String(), "status=499") })
-	tp.get(t, "/env") // the worker is free again
+	tp.get(t, "/env") // the worker is free again, and ran everything before
 	if tp.marked("left") {
 		t.Error("the app ran the request of a client that had left")
 	}
@@ -178,7 +211,7 @@ func TestQueuedClientLeaves(t *testing.T) {
 // the worker's socket under load.
 func TestTryAheadLeavesIdleSlots(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
-	waitFor(t, "an idle slot", 5*time.Second, func() bool { return tp.q.idleLen() == 1 })
+	porticotest.WaitFor(t, "an idle slot", 5*time.Second, func() bool { return tp.q.idleLen() == 1 })
 	tp.q.mu.Lock()
 	s := tp.q.idle[0]
 	tp.q.mu.Unlock()
@@ -198,29 +231,34 @@ func TestTryAheadLeavesIdleSlots(t *testing.T) {
 // page was four times its p50.)
 func TestQueueIsFirstComeFirstServed(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
-	first := tp.getLater(t, "/sleep?s=0.5", 0)
-	time.Sleep(100 * time.Millisecond)
+	first := tp.getAsync("/wait?go=go&enter=first")
+	tp.waitMarked(t, "first")
+	// Request i is sent once i requests wait (the first of them written
+	// ahead on the busy slot, the others queued): arrival order is i.
 	const n = 12
-	var mu sync.Mutex
-	var order []int
 	var wg sync.WaitGroup
 	for i := range n {
-		time.Sleep(25 * time.Millisecond) // arrival order: i
 		wg.Go(func() {
-			resp, body := tp.get(t, "/sleep?s=0.02")
+			resp, body := tp.get(t, fmt.Sprintf("/sleep?s=0&enter=order&i=%d", i))
 			if resp.StatusCode != 200 {
 				t.Errorf("request %d: %d %s", i, resp.StatusCode, body)
 			}
-			mu.Lock()
-			order = append(order, i)
-			mu.Unlock()
 		})
+		porticotest.WaitFor(t, fmt.Sprintf("%d requests waiting", i+1), 10*time.Second, func() bool { return tp.waitingLen() == i+1 })
 	}
+	tp.mark(t, "go")
 	wg.Wait()
-	<-first
+	if r := <-first; r[0] != 200 {
+		t.Errorf("first: %v", r[0])
+	}
+	// The app marks each request as it enters it: the order it ran them.
+	order := tp.markLines(t, "order")
 	for i, got := range order {
-		if got != i {
+		if got != strconv.Itoa(i) {
 			t.Fatalf("served in the order %v, want arrival order", order)
 		}
+	}
+	if len(order) != n {
+		t.Errorf("%d requests served, want %d", len(order), n)
 	}
 }

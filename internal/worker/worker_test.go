@@ -16,51 +16,32 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"portico/internal/porticotest"
 	"portico/internal/uwsgi"
 )
-
-// syncBuffer is a log sink tests can read while the pool writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 type testPool struct {
 	*Pool
 	srv   *httptest.Server
-	log   *syncBuffer
+	log   *porticotest.LogRecorder
 	marks string
 }
 
+// python is the interpreter the workers run: the tests skip without one,
+// or fail with PORTICO_REQUIRE_INTEROP=1.
 func python(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("python3")
-	if err != nil {
-		t.Skip("python3 not found")
-	}
-	return p
+	return porticotest.RequireProgram(t, "python3")
 }
 
 // newTestPool starts real Python workers running testdata/pep3333.py behind
@@ -68,14 +49,14 @@ func python(t *testing.T) string {
 func newTestPool(t *testing.T, opt Options) *testPool {
 	t.Helper()
 	marks := t.TempDir()
-	logs := &syncBuffer{}
+	logs := porticotest.NewLogRecorder()
 	if opt.App == "" {
 		opt.App = "pep3333:application"
 	}
 	opt.Python = python(t)
 	opt.Dir, _ = filepath.Abs("testdata")
 	opt.Env = append(opt.Env, "PORTICO_TEST_MARKS="+marks)
-	opt.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	opt.Logger = logs.Logger()
 	if opt.Workers == 0 {
 		opt.Workers = 2
 	}
@@ -163,15 +144,54 @@ func (tp *testPool) marked(name string) bool {
 	return err == nil
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+// markLines returns the lines of the app's mark file name (see mark in
+// testdata/pep3333.py).
+func (tp *testPool) markLines(t *testing.T, name string) []string {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
+	b, err := os.ReadFile(filepath.Join(tp.marks, name))
+	if err != nil {
+		t.Fatalf("reading mark %s: %v", name, err)
 	}
+	return strings.Fields(string(b))
+}
+
+// waitMarked waits for the app to create the mark file name: a request
+// with ?enter=name is in the app.
+func (tp *testPool) waitMarked(t *testing.T, name string) {
+	t.Helper()
+	porticotest.WaitFor(t, "the app's mark "+name, 10*time.Second, func() bool { return tp.marked(name) })
+}
+
+// mark creates the mark file name, for the app to see (/wait?go=name).
+func (tp *testPool) mark(t *testing.T, name string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(tp.marks, name), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitingLen is the number of requests waiting for a slot: in the queue,
+// or written ahead on a busy slot.
+func (pl *Pool) waitingLen() int {
+	pl.q.mu.Lock()
+	n := pl.q.n
+	pl.q.mu.Unlock()
+	return n + pl.aheadLen()
+}
+
+// aheadLen is the number of requests written ahead on busy slots.
+func (pl *Pool) aheadLen() int {
+	n := 0
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for p := range pl.procs {
+		for _, s := range p.slots {
+			if s.next.Load() != nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func TestEnviron(t *testing.T) {
@@ -449,9 +469,9 @@ func TestCrashGives502AndReplacement(t *testing.T) {
 	if resp.StatusCode != 502 {
 		t.Errorf("crash: %d, want 502", resp.StatusCode)
 	}
-	waitFor(t, "a replacement worker", 10*time.Second, func() bool { return tp.Ready() })
+	porticotest.WaitFor(t, "a replacement worker", 10*time.Second, func() bool { return tp.Ready() })
 	var after float64
-	waitFor(t, "a request to succeed after the crash", 10*time.Second, func() bool {
+	porticotest.WaitFor(t, "a request to succeed after the crash", 10*time.Second, func() bool {
 		var ok bool
 		after, ok = tp.tryPid()
 		return ok
@@ -497,8 +517,8 @@ func TestTimeoutInterruptsAndKeepsWorker(t *testing.T) {
 			if d := time.Since(start); d > 3*time.Second {
 				t.Errorf("504 after %v, want about 1s", d)
 			}
-			waitFor(t, "the finally block to run", 5*time.Second, func() bool { return tp.marked("finally") })
-			waitFor(t, "the slot back", 5*time.Second, func() bool { return tp.q.idleLen() == threads })
+			porticotest.WaitFor(t, "the finally block to run", 5*time.Second, func() bool { return tp.marked("finally") })
+			porticotest.WaitFor(t, "the slot back", 5*time.Second, func() bool { return tp.q.idleLen() == threads })
 			if after := tp.pid(t); after != before {
 				t.Errorf("worker replaced (pid %v -> %v); it should live on", before, after)
 			}
@@ -516,7 +536,7 @@ func TestTimeoutKillsStuckWorker(t *testing.T) {
 	if resp.StatusCode != 504 {
 		t.Errorf("status %d, want 504", resp.StatusCode)
 	}
-	waitFor(t, "a replacement", 10*time.Second, func() bool {
+	porticotest.WaitFor(t, "a replacement", 10*time.Second, func() bool {
 		after, ok := tp.tryPid()
 		return ok && after != before
 	})
@@ -534,7 +554,7 @@ func TestMaxRequestsRecyclesWithoutFailures(t *testing.T) {
 	// Replacements start in the background while the old workers serve on
 	// (no request waits for a recycle), so keep asking until they show up;
 	// tp.pid fails the test on any non-200.
-	waitFor(t, "four distinct workers", 20*time.Second, func() bool {
+	porticotest.WaitFor(t, "four distinct workers", 20*time.Second, func() bool {
 		pids[tp.pid(t)] = true
 		return len(pids) >= 4
 	})
@@ -550,8 +570,10 @@ func TestMaxRSSRecycles(t *testing.T) {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	var m struct{ Pid float64 }
-	json.Unmarshal(body, &m)
-	waitFor(t, "the worker to be recycled", 15*time.Second, func() bool { return tp.pid(t) != m.Pid })
+	if err := json.Unmarshal(body, &m); err != nil || m.Pid == 0 {
+		t.Fatalf("/memory: %v: %s", err, body)
+	}
+	porticotest.WaitFor(t, "the worker to be recycled", 15*time.Second, func() bool { return tp.pid(t) != m.Pid })
 }
 
 func TestReloadUnderLoadNoFailures(t *testing.T) {
@@ -584,15 +606,22 @@ func TestReloadUnderLoadNoFailures(t *testing.T) {
 			}
 		}()
 	}
+	// Each reload starts and ends under load: a few more requests sent
+	// before and after it.
+	loaded := func() {
+		t.Helper()
+		n := total.Load() + 16
+		porticotest.WaitFor(t, "16 more requests", 20*time.Second, func() bool { return total.Load() >= n })
+	}
 	for range 3 {
-		time.Sleep(300 * time.Millisecond)
+		loaded()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		if err := tp.Reload(ctx); err != nil {
 			t.Errorf("reload: %v", err)
 		}
 		cancel()
 	}
-	time.Sleep(300 * time.Millisecond)
+	loaded()
 	close(stop)
 	wg.Wait()
 	if failures.Load() != 0 {
@@ -699,33 +728,69 @@ func TestSlowClientDoesNotHoldWorker(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n", 20<<20)
 	// The only worker must be free again soon.
-	waitFor(t, "the worker to be free", 10*time.Second, func() bool { return tp.q.idleLen() == 1 })
+	porticotest.WaitFor(t, "the worker to be free", 10*time.Second, func() bool { return tp.q.idleLen() == 1 })
 	resp, _ := tp.get(t, "/status")
 	if resp.StatusCode != 418 {
 		t.Errorf("%d", resp.StatusCode)
 	}
 }
 
+// TestSlowUploadDoesNotHoldWorker: a request whose body is still coming
+// holds no worker: with the only worker's queue bounded, a request sent
+// once the server has begun reading the slow body is served at once.
 func TestSlowUploadDoesNotHoldWorker(t *testing.T) {
-	tp := newTestPool(t, Options{Workers: 1})
-	conn, err := net.Dial("tcp", tp.srv.Listener.Addr().String())
+	tp := newTestPool(t, Options{Workers: 1, QueueTimeout: 5 * time.Second})
+	bodyStarted := make(chan struct{})
+	var once sync.Once
+	// The pool behind a handler that marks the upload's first body read.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/echo" {
+			r.Body = readHook{r.Body, func() { once.Do(func() { close(bodyStarted) }) }}
+		}
+		tp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\npartial")
-	time.Sleep(200 * time.Millisecond)
-	start := time.Now()
-	resp, _ := tp.get(t, "/status")
-	if resp.StatusCode != 418 || time.Since(start) > 2*time.Second {
-		t.Errorf("%d after %v", resp.StatusCode, time.Since(start))
+	select {
+	case <-bodyStarted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not start reading the upload")
 	}
+	// Held by the upload, the worker would leave this one queued until
+	// QueueTimeout, then 503.
+	resp, err := http.Get(srv.URL + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 418 {
+		t.Errorf("GET /status during a slow upload: %d, want 418", resp.StatusCode)
+	}
+}
+
+// readHook calls read after each Read of its reader that returned data.
+type readHook struct {
+	io.ReadCloser
+	read func()
+}
+
+func (h readHook) Read(p []byte) (int, error) {
+	n, err := h.ReadCloser.Read(p)
+	if n > 0 {
+		h.read()
+	}
+	return n, err
 }
 
 func TestWSGIErrorsLogged(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
 	tp.get(t, "/stderr")
-	waitFor(t, "the wsgi.errors line in the log", 5*time.Second, func() bool {
+	porticotest.WaitFor(t, "the wsgi.errors line in the log", 5*time.Second, func() bool {
 		return strings.Contains(tp.log.String(), "hello from wsgi.errors")
 	})
 	for _, line := range strings.Split(tp.log.String(), "\n") {
@@ -754,23 +819,64 @@ func TestThreadsRunConcurrently(t *testing.T) {
 	}
 }
 
+// TestStopFinishesInFlight: Pool.Stop lets the request a worker holds
+// finish (200 and its whole body), then the worker exits before Stop
+// returns.
 func TestStopFinishesInFlight(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
-	done := make(chan int, 1)
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
 	go func() {
-		resp, err := http.Get(tp.srv.URL + "/sleep?s=0.5")
+		resp, err := http.Get(tp.srv.URL + "/wait?go=go&enter=inflight")
 		if err != nil {
-			done <- 0
+			done <- result{err: err}
 			return
 		}
-		io.Copy(io.Discard, resp.Body)
+		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		done <- resp.StatusCode
+		done <- result{resp.StatusCode, string(b), err}
 	}()
-	waitFor(t, "the request to start", 5*time.Second, func() bool { return tp.q.idleLen() == 0 })
-	tp.srv.Config.Shutdown(context.Background()) // what app does first
-	if code := <-done; code != 200 {
-		t.Errorf("in-flight request got %d", code)
+	tp.waitMarked(t, "inflight") // the request is in the app, until "go"
+	pid, err := strconv.Atoi(tp.markLines(t, "inflight")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- tp.Stop(ctx)
+	}()
+	// Stop has retired the worker (the pool is no longer ready) while the
+	// request still runs; only then may the request end.
+	porticotest.WaitFor(t, "Stop to retire the worker", 10*time.Second, func() bool { return !tp.Ready() })
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned (%v) while a request was in flight", err)
+	default:
+	}
+	tp.mark(t, "go")
+	if r := <-done; r.err != nil || r.status != 200 || r.body != "went" {
+		t.Errorf("in-flight request across Stop: %d %q %v, want 200 \"went\"", r.status, r.body, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	// The worker is gone: reaped, and no process of the pool left.
+	if proc, err := os.FindProcess(pid); err == nil {
+		if err := proc.Signal(syscall.Signal(0)); err == nil {
+			t.Errorf("worker %d still running after Stop", pid)
+		}
+	}
+	tp.mu.Lock()
+	left := len(tp.procs)
+	tp.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d worker processes left after Stop", left)
 	}
 }
 
@@ -816,7 +922,7 @@ func TestWatchReloadsOnChange(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond) // a distinct mtime
 	write("v2")
-	waitFor(t, "the workers to pick up the change", 15*time.Second, func() bool { return body() == "v2" })
+	porticotest.WaitFor(t, "the workers to pick up the change", 15*time.Second, func() bool { return body() == "v2" })
 }
 
 func TestCompactVars(t *testing.T) {

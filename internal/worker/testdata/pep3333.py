@@ -22,9 +22,29 @@ warnings.simplefilter("error", WSGIWarning)
 MARKS = os.environ.get("PORTICO_TEST_MARKS", tempfile.gettempdir())
 
 
-def mark(name):
+def mark(name, line=None):
+    """Appends line (default: the worker's pid) to the file name in MARKS."""
     with open(os.path.join(MARKS, name), "a") as f:
-        f.write("%d\n" % os.getpid())
+        f.write("%s\n" % (os.getpid() if line is None else line))
+
+
+def entered(environ):
+    """?enter=NAME marks NAME as soon as the request is in the app (the line
+    is ?i= when given): tests wait for it instead of sleeping."""
+    qs = parse_qs(environ.get("QUERY_STRING", ""))
+    if "enter" in qs:
+        mark(qs["enter"][0], qs.get("i", [None])[0])
+
+
+def wait_for_mark(name, limit=30.0):
+    """Returns once the test created the file name in MARKS (False after
+    limit seconds: a test that forgot it fails instead of hanging)."""
+    deadline = time.time() + limit
+    while not os.path.exists(os.path.join(MARKS, name)):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
 
 
 def text(start_response, body, status="200 OK", ctype="text/plain"):
@@ -51,6 +71,11 @@ class Closing(object):
 
 
 def app(environ, start_response):
+    entered(environ)
+    return route(environ, start_response)
+
+
+def route(environ, start_response):
     path = environ["PATH_INFO"]
     qs = parse_qs(environ.get("QUERY_STRING", ""))
     arg = lambda k, d=None: qs.get(k, [d])[0]
@@ -161,6 +186,12 @@ def app(environ, start_response):
             mark(arg("name", "slept"))
         return text(start_response, "woke")
 
+    if path == "/wait":
+        # Holds the slot until the test creates the mark ?go= names.
+        if not wait_for_mark(arg("go", "go")):
+            return text(start_response, "never told to go", "500 Internal Server Error")
+        return text(start_response, "went")
+
     if path == "/spin":
         end = time.time() + float(arg("s", "10"))
         try:
@@ -203,9 +234,14 @@ application = validator(app)
 
 
 def raw(environ, start_response):
+    entered(environ)
     path = environ["PATH_INFO"]
+    qs = parse_qs(environ.get("QUERY_STRING", ""))
     if path == "/crash":
-        time.sleep(float(environ.get("QUERY_STRING", "").partition("=")[2] or 0))
+        # Exits after ?s= seconds, or once the test creates the mark ?go=.
+        if "go" in qs:
+            wait_for_mark(qs["go"][0])
+        time.sleep(float(qs.get("s", ["0"])[0]))
         os._exit(7)
     if path == "/error-after":
 
@@ -238,4 +274,4 @@ def raw(environ, start_response):
         return [b""]
     if path == "/no-start":
         return [b"forgot start_response"]
-    return app(environ, start_response)
+    return route(environ, start_response)
