@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -89,10 +88,25 @@ func indexFold(s, sub string) int {
 	return -1
 }
 
-// underRoot joins root and the URL path p, cleaned as an absolute path
-// first so that ".." can never climb out of root.
-func underRoot(root, p string) string {
-	return filepath.Join(root, filepath.FromSlash(path.Clean("/"+p)))
+// appendFilePair appends the pair name = root joined with the URL path p,
+// cleaned as an absolute path first so that ".." can never climb out of
+// root. It allocates only for a path that is not clean already.
+func appendFilePair(dst []byte, name, root, p string) []byte {
+	if p == "" || p[0] != '/' || path.Clean(p) != p {
+		p = path.Clean("/" + p)
+	}
+	root = strings.TrimRight(root, "/")
+	if p == "/" {
+		p = ""
+		if root == "" {
+			p = "/"
+		}
+	}
+	dst = appendLength(dst, len(name))
+	dst = appendLength(dst, len(root)+len(p))
+	dst = append(dst, name...)
+	dst = append(dst, root...)
+	return append(dst, p...)
 }
 
 // AppendParams appends to dst the name-value pairs (the content of a
@@ -163,10 +177,10 @@ func AppendParams(dst []byte, r *http.Request, opt ParamsOptions) ([]byte, error
 
 	script, pathInfo, _ := SplitScript(urlPath, opt.SplitPath)
 	dst = AppendPair(dst, "SCRIPT_NAME", script)
-	dst = AppendPair(dst, "SCRIPT_FILENAME", underRoot(opt.Root, script))
+	dst = appendFilePair(dst, "SCRIPT_FILENAME", opt.Root, script)
 	dst = AppendPair(dst, "PATH_INFO", pathInfo)
 	if pathInfo != "" {
-		dst = AppendPair(dst, "PATH_TRANSLATED", underRoot(opt.Root, pathInfo))
+		dst = appendFilePair(dst, "PATH_TRANSLATED", opt.Root, pathInfo)
 	}
 	if r.RequestURI != "" || r.URL == nil {
 		dst = AppendPair(dst, "REQUEST_URI", r.RequestURI)
