@@ -262,6 +262,9 @@ func (t *Transport) dial(ctx context.Context) (*conn, error) {
 	return c, nil
 }
 
+// aliveCheck is alive, replaced by tests of the retry it backs up.
+var aliveCheck = alive
+
 // popIdle takes the most recently used idle connection, closing expired
 // ones, or returns nil.
 func (t *Transport) popIdle() *conn {
@@ -277,9 +280,14 @@ func (t *Transport) popIdle() *conn {
 		}
 	}
 	t.mu.Unlock()
-	if c != nil {
-		c.reused = true
+	if c == nil {
+		return nil
 	}
+	if !aliveCheck(c.nc) {
+		c.close()
+		return t.popIdle()
+	}
+	c.reused = true
 	return c
 }
 
