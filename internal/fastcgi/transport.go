@@ -161,7 +161,6 @@ type conn struct {
 	nc     net.Conn
 	br     *bufio.Reader
 	buf    []byte // record content, reused
-	wbuf   []byte // request head, reused
 	reused bool   // served a request before this one
 	idleAt time.Time
 	closed atomic.Bool
@@ -326,7 +325,7 @@ func (t *Transport) reap() {
 	t.pruneLocked(time.Now())
 	t.reaper = nil
 	if len(t.idle) > 0 {
-		wait := t.idle[0].idleAt.Add(t.idleTimeout()).Sub(time.Now())
+		wait := time.Until(t.idle[0].idleAt.Add(t.idleTimeout()))
 		t.reaper = time.AfterFunc(max(wait, time.Millisecond), t.reap)
 	}
 }
