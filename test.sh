@@ -2,7 +2,7 @@
 # test.sh: the one command that checks the whole repository.
 #
 #   1. installs the Debian packages the interop and end-to-end tests use
-#      (Django, Flask, nginx, uWSGI, gunicorn, wrk), if any is missing;
+#      (Django, Flask, nginx, uWSGI, gunicorn, wrk, php-fpm), if any is missing;
 #   2. gofmt (fails listing the unformatted files), go vet, staticcheck;
 #   3. go test -race on every package, with PORTICO_REQUIRE_INTEROP=1 so a
 #      test that needs one of those programs fails instead of skipping.
@@ -24,7 +24,7 @@ STATICCHECK_VERSION=v0.8.2
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk)
+packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm)
 missing=()
 for pkg in "${packages[@]}"; do
 	if command -v dpkg-query >/dev/null 2>&1; then
@@ -34,6 +34,8 @@ for pkg in "${packages[@]}"; do
 		# No dpkg: judge by the executables the tests run.
 		case $pkg in
 		nginx | uwsgi | gunicorn | wrk) command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;
+		# The binary's name carries the PHP version: /usr/sbin/php-fpm8.2.
+		php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("$pkg") ;;
 		esac
 	fi
 done
