@@ -2,7 +2,8 @@
 # test.sh: the one command that checks the whole repository.
 #
 #   1. installs the Debian packages the interop and end-to-end tests use
-#      (Django, Flask, nginx, uWSGI, gunicorn, wrk, php-fpm), if any is missing;
+#      (Django, Flask, nginx, uWSGI, gunicorn, wrk, php-fpm, Tomcat 10), if any
+#      is missing;
 #   2. gofmt (fails listing the unformatted files), go vet, staticcheck;
 #   3. go test -race on every package, with PORTICO_REQUIRE_INTEROP=1 so a
 #      test that needs one of those programs fails instead of skipping.
@@ -24,7 +25,7 @@ STATICCHECK_VERSION=v0.8.2
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm)
+packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10)
 missing=()
 for pkg in "${packages[@]}"; do
 	if command -v dpkg-query >/dev/null 2>&1; then
@@ -36,6 +37,7 @@ for pkg in "${packages[@]}"; do
 		nginx | uwsgi | gunicorn | wrk) command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;
 		# The binary's name carries the PHP version: /usr/sbin/php-fpm8.2.
 		php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("$pkg") ;;
+		tomcat10) [[ -x /usr/share/tomcat10/bin/catalina.sh ]] || missing+=("$pkg") ;;
 		esac
 	fi
 done
@@ -51,6 +53,12 @@ if ((${#missing[@]} > 0)); then
 	fi
 	"${sudo[@]}" apt-get update
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+	# On a systemd host the tomcat10 package starts its service on port
+	# 8080. The tests run their own Tomcat (catalina.sh run, a private
+	# CATALINA_BASE, a free port), so stop the one installed here.
+	if [[ " ${missing[*]} " == *" tomcat10 "* && -d /run/systemd/system ]]; then
+		"${sudo[@]}" systemctl disable --now tomcat10 || true
+	fi
 else
 	echo "all present: ${packages[*]}"
 fi
