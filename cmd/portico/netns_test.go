@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // netLab is a small network made of Linux network namespaces: a switch
@@ -34,13 +36,13 @@ type netLab struct {
 // or fails with PORTICO_REQUIRE_INTEROP=1.
 func newNetLab(t testing.TB) *netLab {
 	t.Helper()
-	ip := needCommand(t, "ip")
+	ip := porticotest.RequireProgram(t, "ip")
 	_ = ip
 	n := os.Getpid()%200 + 20
 	lab := &netLab{t: t, prefix: fmt.Sprintf("pt%d", n), subnet: fmt.Sprintf("10.231.%d", n)}
 	sw := lab.prefix + "sw"
 	if out, err := exec.Command("ip", "netns", "add", sw).CombinedOutput(); err != nil {
-		missing(t, "this machine does not let the test make network namespaces (ip netns add: %v: %s)", err, bytes.TrimSpace(out))
+		porticotest.Missing(t, "this machine does not let the test make network namespaces (ip netns add: %v: %s)", err, bytes.TrimSpace(out))
 	}
 	lab.nss = append(lab.nss, sw)
 	t.Cleanup(lab.close)
@@ -96,7 +98,7 @@ func (lab *netLab) close() {
 // took to route around the lost host.
 func TestProxyNetnsFailover(t *testing.T) {
 	lab := newNetLab(t)
-	gunicornBin := needCommand(t, "gunicorn")
+	gunicornBin := porticotest.RequireProgram(t, "gunicorn")
 	var hosts []string
 	var ups []string
 	for i := 1; i <= 3; i++ {
@@ -118,7 +120,7 @@ func TestProxyNetnsFailover(t *testing.T) {
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-done
 		})
-		if err := waitDial(addr, 30*time.Second, done); err != nil {
+		if err := porticotest.WaitDial("tcp", addr, 30*time.Second, done); err != nil {
 			t.Fatalf("gunicorn in %s: %v\n%s", ns, err, out.String())
 		}
 		ups = append(ups, fmt.Sprintf("%q", "http://"+addr))

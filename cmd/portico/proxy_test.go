@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // echoSeen is what testdata/upstream/echo.py answers.
@@ -50,7 +52,7 @@ type gunicorn struct {
 // sync workers; env adds to the environment (ECHO_NAME=...).
 func startGunicorn(t testing.TB, bind string, env ...string) *gunicorn {
 	t.Helper()
-	bin := needCommand(t, "gunicorn")
+	bin := porticotest.RequireProgram(t, "gunicorn")
 	g := &gunicorn{done: make(chan struct{})}
 	g.cmd = exec.Command(bin, "--bind", bind, "--workers", "2", "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
 		"--graceful-timeout", "1", "--log-level", "warning", "echo:app")
@@ -68,29 +70,12 @@ func startGunicorn(t testing.TB, bind string, env ...string) *gunicorn {
 			t.Logf("gunicorn %s output:\n%s", bind, out.String())
 		}
 	})
+	network, addr := "tcp", bind
 	if path, ok := strings.CutPrefix(bind, "unix:"); ok {
-		g.addr = path
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c, err := net.Dial("unix", path)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-g.done:
-				t.Fatalf("gunicorn exited:\n%s", out.String())
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("gunicorn on %s not ready: %v", path, err)
-			}
-			time.Sleep(20 * time.Millisecond) // an external program: no readiness signal to wait on
-		}
-		return g
+		network, addr = "unix", path
 	}
-	g.addr = bind
-	if err := waitDial(bind, 30*time.Second, g.done); err != nil {
+	g.addr = addr
+	if err := porticotest.WaitDial(network, addr, 30*time.Second, g.done); err != nil {
 		t.Fatalf("gunicorn on %s not ready: %v\n%s", bind, err, out.String())
 	}
 	return g
@@ -118,7 +103,7 @@ func echo(t testing.TB, c *http.Client, req *http.Request) (*http.Response, echo
 // and query go as they came, the forwarding headers are set, hop-by-hop and
 // Proxy headers are dropped, bodies arrive whole both ways.
 func TestProxyGunicorn(t *testing.T) {
-	tcp := startGunicorn(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), "ECHO_NAME=tcp")
+	tcp := startGunicorn(t, porticotest.FreeAddr(t), "ECHO_NAME=tcp")
 	sock := filepath.Join(t.TempDir(), "g.sock")
 	startGunicorn(t, "unix:"+sock, "ECHO_NAME=unix")
 	p := startPortico(t, "--proxy", "/tcp=http://"+tcp.addr, "--proxy", "/unix=http+unix://"+sock)
@@ -163,7 +148,7 @@ func TestProxyFailover(t *testing.T) {
 	var gs []*gunicorn
 	var ups []string
 	for i := range 3 {
-		g := startGunicorn(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), fmt.Sprintf("ECHO_NAME=g%d", i))
+		g := startGunicorn(t, porticotest.FreeAddr(t), fmt.Sprintf("ECHO_NAME=g%d", i))
 		gs = append(gs, g)
 		ups = append(ups, fmt.Sprintf("%q", "http://"+g.addr))
 	}
@@ -300,7 +285,7 @@ func TestProxyWebSocket(t *testing.T) {
 // socket (bind: host:port or a socket path) until the test ends.
 func startUWSGIEcho(t testing.TB, bind string) {
 	t.Helper()
-	bin := needCommand(t, "uwsgi")
+	bin := porticotest.RequireProgram(t, "uwsgi")
 	cmd := exec.Command(bin, "--plugin", "python3", "--socket", bind, "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
 		"--wsgi-file", "echo.py", "--callable", "app", "--master", "--processes", "2", "--need-app", "--die-on-term", "--disable-logging")
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "ECHO_NAME=uwsgi"}
@@ -323,29 +308,15 @@ func startUWSGIEcho(t testing.TB, bind string) {
 	if strings.HasPrefix(bind, "/") {
 		network = "unix"
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.Dial(network, bind)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-done:
-			t.Fatalf("uwsgi exited:\n%s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("uwsgi on %s not ready: %v\n%s", bind, err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond) // an external program: no readiness signal to wait on
+	if err := porticotest.WaitDial(network, bind, 30*time.Second, done); err != nil {
+		t.Fatalf("uwsgi on %s not ready: %v\n%s", bind, err, out.String())
 	}
 }
 
 // Portico in front of Debian's uWSGI (nginx's uwsgi_pass): the route's
 // prefix is the app's SCRIPT_NAME, the client address and bodies arrive.
 func TestProxyUWSGI(t *testing.T) {
-	tcp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tcp := porticotest.FreeAddr(t)
 	startUWSGIEcho(t, tcp)
 	dir, err := os.MkdirTemp("", "pt-uwsgi-")
 	if err != nil {

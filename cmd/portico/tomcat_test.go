@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 const (
@@ -44,13 +46,16 @@ type tomcat struct {
 // the package, testdata/tomcat/server.xml, webapps/shop/ from testdata),
 // starts Tomcat on a free loopback port and waits until GET
 // /shop/index.jsp answers 200. A cleanup kills the process group.
-func startTomcat(t testing.TB) *tomcat {
+//
+// Each of extra (a directory) is deployed too, as the webapp of its base
+// name.
+func startTomcat(t testing.TB, extra ...string) *tomcat {
 	t.Helper()
 	catalina := filepath.Join(catalinaHome, "bin", "catalina.sh")
 	if _, err := os.Stat(catalina); err != nil {
-		missing(t, "tomcat10: %v", err)
+		porticotest.Missing(t, "tomcat10: %v", err)
 	}
-	needCommand(t, "java")
+	porticotest.RequireProgram(t, "java")
 
 	base := t.TempDir()
 	copyTree(t, filepath.Join(catalinaHome, "etc"), filepath.Join(base, "conf"), "server.xml")
@@ -58,7 +63,7 @@ func startTomcat(t testing.TB) *tomcat {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := porticotest.FreePort(t)
 	serverXML := bytes.ReplaceAll(tmpl, []byte("@PORT@"), []byte(strconv.Itoa(port)))
 	if err := os.WriteFile(filepath.Join(base, "conf", "server.xml"), serverXML, 0o644); err != nil {
 		t.Fatal(err)
@@ -69,6 +74,9 @@ func startTomcat(t testing.TB) *tomcat {
 		}
 	}
 	copyTree(t, filepath.Join("testdata", "tomcat", "webapps"), filepath.Join(base, "webapps"))
+	for _, dir := range extra {
+		copyTree(t, dir, filepath.Join(base, "webapps", filepath.Base(dir)))
+	}
 
 	tc := &tomcat{addr: fmt.Sprintf("127.0.0.1:%d", port), done: make(chan struct{})}
 	tc.cmd = exec.Command(catalina, "run")

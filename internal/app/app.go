@@ -196,14 +196,14 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				if kind == config.PathPrefix {
 					mount = r.path
 				}
-				h, err := buildProxy(rc.Proxy, mount, redirect, log)
+				h, ph, closeRoute, err := buildRoute(rc.Proxy, mount, redirect, log)
 				if err != nil {
 					closeAll()
 					return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
 				}
-				closers = append(closers, h.Pool().Stop)
+				closers = append(closers, closeRoute)
 				r.h, r.desc = h, describeProxy(rc.Proxy)
-				rt.proxies = append(rt.proxies, proxyRoute{site: sc.Hosts[0], path: rc.Path, handler: h})
+				rt.proxies = append(rt.proxies, proxyRoute{site: sc.Hosts[0], path: rc.Path, handler: ph})
 			case rc.Redirect != nil:
 				r.h = redirectHandler{to: rc.Redirect.To, status: rc.Redirect.Status}
 				r.desc = fmt.Sprintf("redirect %d %s", rc.Redirect.Status, rc.Redirect.To)

@@ -4,10 +4,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"strings"
 
 	"portico/internal/config"
+	"portico/internal/fastcgi"
 	"portico/internal/proxy"
+	"portico/internal/static"
 	"portico/internal/uwsgi"
 )
 
@@ -32,12 +35,16 @@ func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWri
 			return nil, err
 		}
 		family = t.Family
-		rt, err := transport(t, px, mount, log)
+		maxConns := cu.MaxConns
+		if family == proxy.FamilyFastCGI && maxConns == 0 {
+			maxConns = config.DefaultFastCGIMaxConns
+		}
+		rt, err := transport(t, px, mount, maxConns, log)
 		if err != nil {
 			return nil, err
 		}
 		ups = append(ups, &proxy.Upstream{Name: cu.URL, Transport: rt, URL: t.URL,
-			Weight: cu.Weight, MaxConns: cu.MaxConns, Backup: cu.Backup})
+			Weight: cu.Weight, MaxConns: maxConns, Backup: cu.Backup})
 	}
 	sel, err := proxy.NewSelector(px.Policy, px.HashKey, ups)
 	if err != nil {
@@ -77,14 +84,53 @@ func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWri
 }
 
 // transport builds the http.RoundTripper of one upstream.
-func transport(t proxy.Target, px *config.Proxy, mount string, log *slog.Logger) (http.RoundTripper, error) {
+func transport(t proxy.Target, px *config.Proxy, mount string, maxConns int, log *slog.Logger) (http.RoundTripper, error) {
 	switch t.Family {
 	case proxy.FamilyHTTP:
 		return proxy.NewHTTPTransport(t, px.ConnectTimeout), nil
 	case proxy.FamilyUWSGI:
 		return &uwsgi.Transport{Network: t.Network, Address: t.Address, ScriptName: mount, DialTimeout: px.ConnectTimeout}, nil
+	case proxy.FamilyFastCGI:
+		root, err := filepath.Abs(px.Root)
+		if err != nil {
+			return nil, err
+		}
+		// php-fpm gives a kept connection one of its children for as long
+		// as it is open: never more connections than max_conns, which
+		// stands for pm.max_children, or a new one would wait in php-fpm's
+		// backlog behind idle ones.
+		return &fastcgi.Transport{Network: t.Network, Address: t.Address, Root: root, SplitPath: px.SplitPath,
+			Prefix: mount, DialTimeout: px.ConnectTimeout, MaxConns: maxConns, MaxIdleConns: maxConns, Logger: log}, nil
 	}
-	return nil, fmt.Errorf("%s upstreams: not in this build", t.Family)
+	return nil, fmt.Errorf("proxy: unknown upstream family %q", t.Family)
+}
+
+// buildRoute is buildProxy for a route: a FastCGI route also serves the
+// static files of its root (phpRoute). The returned func closes what the
+// route holds (health checks, the static handler).
+func buildRoute(px *config.Proxy, mount string, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header), log *slog.Logger) (http.Handler, *proxy.Handler, func(), error) {
+	h, err := buildProxy(px, mount, redirect, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	t, _ := proxy.ParseTarget(px.Upstreams[0].URL)
+	if t.Family != proxy.FamilyFastCGI {
+		return h, h, h.Pool().Stop, nil
+	}
+	index := px.Index
+	if index == nil {
+		index = []string{"index.php"}
+	}
+	files, err := static.New(static.Options{Root: px.Root, Prefix: mount, Index: []string{}, Logger: log})
+	if err != nil {
+		h.Pool().Stop()
+		return nil, nil, nil, err
+	}
+	closeAll := func() {
+		h.Pool().Stop()
+		files.Close()
+	}
+	return &phpRoute{root: px.Root, index: index, split: px.SplitPath, prefix: mount, files: files, php: h}, h, closeAll, nil
 }
 
 // describeProxy is a proxy route's line in the route table.

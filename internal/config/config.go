@@ -392,6 +392,11 @@ const (
 	DefaultMaxFails         = 1
 	DefaultFailTimeout      = 10 * time.Second
 	DefaultWebSocketTimeout = time.Hour
+	// DefaultFastCGIMaxConns is a fastcgi upstream's max_conns when none is
+	// given: php-fpm's pm.max_children in Debian's www.conf. php-fpm gives
+	// each open connection a child, so more connections than children
+	// would wait in its backlog behind idle ones.
+	DefaultFastCGIMaxConns = 5
 )
 
 // DefaultProxy returns a Proxy with every default set and no upstream.

@@ -23,32 +23,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
-
-// interopEnv names the variable that turns a missing interop program into
-// a failure instead of a skip (test.sh sets it).
-const interopEnv = "PORTICO_REQUIRE_INTEROP"
-
-// missing skips the test, or fails it when PORTICO_REQUIRE_INTEROP=1.
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv(interopEnv) == "1" {
-		t.Fatalf("%s (required: %s=1)", msg, interopEnv)
-	}
-	t.Skipf("%s (set %s=1 to make this a failure)", msg, interopEnv)
-}
-
-// needPHPFPM returns the path of Debian's php-fpm binary, whose name
-// carries the PHP version (/usr/sbin/php-fpm8.2).
-func needPHPFPM(t testing.TB) string {
-	t.Helper()
-	matches, _ := filepath.Glob("/usr/sbin/php-fpm*")
-	if len(matches) == 0 {
-		missing(t, "php-fpm not found (/usr/sbin/php-fpm*; apt-get install php-fpm)")
-	}
-	return matches[len(matches)-1]
-}
 
 // phpFPM is a php-fpm master started for one test, with a TCP pool and a
 // Unix socket pool of 2 static workers each, serving testdata/php.
@@ -60,92 +37,12 @@ type phpFPM struct {
 
 func startPHPFPM(t *testing.T) *phpFPM {
 	t.Helper()
-	bin := needPHPFPM(t)
-	dir := t.TempDir()
 	root, err := filepath.Abs(filepath.Join("testdata", "php"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &phpFPM{tcp: ln.Addr().String(), unix: filepath.Join(dir, "fpm.sock"), root: root,
-		errorLog: filepath.Join(dir, "error.log")}
-	ln.Close()
-
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user = root\ngroup = root\n" // with -R; php-fpm refuses root otherwise
-	}
-	pool := func(name, listen string) string {
-		return fmt.Sprintf(`[%s]
-%slisten = %s
-pm = static
-pm.max_children = 2
-clear_env = no
-catch_workers_output = yes
-php_admin_flag[display_errors] = off
-php_admin_flag[log_errors] = on
-`, name, user, listen)
-	}
-	conf := fmt.Sprintf(`[global]
-error_log = %s
-pid = %s
-daemonize = no
-`, p.errorLog, filepath.Join(dir, "fpm.pid")) + pool("tcp", p.tcp) + pool("unix", p.unix)
-	confPath := filepath.Join(dir, "php-fpm.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-F", "-n", "-y", confPath, "-p", dir}
-	if os.Geteuid() == 0 {
-		args = append(args, "-R")
-	}
-	// Output to a file, not a pipe: a worker outliving its master would
-	// hold a pipe open and block cmd.Wait.
-	out, err := os.Create(filepath.Join(dir, "output.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	// Its own process group, so that the cleanup kills the workers too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-	})
-	output := func() string { b, _ := os.ReadFile(out.Name()); return string(b) }
-
-	deadline := time.Now().Add(15 * time.Second)
-	for _, a := range [][2]string{{"tcp", p.tcp}, {"unix", p.unix}} {
-		for {
-			c, err := net.DialTimeout(a[0], a[1], time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			select {
-			case <-exited:
-				log, _ := os.ReadFile(p.errorLog)
-				t.Fatalf("php-fpm exited: %s\n%s", output(), log)
-			default:
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("php-fpm not listening on %s: %v\n%s", a[1], err, output())
-			}
-			// Poll the connect again: php-fpm has no readiness signal.
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return p
+	f := porticotest.StartPHPFPM(t, 2)
+	return &phpFPM{tcp: f.TCP, unix: f.Unix, root: root, errorLog: f.ErrorLog}
 }
 
 type phpAnswer struct {

@@ -34,6 +34,12 @@ type ParamsOptions struct {
 	// path (see SplitScript); nil means [".php"].
 	SplitPath []string
 
+	// Prefix is the URL path the scripts are mounted under ("/blog"): it
+	// is stripped from the path before the file is looked for under Root
+	// (nginx's alias), and kept in SCRIPT_NAME so that the app builds its
+	// URLs with it. "" or "/": the root.
+	Prefix string
+
 	// Params are extra params, sent last so that they override the built
 	// ones (php-fpm keeps the last value of a repeated name), as nginx's
 	// fastcgi_param.
@@ -118,8 +124,9 @@ func appendFilePair(dst []byte, name, root, p string) []byte {
 //     (r.RequestURI, else r.URL.RequestURI()), so that a caller that rewrote
 //     r.URL.Path to a front controller keeps the original URI; QUERY_STRING,
 //     always sent, even empty; DOCUMENT_URI, r.URL.Path.
-//   - SCRIPT_NAME and PATH_INFO, r.URL.Path split by SplitScript;
-//     SCRIPT_FILENAME, Root + SCRIPT_NAME; PATH_TRANSLATED, Root +
+//   - SCRIPT_NAME and PATH_INFO, r.URL.Path split by SplitScript (under a
+//     Prefix, the rest of the path is split and SCRIPT_NAME keeps the
+//     prefix); SCRIPT_FILENAME, Root + the script's path under the prefix; PATH_TRANSLATED, Root +
 //     PATH_INFO, only when PATH_INFO is not empty; DOCUMENT_ROOT, Root. The
 //     file names are cleaned so that ".." never leaves Root.
 //   - CONTENT_LENGTH, r.ContentLength ("0" without a body); a body of
@@ -175,8 +182,21 @@ func AppendParams(dst []byte, r *http.Request, opt ParamsOptions) ([]byte, error
 	}
 	dst = AppendPair(dst, "CONTENT_LENGTH", strconv.AppendInt(num[:0], length, 10))
 
-	script, pathInfo, _ := SplitScript(urlPath, opt.SplitPath)
-	dst = AppendPair(dst, "SCRIPT_NAME", script)
+	prefix := strings.TrimRight(opt.Prefix, "/")
+	rel := urlPath
+	if prefix != "" {
+		if rest, ok := strings.CutPrefix(urlPath, prefix); ok && (rest == "" || rest[0] == '/') {
+			rel = rest
+		} else {
+			prefix = "" // not under the prefix: the path is taken whole
+		}
+	}
+	script, pathInfo, _ := SplitScript(rel, opt.SplitPath)
+	dst = appendLength(dst, len("SCRIPT_NAME"))
+	dst = appendLength(dst, len(prefix)+len(script))
+	dst = append(dst, "SCRIPT_NAME"...)
+	dst = append(dst, prefix...)
+	dst = append(dst, script...)
 	dst = appendFilePair(dst, "SCRIPT_FILENAME", opt.Root, script)
 	dst = AppendPair(dst, "PATH_INFO", pathInfo)
 	if pathInfo != "" {

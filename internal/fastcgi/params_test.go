@@ -89,6 +89,21 @@ func TestAppendParams(t *testing.T) {
 		want:  map[string]string{"REQUEST_URI": "/blog/post?id=3", "SCRIPT_NAME": "/index.php", "PATH_INFO": "", "SCRIPT_FILENAME": "/srv/www/index.php"},
 		unset: []string{"PATH_TRANSLATED"},
 	}, {
+		name: "under a prefix",
+		req: func() *http.Request {
+			return httptest.NewRequest("GET", "/blog/wp/index.php/a/b?x=1", nil)
+		},
+		opt: &ParamsOptions{Root: "/srv/www", Prefix: "/blog/"},
+		want: map[string]string{"SCRIPT_NAME": "/blog/wp/index.php", "PATH_INFO": "/a/b", "SCRIPT_FILENAME": "/srv/www/wp/index.php",
+			"DOCUMENT_URI": "/blog/wp/index.php/a/b", "REQUEST_URI": "/blog/wp/index.php/a/b?x=1"},
+	}, {
+		name: "outside the prefix",
+		req: func() *http.Request {
+			return httptest.NewRequest("GET", "/blogger/x.php", nil)
+		},
+		opt:  &ParamsOptions{Root: "/srv/www", Prefix: "/blog"},
+		want: map[string]string{"SCRIPT_NAME": "/blogger/x.php", "SCRIPT_FILENAME": "/srv/www/blogger/x.php"},
+	}, {
 		name: "dot dot never leaves the root",
 		req: func() *http.Request {
 			r := httptest.NewRequest("GET", "/", nil)

@@ -77,6 +77,9 @@ type Transport struct {
 	// path (nginx's fastcgi_split_path_info, Caddy's split_path); nil
 	// means [".php"].
 	SplitPath []string
+	// Prefix is the URL path the scripts are mounted under (see
+	// ParamsOptions.Prefix). "": the root.
+	Prefix string
 	// Params are extra params sent last, overriding the built ones, as
 	// nginx's fastcgi_param.
 	Params map[string]string
@@ -387,7 +390,7 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	pp, hp := bufPool.Get().(*[]byte), bufPool.Get().(*[]byte)
 	defer bufPool.Put(pp)
 	defer bufPool.Put(hp)
-	pairs, err := AppendParams((*pp)[:0], r, ParamsOptions{Root: t.Root, SplitPath: t.SplitPath, Params: t.Params})
+	pairs, err := AppendParams((*pp)[:0], r, ParamsOptions{Root: t.Root, SplitPath: t.SplitPath, Prefix: t.Prefix, Params: t.Params})
 	*pp = pairs
 	if err != nil {
 		return fail(err)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"strconv"
 	"sync"
 	"testing"
 	"text/template"
@@ -96,7 +97,7 @@ http {
 			t.Logf("nginx output:\n%s", out)
 		}
 	})
-	if err := waitDial(n.Addr, nginxStartTimeout, exited); err != nil {
+	if err := WaitDial("tcp", n.Addr, nginxStartTimeout, exited); err != nil {
 		t.Fatalf("StartNginx: waiting for nginx on %s: %v\nconfiguration:\n%s\nnginx output:\n%s", n.Addr, err, conf, out)
 	}
 	return n
@@ -114,13 +115,14 @@ func FreeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// waitDial waits until addr accepts TCP connections, or fails when exited
-// is closed (the program died) or timeout passes. An external program gives
-// no readiness signal, hence the polling.
-func waitDial(addr string, timeout time.Duration, exited <-chan struct{}) error {
+// WaitDial waits until addr (on network "tcp" or "unix") accepts
+// connections, or fails when exited is closed (the program died) or
+// timeout passes. An external program gives no readiness signal, hence the
+// polling.
+func WaitDial(network, addr string, timeout time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
+		c, err := net.DialTimeout(network, addr, time.Second)
 		if err == nil {
 			return c.Close()
 		}
@@ -133,6 +135,14 @@ func waitDial(addr string, timeout time.Duration, exited <-chan struct{}) error 
 			return fmt.Errorf("dialing %s: %w", addr, err)
 		}
 	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(FreeAddr(t))
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // syncBuffer collects a child's output; safe for its two streams.

@@ -1,0 +1,1 @@
+<%-- The Java API: JSON about the request, deployed as Tomcat's /api webapp. --%><%@ page contentType="application/json; charset=UTF-8" pageEncoding="UTF-8" session="false" %>{"service": "api", "uri": "<%= request.getRequestURI() %>", "forwarded_for": "<%= request.getHeader("X-Forwarded-For") == null ? "" : request.getHeader("X-Forwarded-For") %>"}
