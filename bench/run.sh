@@ -69,6 +69,11 @@ CLIENT_CPU=1
 WORKERS=2
 OVERLOAD_SLEEP_MS=10 # bench/apps/sleepy.py
 QUEUE_TIMEOUT=1s     # portico's --queue-timeout in the overload scenario
+# nginx's idle connections kept to php-fpm in proxy-php (upstream keepalive N
+# with fastcgi_keep_conn on); 0: a connection per request. A kept connection
+# holds a php-fpm child while it idles in nginx's cache, so with more
+# connections than children requests stall in php-fpm's backlog (see bench/README.md).
+FPM_KEEPALIVE=${BENCH_FPM_KEEPALIVE:-8}
 
 # The settings every stack shares: 2 worker processes of 1 thread, logging
 # off, nginx with 1 worker process (pinned to CPU 0 with its upstream).
@@ -497,19 +502,21 @@ start_caddy-http() {
 	upstream_port
 	start_hello_upstream "$UP"
 	mkdir -p "$dir"
-	cat >"$dir/Caddyfile" <<-EOF
-		{
-			admin off
-			auto_https off
-			log {
-				level ERROR
-			}
-		}
-		http://127.0.0.1:$3 {
-			bind 127.0.0.1
-			reverse_proxy 127.0.0.1:$UP
-		}
-	EOF
+	# (Not <<-: Caddy wants the tabs it would strip.)
+	cat >"$dir/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	log {
+		level ERROR
+	}
+}
+
+http://127.0.0.1:$3 {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:$UP
+}
+EOF
 	spawn caddy env HOME="$dir" XDG_CONFIG_HOME="$dir/config" XDG_DATA_HOME="$dir/data" \
 		caddy run --adapter caddyfile --config "$dir/Caddyfile"
 	show_config caddyfile "$dir/Caddyfile"
@@ -550,10 +557,12 @@ start_portico-php() {
 
 # nginx's standard PHP setup with keep-alive to php-fpm.
 start_nginx-php() {
+	local keep="fastcgi_keep_conn on;" cache="keepalive $FPM_KEEPALIVE;"
+	((FPM_KEEPALIVE > 0)) || { keep="" cache=""; }
 	upstream_port
 	start_php_fpm "$UP"
-	start_nginx "$3" "root $1; fastcgi_index index.php; include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; fastcgi_keep_conn on; fastcgi_pass php_fpm;" "" \
-		"upstream php_fpm { server 127.0.0.1:$UP; keepalive 8; }"
+	start_nginx "$3" "root $1; fastcgi_index index.php; include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; $keep fastcgi_pass php_fpm;" "" \
+		"upstream php_fpm { server 127.0.0.1:$UP; $cache }"
 }
 
 # start_nginx PORT LOCATION-BODY [WORKER_CONNECTIONS] [HTTP-BLOCK-EXTRA] [NAME]:
