@@ -296,3 +296,90 @@ func TestProxyWebSocket(t *testing.T) {
 	}
 }
 
+// startUWSGIEcho runs Debian's uWSGI serving echo.py on a uwsgi-protocol
+// socket (bind: host:port or a socket path) until the test ends.
+func startUWSGIEcho(t testing.TB, bind string) {
+	t.Helper()
+	bin := needCommand(t, "uwsgi")
+	cmd := exec.Command(bin, "--plugin", "python3", "--socket", bind, "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
+		"--wsgi-file", "echo.py", "--callable", "app", "--master", "--processes", "2", "--need-app", "--die-on-term", "--disable-logging")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "ECHO_NAME=uwsgi"}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+		if t.Failed() {
+			t.Logf("uwsgi output:\n%s", out.String())
+		}
+	})
+	network := "tcp"
+	if strings.HasPrefix(bind, "/") {
+		network = "unix"
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial(network, bind)
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-done:
+			t.Fatalf("uwsgi exited:\n%s", out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("uwsgi on %s not ready: %v\n%s", bind, err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond) // an external program: no readiness signal to wait on
+	}
+}
+
+// Portico in front of Debian's uWSGI (nginx's uwsgi_pass): the route's
+// prefix is the app's SCRIPT_NAME, the client address and bodies arrive.
+func TestProxyUWSGI(t *testing.T) {
+	tcp := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startUWSGIEcho(t, tcp)
+	dir, err := os.MkdirTemp("", "pt-uwsgi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "u.sock")
+	startUWSGIEcho(t, sock)
+	p := startPortico(t, "--proxy", "/shop=uwsgi://"+tcp, "--proxy", "/unix=uwsgi+unix://"+sock)
+	c := newClient(t)
+	for _, prefix := range []string{"/shop", "/unix"} {
+		req, _ := http.NewRequest("GET", p.URL(prefix+"/cart/a%20b?x=1"), nil)
+		req.Header.Set("X-Forwarded-For", "6.6.6.6") // from an untrusted client: dropped
+		resp, seen := echo(t, c, req)
+		wantStatus(t, resp, nil, 200)
+		if seen.ScriptName != prefix || seen.Path != "/cart/a b" || seen.Query != "x=1" || seen.RemoteAddr != "127.0.0.1" || seen.Host != p.HTTPAddr {
+			t.Errorf("%s: uWSGI app saw %+v", prefix, seen)
+		}
+		if seen.XFF != "" {
+			t.Errorf("%s: a spoofed X-Forwarded-For reached the app: %q", prefix, seen.XFF)
+		}
+		data, sum := randomData(t, 2<<20)
+		req, _ = http.NewRequest("POST", p.URL(prefix+"/upload"), bytes.NewReader(data))
+		resp, seen = echo(t, c, req)
+		wantStatus(t, resp, nil, 200)
+		if seen.BodyLen != len(data) || seen.BodyMD5 != sum || seen.Method != "POST" {
+			t.Errorf("%s: uWSGI app got %d bytes (%s), want %d (%s)", prefix, seen.BodyLen, seen.BodyMD5, len(data), sum)
+		}
+		// A chunked request body has no length up front: spooled first.
+		req, _ = http.NewRequest("POST", p.URL(prefix+"/upload"), io.MultiReader(bytes.NewReader(data)))
+		resp, seen = echo(t, c, req)
+		wantStatus(t, resp, nil, 200)
+		if seen.BodyLen != len(data) {
+			t.Errorf("%s: chunked body: got %d bytes", prefix, seen.BodyLen)
+		}
+	}
+}

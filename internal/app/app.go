@@ -16,6 +16,7 @@ import (
 
 	"portico/internal/accesslog"
 	"portico/internal/config"
+	"portico/internal/realip"
 	"portico/internal/static"
 	"portico/internal/worker"
 )
@@ -80,8 +81,10 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 	}
 }
 
-// chain builds the fixed handler chain: access log → router (site by
-// Host, then route by path).
+// chain builds the fixed handler chain: real IP → access log → router
+// (site by Host, then route by path). The real-IP middleware comes first
+// so that the access log and everything after it see the real client, and
+// no untrusted forwarding header gets further.
 func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), error) {
 	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
 	if err != nil {
@@ -113,6 +116,12 @@ func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFu
 		}
 		h = accesslog.New(w, accesslog.Options{Format: format, Logger: log})(h)
 	}
+	trusted, err := realip.ParseTrusted(cfg.TrustedProxies)
+	if err != nil {
+		closeAll()
+		return nil, nil, nil, err
+	}
+	h = realip.New(realip.Options{Trusted: trusted})(h)
 	return h, r, closeAll, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"portico/internal/config"
+	"portico/internal/realip"
 	"portico/internal/server"
 	"portico/internal/uwsgi"
 	"portico/internal/worker"
@@ -148,6 +149,7 @@ type generation struct {
 	router  *router             // for X-Accel-Redirect / X-Sendfile lookups
 	close   func()              // closes the chain (static handlers, access log)
 	pools   map[string]*appPool // by app name
+	trusted *realip.Matcher     // trusted_proxies, for PROXY protocol headers
 
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -254,6 +256,7 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 		return fail(err)
 	}
 	g.handler, g.router, g.close = h, rt, closeChain
+	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
 	return g, nil
 }
 
@@ -397,7 +400,7 @@ func listenerKeys(cfg *config.Config) []string {
 	n := map[string]int{}
 	keys := make([]string, len(cfg.Listeners))
 	for i, lc := range cfg.Listeners {
-		k := fmt.Sprintf("%s %s %o tls=%t", lc.Protocol, lc.Addr, lc.SocketMode, lc.TLS != nil)
+		k := fmt.Sprintf("%s %s %o tls=%t proxy_protocol=%t", lc.Protocol, lc.Addr, lc.SocketMode, lc.TLS != nil, lc.ProxyProtocol)
 		n[k]++
 		keys[i] = fmt.Sprintf("%s #%d", k, n[k])
 	}
@@ -426,6 +429,15 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			addr = "unix:" + addr
 		}
 		l := &listener{key: key, addr: addr}
+		if lc.ProxyProtocol {
+			// Under TLS: the header comes before the handshake. The
+			// trusted list is the current generation's, so a reload that
+			// changes trusted_proxies applies to listeners that stay.
+			nl = server.ProxyListener(nl, server.ProxyOptions{
+				Trusted: func(peer net.Addr) bool { return e.cur.Load().trusted.TrustedAddr(peer) },
+				Logger:  e.log,
+			})
+		}
 		if lc.TLS != nil {
 			cert, err := tls.LoadX509KeyPair(lc.TLS.Cert, lc.TLS.Key)
 			if err != nil {
@@ -461,7 +473,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		if lc.TLS != nil {
 			proto = "https"
 		}
-		e.log.Info("listening", "proto", proto, "addr", addr)
+		e.log.Info("listening", "proto", proto, "addr", addr, "proxy_protocol", lc.ProxyProtocol)
 	}
 	for _, l := range added {
 		e.listeners[l.key] = l

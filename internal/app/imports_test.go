@@ -14,11 +14,11 @@ func TestImportRules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true, "portico/internal/proxy": true}
+	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true, "portico/internal/proxy": true, "portico/internal/realip": true}
 	features := map[string]bool{
 		"portico/internal/server": true, "portico/internal/static": true, "portico/internal/worker": true,
 		"portico/internal/accesslog": true, "portico/internal/uwsgi": true, "portico/internal/spool": true,
-		"portico/internal/proxy": true,
+		"portico/internal/proxy": true, "portico/internal/realip": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)

@@ -8,6 +8,7 @@ import (
 
 	"portico/internal/config"
 	"portico/internal/proxy"
+	"portico/internal/uwsgi"
 )
 
 // proxyRoute is one proxy route of a generation, for /upstreams and
@@ -55,7 +56,7 @@ func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWri
 		Retries:          px.Retries,
 		TryDuration:      px.TryDuration,
 		Unbuffered:       !px.Buffering,
-		NeedLength:       family != proxy.FamilyHTTP,
+		Gateway:          family != proxy.FamilyHTTP,
 		PreserveHost:     px.PreserveHost,
 		MaxBody:          px.MaxBody,
 		WebSocketTimeout: px.WebSocketTimeout,
@@ -86,6 +87,8 @@ func transport(t proxy.Target, px *config.Proxy, mount string, log *slog.Logger)
 	switch t.Family {
 	case proxy.FamilyHTTP:
 		return proxy.NewHTTPTransport(t, px.ConnectTimeout), nil
+	case proxy.FamilyUWSGI:
+		return &uwsgi.Transport{Network: t.Network, Address: t.Address, ScriptName: mount, DialTimeout: px.ConnectTimeout}, nil
 	}
 	return nil, fmt.Errorf("%s upstreams: not in this build", t.Family)
 }

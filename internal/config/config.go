@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -57,6 +58,13 @@ type Config struct {
 	// Admin, when set, opens the admin listener (health, readiness, the
 	// running config, reload). Nil: no admin listener.
 	Admin *Admin
+	// TrustedProxies are the peers whose forwarding headers (Forwarded,
+	// X-Forwarded-For/-Proto/-Host) and PROXY protocol headers are
+	// believed: CIDR prefixes, bare addresses (/32, /128), "unix" (peers
+	// on unix-socket listeners) or "*" (everyone). Default none: every
+	// client's forwarding headers are stripped (nginx without
+	// set_real_ip_from). See internal/realip.
+	TrustedProxies []string
 
 	// lines maps a key path ("site[0].route[1].path") to its line in File.
 	lines map[string]int
@@ -83,6 +91,10 @@ type Listener struct {
 	// HTTP/1.1, TLS 1.2 or later) with these files, re-read on reload.
 	// Nil: plain HTTP.
 	TLS *TLS
+	// ProxyProtocol makes every connection start with a PROXY protocol
+	// header (v1 or v2), as nginx's `listen ... proxy_protocol`; its client
+	// address is believed when the peer is in TrustedProxies. Default off.
+	ProxyProtocol bool
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
@@ -544,6 +556,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, c.validateTLS(key, l)...)
 		}
 	}
+	for i, p := range c.TrustedProxies {
+		if err := checkTrusted(p); err != nil {
+			bad(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
+		}
+	}
 	names := map[string]bool{}
 	for _, a := range c.Apps {
 		key := "app." + a.Name
@@ -674,6 +691,25 @@ func (c *Config) validateApp(errs *[]error, key string, a *App) {
 			bad("env", "%q is not KEY=VALUE", kv)
 		}
 	}
+}
+
+// checkTrusted accepts what realip.ParseTrusted does: a CIDR prefix, a
+// bare address, "unix" or "*".
+func checkTrusted(s string) error {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "unix", s == "*":
+		return nil
+	case strings.Contains(s, "/"):
+		if _, err := netip.ParsePrefix(s); err != nil {
+			return fmt.Errorf("%q is not a CIDR prefix (like 10.0.0.0/8 or fd00::/8)", s)
+		}
+		return nil
+	}
+	if a, err := netip.ParseAddr(s); err != nil || a.Zone() != "" {
+		return fmt.Errorf("%q is not an address, a CIDR prefix, \"unix\" or \"*\"", s)
+	}
+	return nil
 }
 
 // checkLoopback accepts unix:/path and loopback host:port addresses only.

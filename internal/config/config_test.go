@@ -55,6 +55,9 @@ func TestParseRun(t *testing.T) {
 	if rs := c.Sites[0].Routes; len(rs) != 2 || rs[0].Path != "/static/" || rs[0].Static.Dir != dir || rs[1].Path != "/" || rs[1].App != RunAppName {
 		t.Errorf("routes %+v", rs)
 	}
+	if f, err := ParseRun([]string{"--forwarded-allow-ips", "10.0.0.0/8, ::1,unix", "hello:app"}, nil); err != nil || strings.Join(f.TrustedProxies, " ") != "10.0.0.0/8 ::1 unix" {
+		t.Errorf("--forwarded-allow-ips: %q, %v", f.TrustedProxies, err)
+	}
 	d, err := ParseRun([]string{"hello:app"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +84,7 @@ func TestParseRunErrors(t *testing.T) {
 		{[]string{"--chdir", "/does/not/exist", "a:b"}, "chdir:"},
 		{[]string{"a:b", "extra"}, "one app expected"},
 		{[]string{"--no-such-flag", "a:b"}, "no-such-flag"},
+		{[]string{"--forwarded-allow-ips", "10.0.0.1, 300.1.1.1", "a:b"}, "forwarded-allow-ips: \"300.1.1.1\" is not an address"},
 	}
 	for _, c := range cases {
 		_, err := ParseRun(c.args, nil)

@@ -27,6 +27,9 @@ Listening:
       --uwsgi-socket ADDR   uwsgi-protocol listener for nginx's uwsgi_pass; repeatable
                             [uwsgi --socket]
       --socket-mode MODE    mode of unix sockets, octal (default 666) [uwsgi --chmod-socket]
+      --forwarded-allow-ips LIST  comma-separated proxies (CIDR, address, "unix", "*") whose
+                            Forwarded/X-Forwarded-* headers are believed; others' are stripped
+                            (default none) [gunicorn --forwarded-allow-ips, nginx set_real_ip_from]
 
 Workers:
   -w, --workers N           worker processes (default: number of CPUs) [--workers, --processes]
@@ -141,6 +144,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.Var(&binds, "b", "")
 	fs.Var(&uwsgiSockets, "uwsgi-socket", "")
 	fs.StringVar(&mode, "socket-mode", rd.mode, "")
+	var allowIPs string
+	fs.StringVar(&allowIPs, "forwarded-allow-ips", "", "")
 	fs.IntVar(&a.Workers, "workers", a.Workers, "")
 	fs.IntVar(&a.Workers, "w", a.Workers, "")
 	fs.IntVar(&a.Threads, "threads", a.Threads, "")
@@ -199,6 +204,7 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		"access_log_format": "access-log-format",
 		"log_level":         "log-level",
 		"graceful_timeout":  "graceful-timeout",
+		"trusted_proxies":   "forwarded-allow-ips",
 		"app." + RunAppName: "app",
 	}
 	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout", "sched"} {
@@ -214,6 +220,11 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	for _, b := range uwsgiSockets {
 		c.names[fmt.Sprintf("listener[%d]", len(c.Listeners))] = "uwsgi-socket"
 		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoUWSGI, SocketMode: os.FileMode(m)})
+	}
+	for _, p := range strings.Split(allowIPs, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.TrustedProxies = append(c.TrustedProxies, p)
+		}
 	}
 	if a.Module != "" {
 		c.Apps = []App{a}

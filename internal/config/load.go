@@ -249,8 +249,8 @@ func (d *decoder) tables(t *value, key string) []*value {
 }
 
 const (
-	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, [admin], [[listener]], [app.NAME], [[site]]"
-	listenerKeys = "addr, protocol, socket_mode, tls"
+	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, [admin], [[listener]], [app.NAME], [[site]]"
+	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched"
 	siteKeys     = "hosts, [[site.route]]"
 	routeKeys    = "path, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
@@ -265,6 +265,7 @@ func (d *decoder) config(root *value) {
 	d.str(root, "", "access_log_format", &c.AccessLogFormat)
 	d.str(root, "", "log_level", &c.LogLevel)
 	d.duration(root, "", "graceful_timeout", &c.ShutdownTimeout)
+	d.strings(root, "", "trusted_proxies", &c.TrustedProxies)
 	if t := d.get(root, "", "admin", kTable); t != nil {
 		c.Admin = &Admin{}
 		d.str(t, "admin", "addr", &c.Admin.Addr)
@@ -329,6 +330,7 @@ func (d *decoder) listener(t *value, p string) {
 		d.path(tt, p+".tls", "key", &l.TLS.Key)
 		d.unknown(tt, p+".tls", "cert, key")
 	}
+	d.boolean(t, p, "proxy_protocol", &l.ProxyProtocol)
 	d.unknown(t, p, listenerKeys)
 	d.c.Listeners = append(d.c.Listeners, l)
 }

@@ -30,6 +30,7 @@ func writeConfig(t *testing.T, text string) string {
 const goodConfig = `
 access_log = "off"
 graceful_timeout = "10s"
+trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "unix"]
 
 [admin]
 addr = "unix:admin.sock"
@@ -37,6 +38,7 @@ shutdown_delay = "2s"
 
 [[listener]]
 addr = "127.0.0.1:0"
+proxy_protocol = true
 
 [[listener]]
 addr = "unix:run/app.sock"
@@ -101,6 +103,9 @@ func TestLoad(t *testing.T) {
 	if len(c.Listeners) != 2 || c.Listeners[0].Protocol != ProtoHTTP || c.Listeners[0].SocketMode != DefaultSocketMode ||
 		c.Listeners[1].Addr != "unix:"+filepath.Join(dir, "run/app.sock") || c.Listeners[1].Protocol != ProtoUWSGI || c.Listeners[1].SocketMode != 0o660 {
 		t.Errorf("listeners %+v", c.Listeners)
+	}
+	if !c.Listeners[0].ProxyProtocol || c.Listeners[1].ProxyProtocol || strings.Join(c.TrustedProxies, ",") != "10.0.0.0/8,192.0.2.7,unix" {
+		t.Errorf("trust: listeners %+v, trusted_proxies %q", c.Listeners, c.TrustedProxies)
 	}
 	if len(c.Apps) != 2 || c.Apps[0].Name != "shop" || c.Apps[1].Name != "blog" {
 		t.Fatalf("apps %+v", c.Apps)
@@ -183,6 +188,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"10: app.b: no route uses app \"b\"", "16: site[1].route[0].app: app \"a\" is mounted at \"\" and \"/other\""}},
 		{"admin not loopback", base + "[admin]\naddr = \"0.0.0.0:9000\"\nshutdown_delay = \"-1s\"\n",
 			[]string{"11: admin.addr: \"0.0.0.0:9000\": the admin listener must be", "12: admin.shutdown_delay: must not be negative"}},
+		{"trusted proxies and proxy_protocol", "trusted_proxies = [\"10.0.0.0/33\", \"unix\", \"nonsense\", 7]\n" + base + "[[listener]]\naddr = \":0\"\nproxy_protocol = \"yes\"\n",
+			[]string{"1: trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR prefix", "1: trusted_proxies[2]: \"nonsense\" is not an address", "1: trusted_proxies[3]: want a string", "13: listener[1].proxy_protocol: want a boolean"}},
 		{"nothing", "", []string{"listener: no listener", "site: no site"}},
 	}
 	for _, tc := range cases {

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,10 +40,14 @@ type Options struct {
 	// slow upload nor a slow reader holds an upstream connection (nginx's
 	// proxy_request_buffering and proxy_buffering).
 	Unbuffered bool
-	// NeedLength says the transport must know the body length before
-	// sending (uwsgi, FastCGI): a body of unknown length (chunked) is then
-	// spooled even when Unbuffered, as nginx does.
-	NeedLength bool
+	// Gateway says the upstreams speak a gateway protocol (uwsgi,
+	// FastCGI) rather than HTTP, as nginx's uwsgi_pass and fastcgi_pass:
+	// the client's address, scheme and Host travel as variables
+	// (REMOTE_ADDR, HTTPS, HTTP_HOST), so the client's Host is kept and no
+	// X-Forwarded-* header is added; and the body length must be known
+	// before sending, so a body of unknown length (chunked) is spooled even
+	// when Unbuffered.
+	Gateway bool
 	// PreserveHost sends the client's Host header. False: the upstream's
 	// host (nginx's default, proxy_set_header Host $proxy_host).
 	PreserveHost bool
@@ -158,7 +164,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		if h.opt.MaxBody > 0 && r.ContentLength > h.opt.MaxBody {
 			return errBodyTooLarge
 		}
-		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.NeedLength) {
+		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.Gateway) {
 			streamBody, length = true, r.ContentLength
 		} else {
 			body = spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxSize: max(h.opt.MaxBody, 0)})
@@ -176,9 +182,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 
 	// 2. The outgoing request, shared by the tries.
 	out := r.Clone(r.Context())
-	forwardHeaders(out.Header, r, h.opt.HeadersUp)
+	forwardHeaders(out.Header, r, h.opt.HeadersUp, !h.opt.Gateway)
 	out.Close = false
-	if !h.opt.PreserveHost {
+	if !h.opt.PreserveHost && !h.opt.Gateway {
 		out.Host = ""
 	}
 	_, upgrade := isUpgrade(r.Header)
@@ -319,6 +325,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 	body := &timeoutBody{r: resp.Body, ctx: ctx, timer: timer, d: h.opt.Timeout}
 	hd := w.Header()
 	removeHopByHop(resp.Header)
+	if !h.opt.PreserveHost && !h.opt.Gateway {
+		rewriteLocation(resp.Header, lease.Upstream().URL)
+	}
 	for k, v := range resp.Header {
 		hd[k] = v
 	}
@@ -397,6 +406,32 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			}
 			h.log.Warn("aborting a response the upstream did not finish", "uri", r.RequestURI, "upstream", lease.Upstream().Name, "err", err)
 			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// rewriteLocation makes a redirect to the upstream's own address point
+// back through the proxy, as nginx's "proxy_redirect default" does: the
+// upstream saw its own address as the Host, so an absolute Location or
+// Refresh URL it builds names it; "http://10.0.0.5:8080/x" becomes "/x",
+// which the client resolves against the address it used.
+func rewriteLocation(h http.Header, up *url.URL) {
+	prefix := up.Scheme + "://" + up.Host
+	for _, k := range [...]string{"Location", "Refresh", "Content-Location"} {
+		vv := h[k]
+		for i, v := range vv {
+			j := strings.Index(strings.ToLower(v), strings.ToLower(prefix))
+			if j < 0 || (k != "Refresh" && j != 0) {
+				continue
+			}
+			rest := v[j+len(prefix):]
+			if rest != "" && rest[0] != '/' && rest[0] != '?' {
+				continue // another host that starts the same ("...:80801")
+			}
+			if rest == "" || rest[0] == '?' {
+				rest = "/" + rest
+			}
+			vv[i] = v[:j] + rest
 		}
 	}
 }

@@ -478,3 +478,22 @@ func TestProxyQueueBoundsInFlight(t *testing.T) {
 }
 
 var _ = errors.New
+
+func TestRewriteLocation(t *testing.T) {
+	up := mustURL("http://10.0.0.5:8080")
+	for _, tc := range []struct{ k, in, want string }{
+		{"Location", "http://10.0.0.5:8080/shop/x?y=1", "/shop/x?y=1"},
+		{"Location", "HTTP://10.0.0.5:8080", "/"},
+		{"Location", "http://10.0.0.5:8080?q", "/?q"},
+		{"Location", "http://10.0.0.5:80801/x", "http://10.0.0.5:80801/x"},
+		{"Location", "https://example.com/x", "https://example.com/x"},
+		{"Location", "/relative", "/relative"},
+		{"Refresh", "5; url=http://10.0.0.5:8080/next", "5; url=/next"},
+	} {
+		h := http.Header{tc.k: {tc.in}}
+		rewriteLocation(h, up)
+		if got := h.Get(tc.k); got != tc.want {
+			t.Errorf("%s %q: %q, want %q", tc.k, tc.in, got, tc.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"portico/internal/realip"
 	"portico/internal/uwsgi"
 )
 
@@ -60,18 +61,6 @@ type HeaderOp struct {
 	Remove bool
 }
 
-// scheme is the scheme the client used: https over TLS, or when the trust
-// boundary (or an nginx in front, through the uwsgi protocol) said so.
-func scheme(r *http.Request) string {
-	if o := uwsgi.OriginFrom(r.Context()); o != nil && o.Scheme != "" {
-		return o.Scheme
-	}
-	if r.TLS != nil {
-		return "https"
-	}
-	return "http"
-}
-
 // clientIP is the client's address without its port.
 func clientIP(r *http.Request) string {
 	if o := uwsgi.OriginFrom(r.Context()); o != nil && o.RemoteAddr != "" {
@@ -92,7 +81,7 @@ func expand(v string, r *http.Request) string {
 	return strings.NewReplacer(
 		"$remote_addr", clientIP(r),
 		"$host", r.Host,
-		"$scheme", scheme(r),
+		"$scheme", realip.Scheme(r),
 		"$request_uri", r.RequestURI,
 	).Replace(v)
 }
@@ -104,8 +93,10 @@ func expand(v string, r *http.Request) string {
 //
 // X-Forwarded-For is appended to, not replaced: Portico's trust boundary
 // (internal/realip) has already deleted forwarding headers that came from
-// an untrusted peer, so what is left is a chain a trusted proxy vouched for.
-func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp) {
+// an untrusted peer, so what is left is a chain a trusted proxy vouched
+// for, and the immediate peer is appended to it. Without forwarded (a
+// gateway protocol, whose variables carry the client), none is added.
+func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp, forwarded bool) {
 	up, upgrade := isUpgrade(r.Header)
 	removeHopByHop(out)
 	delete(out, "Proxy")
@@ -113,15 +104,16 @@ func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp) {
 		out.Set("Connection", "Upgrade")
 		out.Set("Upgrade", up)
 	}
-	ip := clientIP(r)
-	if prior := out["X-Forwarded-For"]; len(prior) > 0 && ip != "" {
-		out.Set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
-	} else if ip != "" {
-		out.Set("X-Forwarded-For", ip)
-	}
-	out.Set("X-Forwarded-Proto", scheme(r))
-	if r.Host != "" {
-		out.Set("X-Forwarded-Host", r.Host)
+	if forwarded {
+		if xff := realip.ForwardedFor(r); xff != "" {
+			out.Set("X-Forwarded-For", xff)
+		} else {
+			delete(out, "X-Forwarded-For")
+		}
+		out.Set("X-Forwarded-Proto", realip.Scheme(r))
+		if r.Host != "" {
+			out.Set("X-Forwarded-Host", r.Host)
+		}
 	}
 	if _, ok := out["User-Agent"]; !ok {
 		out["User-Agent"] = []string{""} // net/http would add its own

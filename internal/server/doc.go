@@ -5,5 +5,8 @@
 //
 //   - listen.go: [Listen] turns "host:port", ":port" or "unix:/path" into a
 //     net.Listener, handling socket-file permissions and stale files;
-//   - http.go: [HTTP] wraps http.Server with the defaults in [Options].
+//   - http.go: [HTTP] wraps http.Server with the defaults in [Options];
+//   - proxyproto.go: [ProxyListener] reads the PROXY protocol header (v1
+//     and v2) a TCP load balancer sends first, in each connection's own
+//     goroutine and without reading past it.
 package server

@@ -54,6 +54,11 @@ type conn struct {
 	raw    syscall.RawConn // nil if rwc has none
 	tcp    *net.TCPConn    // for sendfile; nil for other connections
 	remote string
+	// proxy, until the connection's goroutine has read its PROXY
+	// protocol header, is the wrapper that reads it (see ProxyListener);
+	// rwc is then the connection it wraps, so that the raw *net.TCPConn
+	// serves sendfile, corking and parking as on any other listener.
+	proxy *proxyConn
 
 	state atomic.Int32
 	// parkFD and parkGen identify the connection in the parker while it is
@@ -99,7 +104,11 @@ type monitor struct {
 }
 
 func newConn(srv *HTTP, rwc net.Conn) *conn {
-	c := &conn{srv: srv, rwc: rwc, remote: rwc.RemoteAddr().String()}
+	pc, _ := rwc.(*proxyConn)
+	if pc != nil {
+		rwc = pc.Conn
+	}
+	c := &conn{srv: srv, rwc: rwc, remote: rwc.RemoteAddr().String(), proxy: pc}
 	if sc, ok := rwc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -123,6 +132,13 @@ func (c *conn) serve() {
 			c.close()
 		}
 	}()
+	if c.proxy != nil {
+		if c.proxy.handshake() != nil {
+			return // logged by handshake
+		}
+		c.remote = c.proxy.RemoteAddr().String()
+		c.proxy = nil
+	}
 	for {
 		if c.r == c.w {
 			switch c.waitRequest() {

@@ -8,7 +8,7 @@
 // response is a raw HTTP/1.1 response (status line, headers, body) ended by
 // closing the connection.
 //
-// The package has three parts, one per file:
+// The package has four parts, one per file:
 //
 //   - codec.go: [Header], [AppendVar], [ParseVars], [ReadPacket];
 //   - environ.go: [AppendRequest] turns an *http.Request into a request
@@ -17,5 +17,8 @@
 //   - server.go: [Server] accepts what nginx's uwsgi_pass sends and serves
 //     it with an http.Handler, so Portico drops in for uWSGI behind nginx.
 //     Requests it builds carry an [Origin] (see [OriginFrom]) describing what
-//     nginx said about the client, which [AppendRequest] passes on.
+//     nginx said about the client, which [AppendRequest] passes on;
+//   - client.go: [Transport] is the other end, an http.RoundTripper that
+//     sends requests to a uWSGI server as nginx's uwsgi_pass does, so
+//     Portico drops in for nginx in front of uWSGI.
 package uwsgi

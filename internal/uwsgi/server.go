@@ -626,7 +626,9 @@ func (c *conn) lingerClose(limit int64) {
 // logs an upstream error and cuts the client's response short instead of
 // taking a truncated response for a complete one.
 func (c *conn) abort() {
-	if tc, ok := c.rwc.(*net.TCPConn); ok {
+	// An interface, not *net.TCPConn: a PROXY-protocol connection wraps
+	// one and passes SetLinger on.
+	if tc, ok := c.rwc.(interface{ SetLinger(int) error }); ok {
 		tc.SetLinger(0)
 	}
 	c.rwc.Close()
