@@ -898,7 +898,7 @@ if [[ $OUT != none ]]; then
 			  server closing the connection after a response (uWSGI's --http-socket does so after every one; wrk reconnects).
 			- Proxy scenarios: every stack starts its own copy of the upstream with the same settings, then the front, both pinned to CPU $SERVER_CPU;
 			  CPU µs/req counts both, front µs/req the front alone (the upstream's share is the difference). nginx fronts use the
-			  standard keep-alive setups (\`upstream { keepalive 64; }\`, \`proxy_http_version 1.1\`, \`Connection ""\`; \`keepalive 8\` and
+			  standard keep-alive setups (\`upstream { keepalive 64; }\`, \`proxy_http_version 1.1\`, \`Connection ""\`; \`keepalive $FPM_KEEPALIVE\` (0: none) and
 			  \`fastcgi_keep_conn on\` toward php-fpm; uwsgi_pass has none), Caddy its defaults, portico its defaults (least_conn, buffering on).
 			- Ratio columns: that portico stack's figure ÷ this row's, at the same connection count: req/s (higher is better for portico), then CPU per request (lower is better for portico).
 
