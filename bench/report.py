@@ -5,19 +5,20 @@
 
 RESULTS_DIR holds tab-separated files written by run.sh:
 
-  scenarios.tsv  name, kind (http|overload|idle), connection counts, stacks, title
+  scenarios.tsv  name, kind (http|proxy|overload|idle), connection counts, stacks, title
   labels.tsv     stack, label
   runs.tsv       scenario, stack, conns, run, requests, seconds, req/s, p50 ms, p99 ms,
                  non-2xx, connect+write+timeout errors, read errors, timeouts, status counts (code:n,...),
-                 server CPU s, wrk CPU s, CPU s of everything else on the two CPUs
+                 server CPU s, wrk CPU s, CPU s of everything else on the two CPUs,
+                 CPU s of the stack's front (its last session; proxy scenarios)
   rss.tsv        scenario, stack, conns, RSS KiB after the runs
   failed.tsv     scenario, stack, reason
   idle.tsv       stack, asked, established, failed, seconds to open, RSS KiB before, RSS KiB holding,
                  held (ss), answer code, answer seconds, alive after the hold, kernel slab growth KiB
 
 It prints a "Results" section (one table per scenario, with the ratio of each
-portico stack to every other stack) and a "Targets" section (issue 3's targets,
-met or missed).
+portico stack to every other stack) and a "Targets" section (the targets of
+issue 3 and, for the proxy scenarios, issue 10, met or missed).
 """
 
 import argparse
@@ -73,12 +74,14 @@ class Stat:
         self.rps_max = max((v for v in rps if v is not None), default=None)
         self.p50 = median(num(r["p50"]) for r in runs)
         self.p99 = median(num(r["p99"]) for r in runs)
-        per_req = []
+        per_req, front_per_req = [], []
         srv, wrk, others = [], [], []
         for r in runs:
             req, secs, cpu = num(r["requests"]), num(r["secs"]), num(r["cpu"])
             if req and cpu is not None:
                 per_req.append(cpu / req * 1e6)
+            if req and num(r.get("front_cpu")) is not None:
+                front_per_req.append(num(r["front_cpu"]) / req * 1e6)
             if secs and cpu is not None:
                 srv.append(cpu / secs * 100)
             if secs and num(r["wrk_cpu"]) is not None:
@@ -86,6 +89,7 @@ class Stat:
             if secs and num(r.get("others")) is not None:
                 others.append(num(r["others"]) / secs * 100)
         self.cpu_us = median(per_req)
+        self.front_us = median(front_per_req)
         self.srv_pct = median(srv)
         self.wrk_pct = median(wrk)
         self.others_pct = median(others)
@@ -111,7 +115,7 @@ class Stat:
 
 RUN_FIELDS = [
     "scenario", "stack", "conns", "run", "requests", "secs", "rps", "p50", "p99",
-    "non2xx", "sockerr", "readerr", "timeouts", "statuses", "cpu", "wrk_cpu", "others",
+    "non2xx", "sockerr", "readerr", "timeouts", "statuses", "cpu", "wrk_cpu", "others", "front_cpu",
 ]
 
 
@@ -138,10 +142,15 @@ def is_portico(stack):
 BUSY_OTHERS_PCT = 25
 
 
-def http_table(out, name, conns, stacks, labels, stats, failed):
+def http_table(out, name, conns, stacks, labels, stats, failed, front=False):
+    """One row per stack and connection count; front adds the front's own
+    CPU per request (proxy scenarios: the stack's CPU less its upstream's)."""
     porticos = [s for s in stacks if is_portico(s)]
-    head = ["stack", "conns", "req/s", "min–max", "p50 ms", "p99 ms", "CPU µs/req", "srv CPU %", "wrk CPU %", "others %", "RSS MiB", "errors", "closes"]
-    head += [f"{labels.get(p, p)} ÷ (req/s, CPU/req)" for p in porticos]
+    head = ["stack", "conns", "req/s", "min–max", "p50 ms", "p99 ms", "CPU µs/req"]
+    head += ["front µs/req"] if front else []
+    head += ["srv CPU %", "wrk CPU %", "others %", "RSS MiB", "errors", "closes"]
+    what = "req/s, CPU/req, front CPU/req" if front else "req/s, CPU/req"
+    head += [f"{labels.get(p, p)} ÷ ({what})" for p in porticos]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---"] * 2 + ["--:"] * (len(head) - 2)) + "|")
     for c in conns:
@@ -150,20 +159,22 @@ def http_table(out, name, conns, stacks, labels, stats, failed):
             st = stats.get((name, s, c))
             if st is None:
                 cells = [label, str(c)] + ["—"] * (len(head) - 2)
-                cells[11] = "failed" if (name, s) in failed else "not run"
+                cells[head.index("errors")] = "failed" if (name, s) in failed else "not run"
                 out.append("| " + " | ".join(cells) + " |")
                 continue
             flag = " ⚠" if st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT else ""
-            row = [
-                label + flag, str(c), fmt(st.rps), f"{fmt(st.rps_min)}–{fmt(st.rps_max)}", fmt(st.p50, 2), fmt(st.p99, 2),
-                fmt(st.cpu_us, 1), fmt(st.srv_pct), fmt(st.wrk_pct), fmt(st.others_pct), fmt(st.rss_mib, 1), str(st.errors), str(st.closes),
-            ]
+            row = [label + flag, str(c), fmt(st.rps), f"{fmt(st.rps_min)}–{fmt(st.rps_max)}", fmt(st.p50, 2), fmt(st.p99, 2), fmt(st.cpu_us, 1)]
+            row += [fmt(st.front_us, 1)] if front else []
+            row += [fmt(st.srv_pct), fmt(st.wrk_pct), fmt(st.others_pct), fmt(st.rss_mib, 1), str(st.errors), str(st.closes)]
             for p in porticos:
                 pst = stats.get((name, p, c))
                 if p == s or pst is None:
                     row.append("—")
-                else:
-                    row.append(f"{fmt_ratio(ratio(pst.rps, st.rps))} / {fmt_ratio(ratio(pst.cpu_us, st.cpu_us))}")
+                    continue
+                cell = f"{fmt_ratio(ratio(pst.rps, st.rps))} / {fmt_ratio(ratio(pst.cpu_us, st.cpu_us))}"
+                if front:
+                    cell += f" / {fmt_ratio(ratio(pst.front_us, st.front_us))}"
+                row.append(cell)
             out.append("| " + " | ".join(row) + " |")
 
 
@@ -245,7 +256,7 @@ def idle_table(out, stacks, labels, idle):
 
 
 def targets(out, scenarios, labels, stats, idle, capacity, queue_timeout_ms):
-    """Issue 3's targets, each met or missed, at every connection count measured."""
+    """The targets of issues 3 and 10, each met or missed, at every connection count measured."""
     out.append("| scenario | target | measured | met |")
     out.append("|---|---|---|---|")
     names = {s[0] for s in scenarios}
@@ -303,6 +314,32 @@ def targets(out, scenarios, labels, stats, idle, capacity, queue_timeout_ms):
             k = r["kib_per_conn"]
             out.append(f"| idle | ≤ 2 KiB of RSS per connection | {fmt(k, 2)} KiB | {'yes' if k is not None and k <= 2 else 'no'} |")
 
+    # Issue 10: the proxy at least as fast as nginx in front of the same
+    # upstream, p99 no worse; CPU per request (the whole stack's and the
+    # front's own) reported, with no figure set.
+    def proxy_target(scn, num_stack, den_stack, text, minimum=1.0):
+        for c in conns_of.get(scn, []):
+            a, b = stats.get((scn, num_stack, c)), stats.get((scn, den_stack, c))
+            if a is None or b is None:
+                continue
+            r = ratio(a.rps, b.rps)
+            measured = (f"{fmt_ratio(r)} req/s; p99 {fmt(a.p99, 2)} ms vs {fmt(b.p99, 2)} ms; "
+                        f"{fmt_ratio(ratio(a.cpu_us, b.cpu_us))} CPU/req, {fmt_ratio(ratio(a.front_us, b.front_us))} front CPU/req")
+            if minimum is None:
+                met = "—"
+            else:
+                ok = r is not None and r >= minimum and a.p99 is not None and b.p99 is not None and a.p99 <= b.p99
+                met = "yes" if ok else "no"
+            out.append(f"| {scn} ({c} conns) | {text} | {measured} | {met} |")
+
+    if "proxy-http" in names:
+        proxy_target("proxy-http", "portico-http", "nginx-http", "portico ≥ 1.0× nginx proxy_pass (keepalive 64), p99 no worse")
+        proxy_target("proxy-http", "portico-http", "caddy-http", "portico vs Caddy reverse_proxy (no figure set)", None)
+    if "proxy-uwsgi" in names:
+        proxy_target("proxy-uwsgi", "portico-uwsgi", "nginx-uwsgi-tcp", "portico ≥ 1.0× nginx uwsgi_pass, p99 no worse")
+    if "proxy-php" in names:
+        proxy_target("proxy-php", "portico-php", "nginx-php", "portico ≥ 1.0× nginx fastcgi_pass (keepalive 8), p99 no worse")
+
 
 def duration_ms(s):
     s = s.strip()
@@ -327,8 +364,8 @@ def main(argv):
         conns = [int(c) for c in conns.split()]
         out.append(f"### {name}: {title}")
         out.append("")
-        if kind == "http":
-            http_table(out, name, conns, stacks, labels, stats, failed)
+        if kind in ("http", "proxy"):
+            http_table(out, name, conns, stacks, labels, stats, failed, front=kind == "proxy")
             if any(st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT
                    for (scn, _, _), st in stats.items() if scn == name):
                 out.append("")
@@ -346,7 +383,7 @@ def main(argv):
                 out.append("")
                 out.append(f"- {labels.get(s, s)} failed: {failed[(name, s)]}")
         out.append("")
-    out.append("## Targets (issue 3)")
+    out.append("## Targets (issues 3 and 10)")
     out.append("")
     targets(out, scenarios, labels, stats, idle, args.capacity, duration_ms(args.queue_timeout))
     print("\n".join(out))

@@ -7,7 +7,7 @@
 #
 # What it does:
 #   1. installs what is missing from Debian (nginx, uwsgi, uwsgi-plugin-python3,
-#      gunicorn, caddy, python3-django, wrk, nghttp2-client, curl) with apt-get;
+#      gunicorn, caddy, php-fpm, python3-django, wrk, nghttp2-client, curl) with apt-get;
 #   2. builds portico (plain go build) and bench/idleconns into a temp dir;
 #   3. for each scenario and each stack: starts the stack pinned to CPU 0, in
 #      its own session, on its own loopback port; waits until it answers 200;
@@ -16,7 +16,7 @@
 #      process of its sessions, from /proc) around each run and its RSS after;
 #      stops the stack by its own process group;
 #   4. prints one markdown table per scenario and writes BENCHMARKS.md (machine,
-#      versions, settings, tables, targets of issue 3, the exact commands).
+#      versions, settings, tables, targets of issues 3 and 10, the exact commands).
 #
 # Environment (defaults in brackets):
 #   BENCH_DURATION [10]   seconds per wrk run
@@ -35,6 +35,8 @@
 #   BENCH_OUT [BENCHMARKS.md at the repository root]  where to write the report; "none" skips it
 #   BENCH_KEEP [0]        1 keeps the temp dir (logs, configs, raw wrk output)
 #   BENCH_PORTICO []      a portico binary to use instead of building ./cmd/portico
+#   BENCH_PROFILE []      a directory: every portico process writes a CPU profile
+#                         there (PORTICO_CPUPROFILE), named SCENARIO-STACK.prof
 #
 # Adding a scenario is one line in SCENARIOS (and an app under bench/apps or
 # bench/ if it needs one); adding a stack is one start_<stack> function plus a
@@ -67,6 +69,11 @@ CLIENT_CPU=1
 WORKERS=2
 OVERLOAD_SLEEP_MS=10 # bench/apps/sleepy.py
 QUEUE_TIMEOUT=1s     # portico's --queue-timeout in the overload scenario
+# nginx's idle connections kept to php-fpm in proxy-php (upstream keepalive N
+# with fastcgi_keep_conn on); 0: a connection per request. A kept connection
+# holds a php-fpm child while it idles in nginx's cache, so with more
+# connections than children requests stall in php-fpm's backlog (see bench/README.md).
+FPM_KEEPALIVE=${BENCH_FPM_KEEPALIVE:-8}
 
 # The settings every stack shares: 2 worker processes of 1 thread, logging
 # off, nginx with 1 worker process (pinned to CPU 0 with its upstream).
@@ -74,7 +81,8 @@ unset DJANGO_DEBUG # DEBUG off in every Django scenario
 
 # ---------------------------------------------------------------------------
 # Scenarios: name|app (directory under the app copies)|module:callable|URL path|kind|title
-#   kind: http (wrk at $CONNS), overload (wrk at $OVERLOAD_CONNS, status counts), idle (idleconns)
+#   kind: http (wrk at $CONNS), proxy (http, and the front's own CPU apart from
+#   its upstream's), overload (wrk at $OVERLOAD_CONNS, status counts), idle (idleconns)
 # and, in SCENARIO_STACKS, the stacks each scenario runs, in table order.
 SCENARIOS=(
 	"hello|hello|app:application|/|http|Hello-world WSGI app (examples/hello); the nginx → portico row is issue 3's \"Portico behind nginx\""
@@ -82,6 +90,9 @@ SCENARIOS=(
 	"django-template|djangobench|benchsite.wsgi:application|/rows|http|Django 3.2 template page with a 100-row loop (bench/djangobench /rows)"
 	"overload|sleepy|sleepy:application|/|overload|2x overload: 10 ms requests, 2 workers (capacity 200 req/s)"
 	"idle|hello|app:application|/|idle|Idle keep-alive connections"
+	"proxy-http|hello|-|/|proxy|Reverse proxy to one HTTP upstream (an nginx of 1 worker answering \"Hello, World!\" with keep-alive), the same behind every front"
+	"proxy-uwsgi|hello|app:application|/|proxy|Reverse proxy to uWSGI --socket over TCP (examples/hello, 2 processes)"
+	"proxy-php|php|-|/index.php|proxy|Reverse proxy to php-fpm over TCP (bench/php/index.php, pm static, 2 children)"
 )
 declare -A SCENARIO_STACKS=(
 	[hello]="portico uwsgi nginx-uwsgi gunicorn-sync gunicorn-gthread nginx-gunicorn nginx-portico"
@@ -89,6 +100,9 @@ declare -A SCENARIO_STACKS=(
 	[django-template]="portico uwsgi nginx-uwsgi gunicorn-sync"
 	[overload]="portico gunicorn-sync"
 	[idle]="portico nginx-static"
+	[proxy-http]="portico-http nginx-http caddy-http"
+	[proxy-uwsgi]="portico-uwsgi nginx-uwsgi-tcp"
+	[proxy-php]="portico-php nginx-php"
 )
 # Extra portico flags per scenario.
 declare -A PORTICO_EXTRA=(
@@ -104,6 +118,13 @@ declare -A STACK_LABEL=(
 	[nginx-gunicorn]="nginx → gunicorn (unix socket)"
 	[nginx-portico]="nginx → portico --uwsgi-socket"
 	[nginx-static]="nginx (return 200)"
+	[portico-http]="portico → nginx"
+	[nginx-http]="nginx proxy_pass → nginx"
+	[caddy-http]="Caddy reverse_proxy → nginx"
+	[portico-uwsgi]="portico → uWSGI (TCP)"
+	[nginx-uwsgi-tcp]="nginx uwsgi_pass → uWSGI (TCP)"
+	[portico-php]="portico → php-fpm (TCP)"
+	[nginx-php]="nginx fastcgi_pass → php-fpm (TCP)"
 )
 
 # ---------------------------------------------------------------------------
@@ -298,6 +319,50 @@ env_flags() {
 	done
 }
 
+# upstream_port: a second free port, for a stack's upstream, in UP (PORT,
+# the front's, is left as it is).
+upstream_port() {
+	local front=$PORT
+	free_port
+	UP=$PORT
+	PORT=$front
+}
+
+# wait_listen PORT: wait up to 60 s until something listens on 127.0.0.1:PORT
+# (an upstream, before its front is started: a front's first request must not
+# fail and take the upstream out of rotation), while every process of the stack lives.
+wait_listen() {
+	local i sid
+	for ((i = 0; i < 240; i++)); do
+		[[ -n $(ss -Htln "sport = :$1") ]] && return 0
+		for sid in "${STACK_SIDS[@]}"; do
+			if ! proc_fields "$sid" || [[ ${F[0]} == Z ]]; then
+				log "$CUR: an upstream exited before listening on :$1"
+				return 1
+			fi
+		done
+		sleep 0.25
+	done
+	log "$CUR: nothing listens on :$1 after 60 s"
+	return 1
+}
+
+# portico_env: in PENV, "env PORTICO_CPUPROFILE=..." when BENCH_PROFILE is set.
+portico_env() {
+	PENV=()
+	[[ -n ${BENCH_PROFILE:-} ]] && PENV=(env "PORTICO_CPUPROFILE=$BENCH_PROFILE/$CUR.prof")
+	return 0
+}
+
+# show_config LANG FILE: FILE in the report's commands section.
+show_config() {
+	{
+		printf '\n<details><summary>%s: %s</summary>\n\n```%s\n' "$CUR" "${2##*/}" "$1"
+		sed "s|$WORK|\$TMP|g" "$2"
+		printf '```\n\n</details>\n'
+	} >>"$RESULTS/commands-extra.md"
+}
+
 # ---------------------------------------------------------------------------
 # Stacks: start_<stack> APP_DIR MODULE:CALLABLE PORT. Each starts its
 # processes with spawn (upstream first) and returns; the caller waits for an
@@ -305,8 +370,9 @@ env_flags() {
 
 start_portico() {
 	env_flags --env
+	portico_env
 	# shellcheck disable=SC2086
-	spawn portico "$PORTICO" run --bind "127.0.0.1:$3" --workers "$WORKERS" --threads 1 \
+	spawn portico "${PENV[@]}" "$PORTICO" run --bind "127.0.0.1:$3" --workers "$WORKERS" --threads 1 \
 		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} "$2"
 }
 
@@ -347,8 +413,9 @@ start_nginx-gunicorn() {
 start_nginx-portico() {
 	local sock=$RUNDIR/$CUR-portico.sock
 	env_flags --env
+	portico_env
 	# shellcheck disable=SC2086
-	spawn portico "$PORTICO" run --uwsgi-socket "unix:$sock" --workers "$WORKERS" --threads 1 \
+	spawn portico "${PENV[@]}" "$PORTICO" run --uwsgi-socket "unix:$sock" --workers "$WORKERS" --threads 1 \
 		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} "$2"
 	# nginx may connect before portico listens; wait_answer retries through the 502s.
 	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$sock;"
@@ -359,10 +426,152 @@ start_nginx-static() {
 	start_nginx "$3" "default_type text/plain; return 200 \"Hello, World!\\n\";" 20000
 }
 
-# start_nginx PORT LOCATION-BODY [WORKER_CONNECTIONS]: nginx in the foreground
-# (daemon off), 1 worker process, no access log, everything under $WORK.
+# Proxy stacks (kind proxy): each starts its own copy of the upstream, with
+# the same settings for every front, waits until it listens, then the front.
+# Upstream and front are both pinned to CPU 0 and both counted in CPU/req;
+# the front's share is measured apart (the last session started).
+
+# start_hello_upstream PORT: the HTTP upstream of proxy-http, an nginx of 1
+# worker answering 14 bytes itself with keep-alive (nginx's defaults:
+# keepalive_timeout 75s, keepalive_requests 1000).
+start_hello_upstream() {
+	start_nginx "$1" "default_type text/plain; return 200 \"Hello, World!\\n\";" "" "" upstream
+	wait_listen "$1"
+}
+
+# start_uwsgi_socket PORT APP_DIR MODULE:CALLABLE: uWSGI speaking the uwsgi
+# protocol on 127.0.0.1:PORT, the hello scenario's settings.
+start_uwsgi_socket() {
+	env_flags --env
+	spawn uwsgi uwsgi --plugin python3 --master --processes "$WORKERS" --disable-logging --die-on-term \
+		--need-app --listen 1024 --socket "127.0.0.1:$1" --chdir "$2" "${FLAGS[@]}" --module "$3"
+	wait_listen "$1"
+}
+
+# start_php_fpm PORT: php-fpm with a pool on 127.0.0.1:PORT, pm static with
+# $WORKERS children, no access log (php-fpm's default), its own config (no
+# system pool); as root it needs -R and a pool user.
+start_php_fpm() {
+	local dir=$WORK/php-fpm-$CUR root=()
+	mkdir -p "$dir"
+	{
+		cat <<-EOF
+			[global]
+			pid = $dir/php-fpm.pid
+			error_log = $dir/error.log
+			daemonize = no
+			[bench]
+			listen = 127.0.0.1:$1
+			listen.backlog = 1024
+			pm = static
+			pm.max_children = $WORKERS
+		EOF
+		((EUID == 0)) && printf 'user = root\ngroup = root\n'
+	} >"$dir/php-fpm.conf"
+	((EUID == 0)) && root=(-R)
+	spawn php-fpm "$PHP_FPM" --nodaemonize --fpm-config "$dir/php-fpm.conf" "${root[@]}"
+	show_config ini "$dir/php-fpm.conf"
+	wait_listen "$1"
+}
+
+# start_portico_proxy PORT URL: portico run with one proxy route, "/" to URL.
+start_portico_proxy() {
+	portico_env
+	spawn portico "${PENV[@]}" "$PORTICO" run --bind "127.0.0.1:$1" --access-log off --proxy "/=$2"
+}
+
+start_portico-http() {
+	upstream_port
+	start_hello_upstream "$UP"
+	start_portico_proxy "$3" "http://127.0.0.1:$UP"
+}
+
+# nginx's standard keep-alive setup toward an HTTP upstream.
+start_nginx-http() {
+	upstream_port
+	start_hello_upstream "$UP"
+	start_nginx "$3" "proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://hello;" "" \
+		"upstream hello { server 127.0.0.1:$UP; keepalive 64; }"
+}
+
+# Caddy 2 reverse_proxy with its defaults (keep-alive, 32 idle connections per
+# upstream), no admin endpoint, no automatic HTTPS, no access log (Caddy logs
+# requests only with a log directive), its own log at ERROR.
+start_caddy-http() {
+	local dir=$WORK/caddy-$CUR
+	upstream_port
+	start_hello_upstream "$UP"
+	mkdir -p "$dir"
+	# (Not <<-: Caddy wants the tabs it would strip.)
+	cat >"$dir/Caddyfile" <<EOF
+{
+	admin off
+	auto_https off
+	log {
+		level ERROR
+	}
+}
+
+http://127.0.0.1:$3 {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:$UP
+}
+EOF
+	spawn caddy env HOME="$dir" XDG_CONFIG_HOME="$dir/config" XDG_DATA_HOME="$dir/data" \
+		caddy run --adapter caddyfile --config "$dir/Caddyfile"
+	show_config caddyfile "$dir/Caddyfile"
+}
+
+start_portico-uwsgi() {
+	upstream_port
+	start_uwsgi_socket "$UP" "$1" "$2"
+	start_portico_proxy "$3" "uwsgi://127.0.0.1:$UP"
+}
+
+# uwsgi_pass has no keep-alive (the uwsgi protocol is one request per connection).
+start_nginx-uwsgi-tcp() {
+	upstream_port
+	start_uwsgi_socket "$UP" "$1" "$2"
+	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass 127.0.0.1:$UP;"
+}
+
+# The config file is the only way to give a FastCGI route its document root.
+start_portico-php() {
+	local conf=$WORK/portico-$CUR.toml
+	upstream_port
+	start_php_fpm "$UP"
+	cat >"$conf" <<-EOF
+		access_log = "off"
+		[[listener]]
+		addr = "127.0.0.1:$3"
+		[[site]]
+		hosts = ["default"]
+		[[site.route]]
+		path = "/"
+		proxy = { upstreams = ["fastcgi://127.0.0.1:$UP"], root = "$1" }
+	EOF
+	portico_env
+	spawn portico "${PENV[@]}" "$PORTICO" serve -c "$conf"
+	show_config toml "$conf"
+}
+
+# nginx's standard PHP setup with keep-alive to php-fpm.
+start_nginx-php() {
+	local keep="fastcgi_keep_conn on;" cache="keepalive $FPM_KEEPALIVE;"
+	((FPM_KEEPALIVE > 0)) || { keep="" cache=""; }
+	upstream_port
+	start_php_fpm "$UP"
+	start_nginx "$3" "root $1; fastcgi_index index.php; include /etc/nginx/fastcgi_params; fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name; $keep fastcgi_pass php_fpm;" "" \
+		"upstream php_fpm { server 127.0.0.1:$UP; $cache }"
+}
+
+# start_nginx PORT LOCATION-BODY [WORKER_CONNECTIONS] [HTTP-BLOCK-EXTRA] [NAME]:
+# nginx in the foreground (daemon off), 1 worker process, no access log,
+# everything under $WORK/NAME-$CUR (NAME defaults to nginx; a second nginx in a
+# stack, such as an upstream, needs its own).
 start_nginx() {
-	local dir=$WORK/nginx-$CUR conns=${3:-4096}
+	local name=${5:-nginx}
+	local dir=$WORK/$name-$CUR conns=${3:-4096}
 	mkdir -p "$dir"
 	{
 		# As root, nginx would switch its worker to nobody; keep it root like every other server here.
@@ -380,6 +589,7 @@ start_nginx() {
 			    fastcgi_temp_path $dir/fastcgi;
 			    uwsgi_temp_path $dir/uwsgi;
 			    scgi_temp_path $dir/scgi;
+			    ${4:-}
 			    server {
 			        listen 127.0.0.1:$1;
 			        location / { $2 }
@@ -387,9 +597,9 @@ start_nginx() {
 			}
 		EOF
 	} >"$dir/nginx.conf"
-	spawn nginx nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g "daemon off;"
+	spawn "$name" nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g "daemon off;"
 	{
-		printf '\n<details><summary>%s: nginx.conf</summary>\n\n```nginx\n' "$CUR"
+		printf '\n<details><summary>%s: %s nginx.conf</summary>\n\n```nginx\n' "$CUR" "$name"
 		sed "s|$WORK|\$TMP|g" "$dir/nginx.conf"
 		printf '```\n\n</details>\n'
 	} >>"$RESULTS/commands-extra.md"
@@ -454,7 +664,7 @@ client() {
 
 # bench_http URL CONNS...: warm up, then RUNS wrk runs per connection count.
 bench_http() {
-	local url=$1 c run out t0 t1 b0 b1 wrkargs=()
+	local url=$1 c run out t0 t1 f0 f1 b0 b1 wrkargs=()
 	shift
 	[[ $KIND == overload ]] && wrkargs=(-s "$BENCH_DIR/status.lua")
 	client /dev/null taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" "$url"
@@ -463,19 +673,23 @@ bench_http() {
 		for ((run = 1; run <= RUNS; run++)); do
 			out=$LOGS/$CUR-wrk-c$c-run$run.txt
 			t0=$(cpu_ticks "${STACK_SIDS[@]}")
+			f0=$(cpu_ticks "${STACK_SIDS[-1]}")
 			b0=$(cpus_busy)
 			times >"$WORK/times0"
 			client "$out" taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency "${wrkargs[@]}" "$url"
 			times >"$WORK/times1"
 			b1=$(cpus_busy)
 			t1=$(cpu_ticks "${STACK_SIDS[@]}")
+			f1=$(cpu_ticks "${STACK_SIDS[-1]}")
 			quiesce
 			local r srv wrk
 			r=$(parse_wrk "$out")
 			srv=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')
 			wrk=$(children_cpu "$WORK/times0" "$WORK/times1")
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$run" "$r" "$srv" "$wrk" \
-				"$(awk -v b=$((b1 - b0)) -v hz="$CLK_TCK" -v s="$srv" -v w="$wrk" 'BEGIN { o = b / hz - s - w; printf "%.3f", (o < 0 ? 0 : o) }')" >>"$RESULTS/runs.tsv"
+			# The last column: the CPU seconds of the stack's last session, its front.
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$run" "$r" "$srv" "$wrk" \
+				"$(awk -v b=$((b1 - b0)) -v hz="$CLK_TCK" -v s="$srv" -v w="$wrk" 'BEGIN { o = b / hz - s - w; printf "%.3f", (o < 0 ? 0 : o) }')" \
+				"$(awk -v t=$((f1 - f0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')" >>"$RESULTS/runs.tsv"
 			log "  c=$c run $run: $(awk -F'\t' '{ printf "%s req/s, p50 %s ms, p99 %s ms, non-2xx %s, socket errors %s (+ %s read)", $3, $4, $5, $6, $7, $8 }' <<<"$r")"
 		done
 		printf '%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$(rss_kib "${STACK_SIDS[@]}")" >>"$RESULTS/rss.tsv"
@@ -515,7 +729,7 @@ bench_idle() {
 # ---------------------------------------------------------------------------
 # 1. Packages.
 
-PACKAGES=(nginx uwsgi uwsgi-plugin-python3 gunicorn caddy python3-django wrk nghttp2-client curl)
+PACKAGES=(nginx uwsgi uwsgi-plugin-python3 gunicorn caddy php-fpm python3-django wrk nghttp2-client curl)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -529,7 +743,9 @@ if ((${#missing[@]} > 0)); then
 	"${sudo[@]}" apt-get update
 	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
-for cmd in nginx uwsgi gunicorn wrk curl taskset setsid ss go "$PYTHON"; do
+# Debian's php-fpm names its binary after the PHP version (php-fpm8.2).
+PHP_FPM=$(command -v php-fpm || compgen -G '/usr/sbin/php-fpm[0-9]*' | sort -V | tail -n 1 || true)
+for cmd in nginx uwsgi gunicorn caddy "${PHP_FPM:-php-fpm}" wrk curl taskset setsid ss go "$PYTHON"; do
 	command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found"
 done
 (($(nproc) >= 2)) || die "need 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU)"
@@ -551,6 +767,7 @@ go build -o "$IDLECONNS" ./bench/idleconns
 cp -a examples/hello "$APPS/hello"
 cp -a bench/djangobench "$APPS/djangobench"
 cp -a bench/apps "$APPS/sleepy"
+cp -a bench/php "$APPS/php"
 mkdir -p "$APPS/djangoproject"
 (cd examples/djangoproject && tar --exclude=db.sqlite3 --exclude=staticfiles --exclude=__pycache__ -cf - .) |
 	(cd "$APPS/djangoproject" && tar -xf -)
@@ -573,7 +790,7 @@ for entry in "${SCENARIOS[@]}"; do
 	IFS='|' read -r SCENARIO APP MODULE URLPATH KIND TITLE <<<"$entry"
 	selected "$SCENARIO" "$SCENARIO_FILTER" || continue
 	case $KIND in
-	http) conns=$CONNS ;;
+	http | proxy) conns=$CONNS ;;
 	overload) conns=$OVERLOAD_CONNS ;;
 	idle) conns=$IDLE_CONNS ;;
 	esac
@@ -596,8 +813,8 @@ for entry in "${SCENARIOS[@]}"; do
 		STACK_CMDS=()
 		free_port
 		log "$CUR on 127.0.0.1:$PORT"
-		"start_$STACK" "$APPS/$APP" "$MODULE" "$PORT"
 		url=http://127.0.0.1:$PORT$URLPATH
+		"start_$STACK" "$APPS/$APP" "$MODULE" "$PORT" || true # a failed upstream shows in wait_answer
 		if wait_answer "$url"; then
 			case $KIND in
 			idle) bench_idle "127.0.0.1:$PORT" ;;
@@ -655,7 +872,8 @@ if [[ $OUT != none ]]; then
 			- $(version_of nginx -v)
 			- uWSGI $(version_of uwsgi --version), plugin python3 (uwsgi-plugin-python3 $(dpkg-query -W -f='${Version}' uwsgi-plugin-python3 2>/dev/null || echo '?'))
 			- $(version_of gunicorn --version)
-			- caddy $(version_of caddy version) (installed, not used yet)
+			- caddy $(version_of caddy version) (Debian's, in proxy-http)
+			- $(version_of "$PHP_FPM" -v) (in proxy-php, opcache as Debian ships it)
 			- $(version_of "$PYTHON" --version) ($PYTHON)
 			- Django $("$PYTHON" -c 'import django; print(django.get_version())')
 			- $(version_of wrk -v | cut -d' ' -f1-3)
@@ -678,6 +896,10 @@ if [[ $OUT != none ]]; then
 			  RSS: sum of VmRSS of the stack's processes after the runs at that connection count;
 			  errors: non-2xx answers + wrk's connect, write and timeout errors; closes: wrk's read errors, which are the
 			  server closing the connection after a response (uWSGI's --http-socket does so after every one; wrk reconnects).
+			- Proxy scenarios: every stack starts its own copy of the upstream with the same settings, then the front, both pinned to CPU $SERVER_CPU;
+			  CPU µs/req counts both, front µs/req the front alone (the upstream's share is the difference). nginx fronts use the
+			  standard keep-alive setups (\`upstream { keepalive 64; }\`, \`proxy_http_version 1.1\`, \`Connection ""\`; \`keepalive $FPM_KEEPALIVE\` (0: none) and
+			  \`fastcgi_keep_conn on\` toward php-fpm; uwsgi_pass has none), Caddy its defaults, portico its defaults (least_conn, buffering on).
 			- Ratio columns: that portico stack's figure ÷ this row's, at the same connection count: req/s (higher is better for portico), then CPU per request (lower is better for portico).
 
 		EOF
