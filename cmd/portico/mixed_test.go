@@ -91,8 +91,8 @@ func TestExampleMixed(t *testing.T) {
 			if err := json.Unmarshal(body, &got); err != nil {
 				t.Fatalf("%s: %v: %s", path, err, body)
 			}
-			got.Post = nil
-			if got != want {
+			if got.Service != want.Service || got.Script_Name != want.Script_Name || got.Path_Info != want.Path_Info ||
+				got.Request_URI != want.Request_URI || got.Method != want.Method {
 				t.Errorf("%s: php saw %+v, want %+v", path, got, want)
 			}
 		}
@@ -104,7 +104,7 @@ func TestExampleMixed(t *testing.T) {
 		}
 		resp, body = get(t, c, p.URL("/blog/missing.php"))
 		wantStatus(t, resp, body, http.StatusNotFound)
-		resp, body = get(t, c, p.URL("/blog/index.php"))
+		_, body = get(t, c, p.URL("/blog/index.php"))
 		if strings.Contains(string(body), "<?php") {
 			t.Errorf("PHP source served: %s", body)
 		}
@@ -113,7 +113,7 @@ func TestExampleMixed(t *testing.T) {
 	t.Run("django", func(t *testing.T) {
 		resp, body := get(t, c, p.URL("/env"))
 		wantStatus(t, resp, body, http.StatusOK)
-		if !strings.Contains(string(body), `"REQUEST_METHOD"`) {
+		if !strings.Contains(string(body), `"PATH_INFO": "/env"`) {
 			t.Errorf("/env: %s", truncate(body, 300))
 		}
 	})

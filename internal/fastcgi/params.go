@@ -230,7 +230,7 @@ func AppendParams(dst []byte, r *http.Request, opt ParamsOptions) ([]byte, error
 	dst = AppendPair(dst, "GATEWAY_INTERFACE", "CGI/1.1")
 	dst = AppendPair(dst, "SERVER_SOFTWARE", "portico")
 
-	remoteAddr, remotePort := splitRemote(r.RemoteAddr)
+	remoteAddr, remotePort := uwsgi.SplitRemote(r.RemoteAddr)
 	if o != nil && o.RemoteAddr != "" {
 		remoteAddr = o.RemoteAddr
 	}
@@ -246,7 +246,7 @@ func AppendParams(dst []byte, r *http.Request, opt ParamsOptions) ([]byte, error
 	if host == "" {
 		host = urlHost
 	}
-	hostName, hostPort := splitHost(host)
+	hostName, hostPort := uwsgi.SplitHost(host)
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
 	var localIP netip.Addr
 	if local != nil {
@@ -412,62 +412,4 @@ func skipHeader(name string) bool {
 		return strings.EqualFold(name, "Transfer-Encoding")
 	}
 	return false
-}
-
-// splitHost splits a Host header value into name and port without
-// allocating. IPv6 brackets are stripped from the name; a port that is not
-// all digits is dropped.
-func splitHost(host string) (name, port string) {
-	if strings.HasPrefix(host, "[") {
-		end := strings.IndexByte(host, ']')
-		if end < 0 {
-			return host, ""
-		}
-		name, rest := host[1:end], host[end+1:]
-		if len(rest) > 1 && rest[0] == ':' && allDigits(rest[1:]) {
-			port = rest[1:]
-		}
-		return name, port
-	}
-	i := strings.IndexByte(host, ':')
-	if i < 0 || strings.IndexByte(host[i+1:], ':') >= 0 {
-		return host, "" // no port, or a bare IPv6 address
-	}
-	if allDigits(host[i+1:]) {
-		port = host[i+1:]
-	}
-	return host[:i], port
-}
-
-// splitRemote splits an http.Request.RemoteAddr into address and port. A
-// bare IP address has no port; anything else that is not host:port (a Unix
-// socket peer such as "@" or "") has neither.
-func splitRemote(addr string) (host, port string) {
-	if addr == "" {
-		return "", ""
-	}
-	if addr[0] == '[' {
-		end := strings.IndexByte(addr, ']')
-		if end > 0 && end+2 < len(addr) && addr[end+1] == ':' && allDigits(addr[end+2:]) {
-			return addr[1:end], addr[end+2:]
-		}
-	} else if i := strings.IndexByte(addr, ':'); i > 0 && strings.IndexByte(addr[i+1:], ':') < 0 && allDigits(addr[i+1:]) {
-		return addr[:i], addr[i+1:]
-	}
-	if ip, err := netip.ParseAddr(addr); err == nil && ip.IsValid() {
-		return addr, ""
-	}
-	return "", ""
-}
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }

@@ -98,4 +98,3 @@ php_admin_flag[log_errors] = on
 	}
 	return p
 }
-

@@ -116,7 +116,7 @@ func AppendRequest(dst []byte, r *http.Request, opt EnvironOptions) ([]byte, err
 	if host == "" {
 		host = urlHost
 	}
-	hostName, hostPort := splitHost(host)
+	hostName, hostPort := SplitHost(host)
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
 
 	dst, mark = appendKey(dst, "SERVER_NAME")
@@ -147,7 +147,7 @@ func AppendRequest(dst []byte, r *http.Request, opt EnvironOptions) ([]byte, err
 	}
 	dst = endValue(dst, mark)
 
-	remoteAddr, remotePort := splitRemote(r.RemoteAddr)
+	remoteAddr, remotePort := SplitRemote(r.RemoteAddr)
 	if o != nil && o.RemoteAddr != "" {
 		remoteAddr = o.RemoteAddr
 	}
@@ -310,10 +310,11 @@ func stripMount(path, mount string) string {
 	return path
 }
 
-// splitHost splits a Host header value into name and port without
-// allocating. IPv6 brackets are stripped from the name; a port that is not
-// all digits is dropped.
-func splitHost(host string) (name, port string) {
+// SplitHost splits a Host header value into name and port without
+// allocating (SERVER_NAME and SERVER_PORT of a CGI-style environ). IPv6
+// brackets are stripped from the name; a port that is not all digits is
+// dropped.
+func SplitHost(host string) (name, port string) {
 	if strings.HasPrefix(host, "[") {
 		end := strings.IndexByte(host, ']')
 		if end < 0 {
@@ -335,10 +336,11 @@ func splitHost(host string) (name, port string) {
 	return host[:i], port
 }
 
-// splitRemote splits an http.Request.RemoteAddr into address and port
-// without allocating. A bare IP address has no port; anything else that is
-// not host:port (a Unix socket peer such as "@" or "") has neither.
-func splitRemote(addr string) (host, port string) {
+// SplitRemote splits an http.Request.RemoteAddr into address and port
+// without allocating (REMOTE_ADDR and REMOTE_PORT). A bare IP address has
+// no port; anything else that is not host:port (a Unix socket peer such as
+// "@" or "") has neither.
+func SplitRemote(addr string) (host, port string) {
 	if addr == "" {
 		return "", ""
 	}

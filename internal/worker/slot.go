@@ -25,8 +25,6 @@ type slot struct {
 	br    *bufio.Reader
 	fr    frameReader
 	state atomic.Int32
-	// scratch is the pump's read buffer, allocated on first use.
-	scratch []byte
 
 	// next is the request written ahead on this slot while another one
 	// runs (see Pool.acquire); the exchange that ends hands the slot to it.
