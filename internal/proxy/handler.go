@@ -259,6 +259,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		switch {
 		case body != nil:
 			req.Body = io.NopCloser(replay(body))
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(replay(body)), nil }
 		case streamBody:
 			req.Body = &trackedBody{r: r.Body, read: bodyRead}
 		case req != r:

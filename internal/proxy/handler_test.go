@@ -38,7 +38,7 @@ func upstreamFor(t *testing.T, raw string) *Upstream {
 		t.Fatal(err)
 	}
 	tr := NewHTTPTransport(tg, time.Second)
-	t.Cleanup(tr.CloseIdleConnections)
+	t.Cleanup(tr.(interface{ CloseIdleConnections() }).CloseIdleConnections)
 	return &Upstream{Name: raw, URL: tg.URL, Transport: tr}
 }
 

@@ -100,6 +100,7 @@ func forwardHeaders(out http.Header, r *http.Request, ops []HeaderOp, forwarded 
 	up, upgrade := isUpgrade(r.Header)
 	removeHopByHop(out)
 	delete(out, "Proxy")
+	delete(out, "Expect") // the body is sent at once (Portico has it, or streams it)
 	if upgrade {
 		out.Set("Connection", "Upgrade")
 		out.Set("Upgrade", up)

@@ -98,17 +98,23 @@ func ParseTarget(s string) (Target, error) {
 	return t, nil
 }
 
-// NewHTTPTransport returns the transport of one HTTP upstream: net/http's,
-// with its own keep-alive pool, dialling only t's address (the host name
-// is resolved at each new connection, so a DNS change is followed as the
-// records' TTL lets the resolver see it), no proxy from the environment,
-// and no transparent decompression (Accept-Encoding and the encoded body
-// pass through).
-func NewHTTPTransport(t Target, connectTimeout time.Duration) *http.Transport {
+// NewHTTPTransport returns the transport of one HTTP upstream, with its own
+// keep-alive pool, dialling only t's address: the host name is resolved at
+// each new connection, so a DNS change is followed as the records' TTL
+// lets the resolver see it. Plain HTTP (TCP or a unix socket) gets
+// H1Transport; HTTPS gets net/http's Transport (no proxy from the
+// environment, no transparent decompression: Accept-Encoding and the
+// encoded body pass through).
+func NewHTTPTransport(t Target, connectTimeout time.Duration) http.RoundTripper {
 	if connectTimeout <= 0 {
 		connectTimeout = 5 * time.Second
 	}
 	d := &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	if !t.TLS {
+		return &H1Transport{Dial: func(ctx context.Context) (net.Conn, error) {
+			return d.DialContext(ctx, t.Network, t.Address)
+		}}
+	}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, t.Network, t.Address)
@@ -124,10 +130,8 @@ func NewHTTPTransport(t Target, connectTimeout time.Duration) *http.Transport {
 		WriteBufferSize:       32 << 10,
 		ReadBufferSize:        32 << 10,
 	}
-	if t.TLS {
-		host, _, _ := net.SplitHostPort(t.Address)
-		tr.TLSClientConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-		tr.TLSHandshakeTimeout = connectTimeout
-	}
+	host, _, _ := net.SplitHostPort(t.Address)
+	tr.TLSClientConfig = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	tr.TLSHandshakeTimeout = connectTimeout
 	return tr
 }
