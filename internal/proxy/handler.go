@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +74,11 @@ type Options struct {
 	// WebSocketTimeout closes a switched (WebSocket) connection after this
 	// long without a byte either way. Zero: 1h.
 	WebSocketTimeout time.Duration
+	// Ahead lets a request whose body is at most AheadMaxBody bytes take a
+	// place an upstream offers behind the request it runs (Pool.Offer:
+	// the worker pool's write-ahead) when no capacity is free.
+	Ahead        bool
+	AheadMaxBody int64
 	// Rewrite, when set, adjusts each outgoing request before it is sent
 	// (its URL, its headers); it runs after the forwarding headers are set.
 	Rewrite func(out *http.Request)
@@ -219,12 +223,17 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		bodyRead = new(atomic.Bool)
 	}
 	var lastErr error
+	canAhead := h.opt.Ahead && !streamBody && length <= h.opt.AheadMaxBody
+	requeues := 0
+	var requeued *Lease
 	for attempt := 0; ; attempt++ {
-		var av func(*Upstream) bool
-		if len(tried) > 0 {
-			av = avoiding(tried)
+		var lease Lease
+		var err error
+		if requeued != nil {
+			lease, requeued = *requeued, nil
+		} else {
+			lease, err = h.opt.Pool.Acquire(r.Context(), r, tried, attempt > 0, canAhead)
 		}
-		lease, err := h.opt.Pool.Acquire(r.Context(), r, av, attempt > 0)
 		if err != nil {
 			if lastErr != nil && errors.Is(err, ErrNoUpstream) {
 				return lastErr // the upstreams left were all tried
@@ -269,7 +278,25 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			h.opt.Rewrite(req)
 		}
 		tryStart := time.Now()
-		resp, err := u.Transport.RoundTrip(req)
+		var resp *http.Response
+		if lt, ok := u.Transport.(LeaseTransport); ok {
+			resp, err = lt.RoundTripLease(req, lease)
+		} else {
+			resp, err = u.Transport.RoundTrip(req)
+		}
+		if errors.Is(err, ErrRequeue) && requeues < maxRequeues {
+			// Nothing was sent: ask again, first in line.
+			dl.end()
+			u.requests.Add(-1)
+			requeues++
+			attempt--
+			next, err := h.opt.Pool.Requeue(r.Context(), r, lease, tried, canAhead)
+			if err != nil {
+				return err
+			}
+			requeued = &next
+			continue
+		}
 		if err == nil && !upgrade && retryStatus(resp.StatusCode) {
 			err = fmt.Errorf("%w: %d", errBadStatus, resp.StatusCode)
 			if h.canRetry(r, attempt, start, false, bodyRead != nil && bodyRead.Load()) && h.opt.Pool.other(u, tried) {
@@ -308,9 +335,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// avoiding returns the filter that keeps a retry off the upstreams tried.
-func avoiding(tried []*Upstream) func(*Upstream) bool {
-	return func(u *Upstream) bool { return slices.Contains(tried, u) }
+// maxRequeues bounds how often one request asks the pool again after an
+// unusable lease (ErrRequeue), so that a broken transport cannot spin.
+const maxRequeues = 64
+
+// LeaseTransport is a transport that wants to know the lease its request
+// runs under (whether it is a place offered behind a running request: the
+// worker pool's write-ahead). The Handler calls RoundTripLease instead of
+// RoundTrip for it.
+type LeaseTransport interface {
+	RoundTripLease(r *http.Request, l Lease) (*http.Response, error)
 }
 
 // deadline is one try's upstream timeout: a context cancelled with
@@ -324,10 +358,6 @@ type deadline struct {
 	watch  *time.Timer // starts watching the client, see newDeadline
 	d      time.Duration
 }
-
-// clientWatchDelay is how long a try runs before it also ends when the
-// client goes away.
-const clientWatchDelay = 100 * time.Millisecond
 
 // newDeadline starts a try's timeout. The try's context keeps the
 // request's values (the uwsgi Origin, the local address) but not its
@@ -447,6 +477,15 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 		defer copyPool.Put(bp)
 		buf := (*bp)[:resp.ContentLength]
 		_, err := io.ReadFull(body, buf)
+		if err == nil {
+			// Read on to the body's end (nothing more is there): a
+			// transport frees its connection or worker at the end it sees,
+			// not at Close before it.
+			var one [1]byte
+			if n, _ := body.Read(one[:]); n > 0 {
+				err = fmt.Errorf("%w: more body than its Content-Length", errUpstream)
+			}
+		}
 		resp.Body.Close()
 		if err != nil {
 			return h.bodyError(lease.Upstream(), err)

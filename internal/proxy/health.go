@@ -78,7 +78,7 @@ func (p *Pool) Stop() {
 		<-p.done
 		p.stop = nil
 	}
-	for _, u := range p.ups {
+	for _, u := range p.Upstreams() {
 		if c, ok := u.Transport.(interface{ CloseIdleConnections() }); ok {
 			c.CloseIdleConnections()
 		}
@@ -88,7 +88,7 @@ func (p *Pool) Stop() {
 // checkAll checks every upstream once, in parallel, and waits.
 func (p *Pool) checkAll(hc *HealthCheck) {
 	var wg sync.WaitGroup
-	for _, u := range p.ups {
+	for _, u := range p.Upstreams() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -10,14 +10,33 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Selector is a balancing policy: it chooses the upstream for a request.
 type Selector interface {
-	// Select returns one of ups for which usable reports true, or nil when
-	// there is none. usable already accounts for health, capacity and the
+	// Select returns one of ups for which usable.OK reports true, or nil
+	// when there is none. usable accounts for health, capacity and the
 	// upstreams a retry must avoid; a Selector only chooses.
-	Select(ups []*Upstream, usable func(*Upstream) bool, r *http.Request) *Upstream
+	Select(ups []*Upstream, usable Usable, r *http.Request) *Upstream
+}
+
+// Usable says which upstreams a request may go to now: in rotation, below
+// capacity, not one a retry must avoid. It is a value, not a func, so that
+// choosing allocates nothing.
+type Usable struct {
+	now   int64 // unix nanoseconds
+	avoid []*Upstream
+}
+
+// UsableAt returns the Usable of a request at now avoiding avoid.
+func UsableAt(now time.Time, avoid []*Upstream) Usable {
+	return Usable{now: now.UnixNano(), avoid: avoid}
+}
+
+// OK reports whether u may take the request.
+func (f Usable) OK(u *Upstream) bool {
+	return u.available(f.now) && (len(f.avoid) == 0 || !slices.Contains(f.avoid, u))
 }
 
 // Policy names, as the config spells them.
@@ -60,7 +79,7 @@ func NewSelector(policy, hashKey string, ups []*Upstream) (Selector, error) {
 type LeastConn struct{ next atomic.Uint32 }
 
 // Select implements Selector.
-func (s *LeastConn) Select(ups []*Upstream, usable func(*Upstream) bool, _ *http.Request) *Upstream {
+func (s *LeastConn) Select(ups []*Upstream, usable Usable, _ *http.Request) *Upstream {
 	n := len(ups)
 	if n == 0 {
 		return nil
@@ -70,7 +89,7 @@ func (s *LeastConn) Select(ups []*Upstream, usable func(*Upstream) bool, _ *http
 	var bestN, bestW int64
 	for i := range n {
 		u := ups[(start+i)%n]
-		if !usable(u) {
+		if !usable.OK(u) {
 			continue
 		}
 		c, w := u.inflight.Load(), u.weight()
@@ -95,14 +114,17 @@ type RoundRobin struct {
 func NewRoundRobin(n int) *RoundRobin { return &RoundRobin{current: make([]int64, n)} }
 
 // Select implements Selector.
-func (s *RoundRobin) Select(ups []*Upstream, usable func(*Upstream) bool, _ *http.Request) *Upstream {
+func (s *RoundRobin) Select(ups []*Upstream, usable Usable, _ *http.Request) *Upstream {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var best *Upstream
 	var total int64
 	for _, u := range ups {
-		if u.index >= len(s.current) || !usable(u) {
+		if !usable.OK(u) {
 			continue
+		}
+		if u.index >= len(s.current) { // an upstream added later
+			s.current = append(s.current, make([]int64, u.index+1-len(s.current))...)
 		}
 		w := u.weight()
 		s.current[u.index] += w
@@ -125,11 +147,11 @@ func (s *RoundRobin) Select(ups []*Upstream, usable func(*Upstream) bool, _ *htt
 type RandomTwo struct{}
 
 // Select implements Selector.
-func (RandomTwo) Select(ups []*Upstream, usable func(*Upstream) bool, _ *http.Request) *Upstream {
+func (RandomTwo) Select(ups []*Upstream, usable Usable, _ *http.Request) *Upstream {
 	var buf [16]*Upstream
 	cand := buf[:0]
 	for _, u := range ups {
-		if usable(u) {
+		if usable.OK(u) {
 			cand = append(cand, u)
 		}
 	}
@@ -160,9 +182,9 @@ func score(u *Upstream) int64 {
 type First struct{}
 
 // Select implements Selector.
-func (First) Select(ups []*Upstream, usable func(*Upstream) bool, _ *http.Request) *Upstream {
+func (First) Select(ups []*Upstream, usable Usable, _ *http.Request) *Upstream {
 	for _, u := range ups {
-		if usable(u) {
+		if usable.OK(u) {
 			return u
 		}
 	}
@@ -275,14 +297,14 @@ func hash64(s string) uint64 {
 }
 
 // Select implements Selector.
-func (s *Hash) Select(ups []*Upstream, usable func(*Upstream) bool, r *http.Request) *Upstream {
+func (s *Hash) Select(ups []*Upstream, usable Usable, r *http.Request) *Upstream {
 	key, ok := s.key(r)
 	if !ok || len(s.points) == 0 {
 		return s.fallback.Select(ups, usable, r)
 	}
 	var total, n int64
 	for _, u := range ups {
-		if usable(u) {
+		if usable.OK(u) {
 			total += u.inflight.Load()
 			n++
 		}
@@ -297,7 +319,7 @@ func (s *Hash) Select(ups []*Upstream, usable func(*Upstream) bool, r *http.Requ
 	var first *Upstream
 	for i := range len(s.points) {
 		u := s.owners[(start+i)%len(s.points)]
-		if !usable(u) {
+		if !usable.OK(u) {
 			continue
 		}
 		if first == nil {

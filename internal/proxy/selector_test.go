@@ -21,7 +21,7 @@ func testUpstreams(weights ...int) []*Upstream {
 	return ups
 }
 
-func all(*Upstream) bool { return true }
+var all = Usable{}
 
 func names(seq []*Upstream) string {
 	var b strings.Builder
@@ -60,7 +60,7 @@ func TestRoundRobinIsSmooth(t *testing.T) {
 	s := NewRoundRobin(3)
 	var seq []*Upstream
 	for range 4 {
-		seq = append(seq, s.Select(ups, func(u *Upstream) bool { return u != ups[1] }, nil))
+		seq = append(seq, s.Select(ups, Usable{avoid: []*Upstream{ups[1]}}, nil))
 	}
 	if got := names(seq); got != "0202" {
 		t.Errorf("with u1 down: %s, want 0202", got)
@@ -92,7 +92,7 @@ func TestLeastConn(t *testing.T) {
 			break
 		}
 	}
-	if u := s.Select(ups, func(*Upstream) bool { return false }, nil); u != nil {
+	if u := s.Select(ups, Usable{avoid: ups}, nil); u != nil {
 		t.Errorf("nothing usable: chose %s", u.Name)
 	}
 }
@@ -125,7 +125,7 @@ func TestFirst(t *testing.T) {
 	if u := (First{}).Select(ups, all, nil); u != ups[0] {
 		t.Errorf("chose %s", u.Name)
 	}
-	if u := (First{}).Select(ups, func(u *Upstream) bool { return u != ups[0] }, nil); u != ups[1] {
+	if u := (First{}).Select(ups, Usable{avoid: []*Upstream{ups[0]}}, nil); u != ups[1] {
 		t.Errorf("with u0 down chose %s", u.Name)
 	}
 }
@@ -173,7 +173,7 @@ func TestHashIsConsistent(t *testing.T) {
 			moved := 0
 			for k, u := range owner {
 				r := reqWith(k, k, "/p/"+k+"?q=1")
-				now := s.Select(ups, func(x *Upstream) bool { return x != gone }, r)
+				now := s.Select(ups, Usable{avoid: []*Upstream{gone}}, r)
 				if u != gone && now != u {
 					moved++
 				}
@@ -267,7 +267,7 @@ func TestPassiveHealthWindow(t *testing.T) {
 	if !u.Healthy(now.Add(10*time.Second)) || u.Healthy(now.Add(9*time.Second)) {
 		t.Error("want down for exactly fail_timeout")
 	}
-	if _, err := p.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false); err != nil {
+	if _, err := p.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false, false); err != nil {
 		t.Fatal(err)
 	}
 	if u.InFlight() != 0 || ups[1].InFlight() != 1 {
@@ -277,17 +277,17 @@ func TestPassiveHealthWindow(t *testing.T) {
 	ups2 := testUpstreams(1, 1)
 	ups2[1].Backup = true
 	p2 := NewPool(ups2, &LeastConn{}, PoolOptions{Logger: slog.New(slog.DiscardHandler)})
-	l, _ := p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false)
+	l, _ := p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false, false)
 	if l.Upstream() != ups2[0] {
 		t.Error("the backup was used while the primary was up")
 	}
 	ups2[0].activeDown.Store(true)
-	l, _ = p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false)
+	l, _ = p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false, false)
 	if l.Upstream() != ups2[1] {
 		t.Error("the backup was not used with the primary down")
 	}
 	ups2[1].activeDown.Store(true)
-	if _, err := p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false); err != ErrNoUpstream {
+	if _, err := p2.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false, false); err != ErrNoUpstream {
 		t.Errorf("all down: %v", err)
 	}
 }

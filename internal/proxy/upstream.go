@@ -41,6 +41,11 @@ type Upstream struct {
 	downUntil atomic.Int64
 	// activeDown is set while active health checks say the upstream fails.
 	activeDown atomic.Bool
+	// paused is set while the upstream's owner holds it out of rotation for
+	// a moment (Pool.Pause: a worker slot unwinding an interrupted request).
+	paused atomic.Bool
+	// removed is set once Pool.Remove took the upstream out of its pool.
+	removed atomic.Bool
 	// ewma is a moving average of response-head latency, in nanoseconds.
 	ewma atomic.Int64
 
@@ -73,14 +78,18 @@ func (u *Upstream) weight() int64 {
 
 // Healthy reports whether the upstream is in rotation at now: neither
 // taken out by passive failures nor failing its active checks.
-func (u *Upstream) Healthy(now time.Time) bool {
-	return !u.activeDown.Load() && now.UnixNano() >= u.downUntil.Load()
+func (u *Upstream) Healthy(now time.Time) bool { return u.healthy(now.UnixNano()) }
+
+func (u *Upstream) healthy(now int64) bool {
+	return !u.activeDown.Load() && now >= u.downUntil.Load()
 }
 
 // Available reports whether a request may be sent to the upstream at now:
-// it is healthy and below its MaxConns.
-func (u *Upstream) Available(now time.Time) bool {
-	return u.Healthy(now) && (u.MaxConns <= 0 || u.inflight.Load() < int64(u.MaxConns))
+// it is healthy, not paused, and below its MaxConns.
+func (u *Upstream) Available(now time.Time) bool { return u.available(now.UnixNano()) }
+
+func (u *Upstream) available(now int64) bool {
+	return u.healthy(now) && !u.paused.Load() && !u.removed.Load() && (u.MaxConns <= 0 || u.inflight.Load() < int64(u.MaxConns))
 }
 
 // claim takes one unit of the upstream's capacity, exactly: false when it

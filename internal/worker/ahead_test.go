@@ -69,9 +69,9 @@ func TestWriteAheadServesEveryRequest(t *testing.T) {
 	if after := tp.pid(t); after != before || strings.Contains(tp.log.String(), "worker died") {
 		t.Errorf("the worker was replaced (pid %v -> %v)", before, after)
 	}
-	porticotest.WaitFor(t, "the slot back in the free list", 5*time.Second, func() bool { return tp.q.idleLen() >= 1 })
-	if n := tp.q.idleLen(); n != 1 {
-		t.Errorf("%d entries in the free list for 1 idle slot", n)
+	porticotest.WaitFor(t, "the slot idle again", 5*time.Second, func() bool { return tp.idleLen() == 1 })
+	if n := len(tp.pp.Upstreams()); n != 1 {
+		t.Errorf("%d slots in the pool for 1 worker of 1 thread", n)
 	}
 }
 
@@ -211,10 +211,8 @@ func TestQueuedClientLeaves(t *testing.T) {
 // the worker's socket under load.
 func TestTryAheadLeavesIdleSlots(t *testing.T) {
 	tp := newTestPool(t, Options{Workers: 1})
-	porticotest.WaitFor(t, "an idle slot", 5*time.Second, func() bool { return tp.q.idleLen() == 1 })
-	tp.q.mu.Lock()
-	s := tp.q.idle[0]
-	tp.q.mu.Unlock()
+	porticotest.WaitFor(t, "an idle slot", 5*time.Second, func() bool { return tp.idleLen() == 1 })
+	s := tp.idleSlot()
 	if _, _, ok, err := tp.tryAhead(s, nil); ok || err != nil {
 		t.Fatalf("tryAhead took an idle slot (ok %v, err %v)", ok, err)
 	}

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +21,6 @@ import (
 // (proxy.StatusError): the proxy handler in front of the pool maps errors
 // to answers in one place.
 var (
-	ErrQueueFull     = newStatusError("worker: request queue full", http.StatusServiceUnavailable, slog.LevelWarn)
-	ErrQueueTimeout  = newStatusError("worker: no free worker within the queue timeout", http.StatusServiceUnavailable, slog.LevelWarn)
 	errTimeout       = newStatusError("worker: request timed out", http.StatusGatewayTimeout, slog.LevelError)
 	errCrashed       = newStatusError("worker: worker process lost during the request", http.StatusBadGateway, slog.LevelError)
 	errProtocol      = newStatusError("worker: protocol error from worker", http.StatusBadGateway, slog.LevelError)
@@ -56,8 +53,6 @@ var packetPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return 
 
 var copyPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-var _ http.RoundTripper = (*Pool)(nil)
-
 // ServeHTTP serves the request through the pool's proxy handler (see
 // handler), which reads the body completely before a worker is taken and
 // relays the response through a buffer, so that neither a slow upload nor
@@ -66,13 +61,38 @@ func (pl *Pool) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pl.handler.ServeHTTP(w, r)
 }
 
-// RoundTrip runs one request in a worker: it implements http.RoundTripper,
-// so that the proxy core serves the app as one more upstream. The body
-// must have a known length (r.ContentLength; the proxy handler spools
-// bodies). The response's body streams from the worker; the worker's slot
-// is free once the body is read to its end (at once for a response that
-// arrived whole) or, after Close, once the rest is drained.
-func (pl *Pool) RoundTrip(r *http.Request) (*http.Response, error) {
+// slotTransport runs requests on one slot: it is the transport of the
+// slot's proxy.Upstream, so that the proxy core's pool hands out the slots
+// (first come, first served) and its handler spools, relays and maps
+// errors, while the worker keeps what is particular to it: the packet,
+// the frames, write-ahead, interrupts and supervision.
+type slotTransport struct{ s *slot }
+
+var (
+	_ http.RoundTripper    = slotTransport{}
+	_ proxy.LeaseTransport = slotTransport{}
+)
+
+// RoundTrip runs r on the slot as a lease of free capacity would.
+func (t slotTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.RoundTripLease(r, proxy.Lease{})
+}
+
+// RoundTripLease runs one request in the slot's worker. The body must have
+// a known length (r.ContentLength; the proxy handler spools bodies). The
+// response's body streams from the worker; the slot is free once the body
+// is read to its end (at once for a response that arrived whole) or, after
+// Close, once the rest is drained.
+//
+// A lease of free capacity takes the slot, idle as the pool's accounting
+// says it is; a lease of a place behind the slot's running request (l.Ahead)
+// writes the request behind it (see tryAhead). Either may find the slot
+// gone meanwhile (closed, interrupted, the place taken): the answer is then
+// proxy.ErrRequeue, nothing having been sent, and the request asks the
+// pool again at the head of its queue.
+func (t slotTransport) RoundTripLease(r *http.Request, l proxy.Lease) (*http.Response, error) {
+	s := t.s
+	pl := s.pool
 	length := int64(0)
 	if r.Body != nil && r.Body != http.NoBody {
 		defer r.Body.Close()
@@ -101,11 +121,22 @@ func (pl *Pool) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	*bp = pkt
 
-	// A slot, within the queue's bounds; a request whose packet is all
-	// of it may be written ahead on a busy slot.
-	s, written, err := pl.acquire(r.Context(), pkt, !sendBody)
-	if err != nil {
-		return nil, err
+	written := false
+	switch {
+	case l.Ahead():
+		// A place behind the request running on s (write-ahead: see
+		// Pool.Offer and tryAhead).
+		if sendBody {
+			return nil, proxy.ErrRequeue
+		}
+		var ok bool
+		if _, written, ok, err = pl.tryAhead(s, pkt); !ok {
+			return nil, proxy.ErrRequeue
+		} else if err != nil {
+			return nil, err
+		}
+	case !s.tryAcquire():
+		return nil, proxy.ErrRequeue // closed or unwinding meanwhile
 	}
 	var body io.Reader
 	if sendBody {
@@ -114,99 +145,6 @@ func (pl *Pool) RoundTrip(r *http.Request) (*http.Response, error) {
 	// The exchange, bounded by the request timeout.
 	return pl.exchange(r, s, pkt, written, body)
 }
-
-// acquire takes a free slot, waiting in a bounded queue for a bounded time.
-//
-// When no slot is free, a request whose packet is complete (canAhead: no
-// body to stream after it) may instead be written ahead on a busy slot,
-// behind the request running there (HTTP pipelining, one deep): the worker
-// then finds it waiting when it finishes the current one and goes on
-// without sleeping, which halves its CPU cost per request when every worker
-// is busy. written tells the caller that pkt is in the worker already. A
-// request waits its turn there, as long as the one before it runs; if that
-// one's worker dies, the request is taken elsewhere when the worker had not
-// read it (errCrashed if it may have started it).
-func (pl *Pool) acquire(ctx context.Context, pkt []byte, canAhead bool) (_ *slot, written bool, err error) {
-	w := waiterPool.Get().(*waiter)
-	// Every path below leaves w out of the queue with its grant channel
-	// empty: a grant is sent only to a waiter taken out of the list, and
-	// is then always received.
-	defer waiterPool.Put(w)
-	limit := max(pl.opt.QueueSize, 0)
-	for {
-		g, ok, full := pl.q.take(w, canAhead, limit)
-		if full {
-			return nil, false, ErrQueueFull
-		}
-		if !ok {
-			break // queued
-		}
-		if s, written, ok, err := pl.use(g, pkt); ok {
-			return s, written, err
-		}
-	}
-
-	// Watch for the client's departure only after clientWatchDelay: asking
-	// for ctx.Done makes the server start a read on the connection to see
-	// it close, which costs more than the short waits of a busy but
-	// healthy server (a client that left during one costs at most a
-	// request run for nobody).
-	timeout := pl.opt.QueueTimeout
-	watchAt := clientWatchDelay
-	if timeout <= watchAt {
-		watchAt = 0
-		w.timer.Reset(timeout)
-	} else {
-		w.timer.Reset(watchAt)
-	}
-	defer w.timer.Stop()
-	var gone <-chan struct{}
-	for {
-		var quit error
-		select {
-		case g := <-w.grant:
-			if s, written, ok, err := pl.use(g, pkt); ok {
-				return s, written, err
-			}
-			pl.q.requeue(w) // it keeps its turn
-			continue
-		case <-w.timer.C:
-			if watchAt > 0 && gone == nil {
-				gone = ctx.Done()
-				w.timer.Reset(timeout - watchAt)
-				continue
-			}
-			quit = ErrQueueTimeout
-		case <-gone:
-			quit = ctx.Err()
-		}
-		if pl.q.leave(w) {
-			return nil, false, quit
-		}
-		// A grant is on its way: it wins the race.
-		if s, written, ok, err := pl.use(<-w.grant, pkt); ok {
-			return s, written, err
-		}
-		return nil, false, quit
-	}
-}
-
-// use tries to take what a waiter was granted: an idle slot (which may have
-// been closed meanwhile) or a place behind a busy slot's request. ok is
-// false when the request must look further.
-func (pl *Pool) use(g grant, pkt []byte) (_ *slot, written, ok bool, err error) {
-	if !g.ahead {
-		if g.taken || g.s.tryAcquire() {
-			return g.s, false, true, nil
-		}
-		return nil, false, false, nil
-	}
-	return pl.tryAhead(g.s, pkt)
-}
-
-// clientWatchDelay is how long a request waits for a worker before the
-// wait also ends when the client goes away.
-const clientWatchDelay = 100 * time.Millisecond
 
 // aheadMaxService disables writing ahead for an app whose requests take
 // longer than this on average: a request written ahead waits for the one
@@ -290,7 +228,7 @@ func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, bod
 		// The packet is all there: another may follow it.
 		s.aheadOK.Store(true)
 		if pl.aheadAllowed(s) {
-			pl.q.offer(s)
+			pl.pp.Offer(s.up)
 		}
 	} else {
 		// A large body goes in its own goroutine: the app may answer before
@@ -491,6 +429,7 @@ func (b *streamBody) finish(err error) {
 func (b *streamBody) fail(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		b.finish(errTimeout)
+		b.pl.pp.Pause(b.s.up)
 		go b.pl.drainAfterTimeout(b.s, b.bodyDone)
 		return errTimeout
 	}
@@ -501,11 +440,18 @@ func (b *streamBody) fail(err error) error {
 
 // Close, before the end, lets the rest of the response drain in the
 // background (the client went away, or the response was taken over): the
-// slot is free once the app is done, within the request's timeout.
+// slot is free once the app is done, within the request's timeout. The
+// slot is paused in the pool meanwhile, since the request's lease ends
+// now.
 func (b *streamBody) Close() error {
 	if !b.done {
 		b.first = nil
-		go func() { _, _ = io.Copy(io.Discard, onlyReader{b}) }()
+		pp, up := b.pl.pp, b.s.up
+		pp.Pause(up)
+		go func() {
+			defer pp.Resume(up)
+			_, _ = io.Copy(io.Discard, onlyReader{b})
+		}()
 	}
 	return nil
 }
@@ -603,6 +549,7 @@ var hopByHop = map[string]bool{
 func (pl *Pool) failed(s *slot, err error, bodyDone chan error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
+		pl.pp.Pause(s.up)
 		go pl.drainAfterTimeout(s, bodyDone)
 		return errTimeout
 	case errors.Is(err, errTimeout), errors.Is(err, errApp):

@@ -28,7 +28,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -178,8 +177,11 @@ type Pool struct {
 	// handler serves HTTP with the pool as its one upstream (ServeHTTP).
 	handler *proxy.Handler
 
-	q      queue        // idle slots and waiting requests
-	aheads atomic.Int64 // requests that ran written ahead (see acquire)
+	// pp hands the slots out: each slot of a serving process is one of its
+	// upstreams (MaxConns 1), and requests that find none free wait in its
+	// first-come, first-served queue.
+	pp     *proxy.Pool
+	aheads atomic.Int64 // requests that ran written ahead (see tryAhead)
 	// aheadRetries counts requests written ahead whose worker died first.
 	aheadRetries atomic.Int64
 	// serviceTime is a moving average of how long requests hold a slot,
@@ -210,6 +212,11 @@ func New(opt Options) (*Pool, error) {
 		done:   make(chan struct{}),
 		procs:  make(map[*process]struct{}),
 	}
+	// Least in flight, ties in turn: an idle slot if there is one, spread
+	// over the workers. While no worker serves (at start, between a crash
+	// and its replacement) requests wait rather than fail.
+	pl.pp = proxy.NewPool(nil, &proxy.LeastConn{}, proxy.PoolOptions{
+		QueueSize: max(opt.QueueSize, 0), QueueTimeout: opt.QueueTimeout, WaitEmpty: true, Logger: opt.Logger})
 	h, err := NewHandler(pl, opt.InternalRedirect)
 	if err != nil {
 		return nil, err
@@ -227,11 +234,12 @@ func New(opt Options) (*Pool, error) {
 // responses carrying X-Accel-Redirect or X-Sendfile: the worker's body is
 // discarded and its slot freed first.
 func NewHandler(pl *Pool, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header)) (*proxy.Handler, error) {
-	up := &proxy.Upstream{Name: "app " + pl.opt.App, Transport: pl, URL: &url.URL{Scheme: "http", Host: "localhost"}}
 	opt := proxy.Options{
-		Pool:              proxy.NewPool([]*proxy.Upstream{up}, proxy.First{}, proxy.PoolOptions{Logger: pl.log}),
+		Pool:              pl.pp,
 		Timeout:           -1,
 		Gateway:           true,
+		Ahead:             true,
+		AheadMaxBody:      inlineBody,
 		MaxBody:           pl.opt.MaxBody,
 		BodyMemory:        pl.opt.BodyMemory,
 		MaxResponseBuffer: pl.opt.MaxResponseBuffer,
@@ -578,7 +586,6 @@ func (pl *Pool) started(m *manager, ev event) {
 			delete(m.serving, p)
 			p.retire(pl.opt.Timeout + pl.opt.Grace)
 		}
-		pl.q.compact()
 		pl.log.Info("workers ready", "generation", b.gen, "workers", len(b.started), "threads", pl.opt.Threads, "retired", len(old))
 		if b.reply != nil {
 			b.reply <- nil
@@ -614,7 +621,6 @@ func (pl *Pool) started(m *manager, ev event) {
 		if _, ok := m.serving[old]; ok {
 			delete(m.serving, old)
 			old.retire(pl.opt.Timeout + pl.opt.Grace)
-			pl.q.compact()
 		}
 	}
 }
@@ -625,9 +631,11 @@ func (pl *Pool) admit(m *manager, p *process) {
 		return // died meanwhile
 	}
 	m.serving[p] = struct{}{}
-	for _, s := range p.slots {
-		pl.q.put(s)
+	ups := make([]*proxy.Upstream, len(p.slots))
+	for i, s := range p.slots {
+		ups[i] = s.up
 	}
+	pl.pp.Add(ups...)
 	pl.ready.Store(true)
 }
 

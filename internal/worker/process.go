@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -18,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"portico/internal/proxy"
 )
 
 // Process states.
@@ -203,7 +206,9 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 			p.kill()
 			return nil, fmt.Errorf("worker: wrapping slot socket: %w", err)
 		}
-		s := &slot{proc: p, index: i, conn: c.(*net.UnixConn)}
+		s := &slot{proc: p, pool: pl, index: i, conn: c.(*net.UnixConn)}
+		s.up = &proxy.Upstream{Name: fmt.Sprintf("worker %d slot %d", id, i), Transport: slotTransport{s}, MaxConns: 1,
+			URL: &url.URL{Scheme: "http", Host: "localhost"}}
 		s.br = bufio.NewReaderSize(s.conn, 64<<10)
 		s.fr.br = s.br
 		p.slots = append(p.slots, s)
@@ -272,12 +277,19 @@ func (p *process) rss() (int64, error) {
 	return pages * int64(os.Getpagesize()), nil
 }
 
-// retire takes the process out of service: idle slots close now, busy ones
-// when their request ends; worker.py exits once all are closed. A process
-// that does not exit in time is killed.
+// retire takes the process out of service: its slots leave the pool, idle
+// ones close now, busy ones when their request ends; worker.py exits once
+// all are closed. A process that does not exit in time is killed.
 func (p *process) retire(deadline time.Duration) {
 	if !p.state.CompareAndSwap(stateReady, stateRetiring) && !p.state.CompareAndSwap(stateStarting, stateRetiring) {
 		return
+	}
+	if len(p.slots) > 0 {
+		ups := make([]*proxy.Upstream, len(p.slots))
+		for i, s := range p.slots {
+			ups[i] = s.up
+		}
+		p.slots[0].pool.pp.Remove(ups...)
 	}
 	for _, s := range p.slots {
 		if s.state.CompareAndSwap(slotIdle, slotClosed) {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"portico/internal/proxy"
 )
 
 // Slot states.
@@ -20,7 +22,11 @@ const (
 // process: at most one request at a time travels on it.
 type slot struct {
 	proc  *process
+	pool  *Pool
 	index int
+	// up is the slot as an upstream of the pool's proxy.Pool (MaxConns 1):
+	// the proxy core queues requests and hands out slots.
+	up *proxy.Upstream
 	conn  *net.UnixConn
 	br    *bufio.Reader
 	fr    frameReader
@@ -59,9 +65,10 @@ func (s *slot) resolveNext(t turn) {
 	}
 }
 
-// close closes the connection; the last slot of a process to close tells
-// worker.py to exit.
+// close takes the slot out of the pool and closes its connection; the
+// last slot of a process to close tells worker.py to exit.
 func (s *slot) close() {
+	s.pool.pp.Remove(s.up)
 	s.conn.Close()
 	s.proc.open.Add(-1)
 }
@@ -75,8 +82,13 @@ func (s *slot) tryAcquire() bool {
 // still held the slot: it asks worker.py to interrupt the request, then
 // waits up to grace for the end of the response. If the app unwinds, the slot
 // is reused; if not, the worker is killed and replaced.
+//
+// The caller pauses the slot in the pool first: the request's lease ends
+// with its 504, and no other request may be given the slot before it is
+// back; it is resumed here.
 func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
 	p := s.proc
+	defer pl.pp.Resume(s.up)
 	s.proc.interrupt(s.index, s.seq.Load())
 	deadline := time.Now().Add(pl.opt.Grace)
 	_ = s.conn.SetDeadline(deadline)
@@ -110,7 +122,7 @@ func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
 	pl.release(s)
 }
 
-// release returns a slot whose exchange ended cleanly to the pool, hands it
+// release makes a slot whose exchange ended cleanly idle again, hands it
 // to the request written ahead on it, or closes it when its process is
 // retiring or has reached its request limit.
 func (pl *Pool) release(s *slot) {
@@ -132,6 +144,7 @@ func (pl *Pool) release(s *slot) {
 		return
 	}
 	s.aheadOK.Store(false)
+	pl.pp.Withdraw(s.up) // offers made behind the request that ended
 	if p.state.Load() != stateReady {
 		s.state.Store(slotClosed)
 		s.close()
@@ -144,9 +157,9 @@ func (pl *Pool) release(s *slot) {
 		if s.state.CompareAndSwap(slotIdle, slotClosed) {
 			s.close()
 		}
-		return
 	}
-	pl.q.put(s)
+	// The request's lease, released by the proxy handler once the response
+	// is read, gives the slot to the next request.
 }
 
 // broken closes a slot whose connection can no longer be trusted; the

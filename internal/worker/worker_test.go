@@ -173,10 +173,28 @@ func (tp *testPool) mark(t *testing.T, name string) {
 // waitingLen is the number of requests waiting for a slot: in the queue,
 // or written ahead on a busy slot.
 func (pl *Pool) waitingLen() int {
-	pl.q.mu.Lock()
-	n := pl.q.n
-	pl.q.mu.Unlock()
-	return n + pl.aheadLen()
+	return pl.pp.Queued() + pl.aheadLen()
+}
+
+// idleLen is the number of idle slots in the pool.
+func (pl *Pool) idleLen() int {
+	n := 0
+	for _, u := range pl.pp.Upstreams() {
+		if s := u.Transport.(slotTransport).s; s.state.Load() == slotIdle && u.InFlight() == 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// idleSlot returns an idle slot of the pool, or nil.
+func (pl *Pool) idleSlot() *slot {
+	for _, u := range pl.pp.Upstreams() {
+		if s := u.Transport.(slotTransport).s; s.state.Load() == slotIdle {
+			return s
+		}
+	}
+	return nil
 }
 
 // aheadLen is the number of requests written ahead on busy slots.
@@ -518,7 +536,7 @@ func TestTimeoutInterruptsAndKeepsWorker(t *testing.T) {
 				t.Errorf("504 after %v, want about 1s", d)
 			}
 			porticotest.WaitFor(t, "the finally block to run", 5*time.Second, func() bool { return tp.marked("finally") })
-			porticotest.WaitFor(t, "the slot back", 5*time.Second, func() bool { return tp.q.idleLen() == threads })
+			porticotest.WaitFor(t, "the slot back", 5*time.Second, func() bool { return tp.idleLen() == threads })
 			if after := tp.pid(t); after != before {
 				t.Errorf("worker replaced (pid %v -> %v); it should live on", before, after)
 			}
@@ -728,7 +746,7 @@ func TestSlowClientDoesNotHoldWorker(t *testing.T) {
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /big?size=%d HTTP/1.1\r\nHost: x\r\n\r\n", 20<<20)
 	// The only worker must be free again soon.
-	porticotest.WaitFor(t, "the worker to be free", 10*time.Second, func() bool { return tp.q.idleLen() == 1 })
+	porticotest.WaitFor(t, "the worker to be free", 10*time.Second, func() bool { return tp.idleLen() == 1 })
 	resp, _ := tp.get(t, "/status")
 	if resp.StatusCode != 418 {
 		t.Errorf("%d", resp.StatusCode)
@@ -969,7 +987,7 @@ func TestInternalRedirectFreesWorker(t *testing.T) {
 	if c := <-calls; c.status != 200 || c.target != "/protected/a.pdf" || c.other != "kept" {
 		t.Errorf("redirect got %+v", c)
 	}
-	if tp.q.idleLen() != 1 {
+	if tp.idleLen() != 1 {
 		t.Error("the slot was not freed")
 	}
 }
