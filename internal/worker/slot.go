@@ -26,7 +26,7 @@ type slot struct {
 	index int
 	// up is the slot as an upstream of the pool's proxy.Pool (MaxConns 1):
 	// the proxy core queues requests and hands out slots.
-	up *proxy.Upstream
+	up    *proxy.Upstream
 	conn  *net.UnixConn
 	br    *bufio.Reader
 	fr    frameReader
