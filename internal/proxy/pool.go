@@ -117,6 +117,21 @@ type waiter struct {
 	grant      chan Lease // one lease, sent after removal
 	queued     bool
 	prev, next *waiter
+	timer      *time.Timer // the wait's bound, stopped while pooled
+}
+
+// waiterPool keeps waiters with their channel and timer: under a steady
+// overload most requests wait, and a new channel and timer each cost.
+var waiterPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &waiter{grant: make(chan Lease, 1), timer: t}
+}}
+
+func newWaiter(avoid []*Upstream, canAhead bool) *waiter {
+	w := waiterPool.Get().(*waiter)
+	w.avoid, w.canAhead = avoid, canAhead
+	return w
 }
 
 // maxOffers bounds the offers kept: an offer goes stale when the request
@@ -360,10 +375,11 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 	}
 
 	// Every usable upstream is full: wait.
-	w := &waiter{avoid: avoid, canAhead: canAhead, grant: make(chan Lease, 1)}
+	w := newWaiter(avoid, canAhead)
 	p.mu.Lock()
 	if p.n >= p.opt.QueueSize {
 		p.mu.Unlock()
+		waiterPool.Put(w)
 		return Lease{}, ErrQueueFull
 	}
 	p.pushLocked(w, front)
@@ -372,12 +388,14 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 	if u := p.pick(p.set.Load(), r, f); u != nil {
 		p.removeLocked(w)
 		p.mu.Unlock()
+		waiterPool.Put(w)
 		return Lease{u: u, pool: p}, nil
 	}
 	if canAhead && p.head == w {
 		if l, ok := p.takeOfferLocked(f); ok {
 			p.removeLocked(w)
 			p.mu.Unlock()
+			waiterPool.Put(w)
 			return l, nil
 		}
 	}
@@ -391,13 +409,13 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 // for capacity or a fresh offer.
 func (p *Pool) Requeue(ctx context.Context, r *http.Request, l Lease, avoid []*Upstream, canAhead bool) (Lease, error) {
 	f := Usable{now: p.opt.Now().UnixNano(), avoid: avoid}
-	w := &waiter{avoid: avoid, canAhead: canAhead, grant: make(chan Lease, 1)}
 	p.mu.Lock()
 	l.u.inflight.Add(-1)
 	if u := p.pick(p.set.Load(), r, f); u != nil {
 		p.mu.Unlock()
 		return Lease{u: u, pool: p}, nil
 	}
+	w := newWaiter(avoid, canAhead)
 	p.pushLocked(w, true)
 	p.mu.Unlock()
 	p.dispatch(l.u) // what l held, if another waiter may use it
@@ -416,7 +434,12 @@ func (p *Pool) Withdraw(u *Upstream) {
 }
 
 // wait waits for w's grant within the queue timeout.
+//
+// Every path leaves w out of the queue with its grant channel empty (a
+// grant is sent only to a waiter taken out of the list, and is then always
+// received), so w goes back to waiterPool.
 func (p *Pool) wait(ctx context.Context, w *waiter) (Lease, error) {
+	defer waiterPool.Put(w)
 	timeout := p.opt.QueueTimeout
 	watchAt := clientWatchDelay
 	if timeout <= watchAt {
@@ -426,7 +449,8 @@ func (p *Pool) wait(ctx context.Context, w *waiter) (Lease, error) {
 	if watchAt > 0 {
 		first = watchAt
 	}
-	t := time.NewTimer(first)
+	t := w.timer
+	t.Reset(first)
 	defer t.Stop()
 	var gone <-chan struct{}
 	var quit error
