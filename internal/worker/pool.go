@@ -11,6 +11,12 @@
 // sendfile(2). A persistent connection per slot saves the socket, connect,
 // accept and close of a connection per request on both sides.
 //
+// The slots of the serving processes are the upstreams of a proxy.Pool, and
+// the Pool serves HTTP through a proxy.Handler over them (NewHandler): the
+// proxy core queues requests first come, first served, spools bodies both
+// ways and maps failures to answers, as for any upstream; this package
+// keeps the wire (packets, frames), write-ahead and supervision.
+//
 // The Pool supervises: crashed workers are replaced with exponential
 // backoff; a request past its timeout gets 504 while worker.py raises
 // RequestTimeout inside the app (finally blocks and transactions unwind), and

@@ -33,7 +33,7 @@ type slot struct {
 	state atomic.Int32
 
 	// next is the request written ahead on this slot while another one
-	// runs (see Pool.acquire); the exchange that ends hands the slot to it.
+	// runs (see tryAhead); the exchange that ends hands the slot to it.
 	// While next is set the slot never goes idle.
 	next atomic.Pointer[ahead]
 	// aheadOK is set while the current request's packet is all written (no
