@@ -108,7 +108,7 @@ func TestProxyNetnsFailover(t *testing.T) {
 		cmd := exec.Command("ip", "netns", "exec", ns, gunicornBin, "--bind", addr, "--workers", "2",
 			"--chdir", repoPath(t, "cmd/portico/testdata/upstream"), "--log-level", "warning", "echo:app")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("ECHO_NAME=h%d", i))
-		var out bytes.Buffer
+		var out porticotest.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

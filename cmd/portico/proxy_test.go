@@ -57,7 +57,7 @@ func startGunicorn(t testing.TB, bind string, env ...string) *gunicorn {
 	g.cmd = exec.Command(bin, "--bind", bind, "--workers", "2", "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
 		"--graceful-timeout", "1", "--log-level", "warning", "echo:app")
 	g.cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
+	var out porticotest.Buffer
 	g.cmd.Stdout, g.cmd.Stderr = &out, &out
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := g.cmd.Start(); err != nil {
@@ -289,7 +289,7 @@ func startUWSGIEcho(t testing.TB, bind string) {
 	cmd := exec.Command(bin, "--plugin", "python3", "--socket", bind, "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
 		"--wsgi-file", "echo.py", "--callable", "app", "--master", "--processes", "2", "--need-app", "--die-on-term", "--disable-logging")
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "ECHO_NAME=uwsgi"}
-	var out bytes.Buffer
+	var out porticotest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +38,7 @@ type tomcat struct {
 	addr string // 127.0.0.1:port of its HTTP connector
 	cmd  *exec.Cmd
 	done chan struct{} // closed when catalina.sh (exec'd into java) has exited
-	out  lockedBuffer
+	out  porticotest.Buffer
 }
 
 // startTomcat builds a CATALINA_BASE in a temporary directory (conf/ from
@@ -138,25 +137,6 @@ func (tc *tomcat) waitReady() error {
 		}
 		time.Sleep(100 * time.Millisecond) // an external program: no readiness signal to wait on
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent use: Tomcat writes
-// while a failing test reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // jspSeen parses what testdata/tomcat/webapps/shop/index.jsp prints: one

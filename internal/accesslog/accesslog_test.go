@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 var (
@@ -330,29 +332,12 @@ func TestRemoteHost(t *testing.T) {
 
 // server serves h behind the middleware on a loopback socket; the log goes
 // to the returned buffer, read after the response ended.
-func server(t *testing.T, h http.Handler) (*httptest.Server, *syncBuffer) {
+func server(t *testing.T, h http.Handler) (*httptest.Server, *porticotest.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &porticotest.Buffer{}
 	srv := httptest.NewServer(New(buf, Options{})(h))
 	t.Cleanup(srv.Close)
 	return srv, buf
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestFlusher(t *testing.T) {

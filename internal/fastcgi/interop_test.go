@@ -79,7 +79,7 @@ func TestPHPFPM(t *testing.T) {
 			if network == "unix" {
 				addr = p.unix
 			}
-			var logs syncBuffer
+			var logs porticotest.Buffer
 			tr := &Transport{Network: network, Address: addr, Root: p.root, MaxConns: 2,
 				Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 			t.Cleanup(tr.CloseIdleConnections)
@@ -88,7 +88,7 @@ func TestPHPFPM(t *testing.T) {
 	}
 }
 
-func testPHPFPM(t *testing.T, tr *Transport, logs *syncBuffer) {
+func testPHPFPM(t *testing.T, tr *Transport, logs *porticotest.Buffer) {
 	t.Run("path info and query", func(t *testing.T) {
 		r := httptest.NewRequest("GET", "/index.php/x/y?a=1&b=two", nil)
 		r.Host = "example.com:8080"

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"portico/internal/porticotest"
 )
 
 // countingListener counts and remembers the connections it accepts.
@@ -431,23 +433,6 @@ func stdout(s string, n int) []byte {
 	return AppendRecord(b, TypeStdout, 1, "")
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestTransportResponses(t *testing.T) {
 	end := AppendEndRequest(nil, 1, EndRequest{})
 	tests := []struct {
@@ -500,7 +485,7 @@ func TestTransportResponses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := fakeServer(t, tt.reply, false)
-			var logs syncBuffer
+			var logs porticotest.Buffer
 			tr.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			resp, err := tr.RoundTrip(httptest.NewRequest("GET", "/f.php", nil))
 			if tt.err != nil {

@@ -79,7 +79,7 @@ http {
 		t.Fatalf("StartNginx: writing nginx.conf: %v", err)
 	}
 
-	out := &syncBuffer{}
+	out := &Buffer{}
 	cmd := exec.Command(bin, "-p", n.Prefix, "-e", "stderr", "-c", confPath)
 	cmd.Stdout, cmd.Stderr = out, out
 	dieWithParent(cmd)
@@ -145,19 +145,20 @@ func FreePort(t testing.TB) int {
 	return n
 }
 
-// syncBuffer collects a child's output; safe for its two streams.
-type syncBuffer struct {
+// Buffer collects a child program's output: safe for its two streams and
+// for a test reading it while the program runs.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
