@@ -2,8 +2,8 @@
 # test.sh: the one command that checks the whole repository.
 #
 #   1. installs the Debian packages the interop and end-to-end tests use
-#      (Django, Flask, nginx, uWSGI, gunicorn, wrk, php-fpm, Tomcat 10), if any
-#      is missing;
+#      (Django, Flask, nginx, uWSGI, gunicorn, wrk, php-fpm, Tomcat 10, and
+#      iproute2 for the network-namespace test), if any is missing;
 #   2. gofmt (fails listing the unformatted files), go vet, staticcheck;
 #   3. go test -race on every package, with PORTICO_REQUIRE_INTEROP=1 so a
 #      test that needs one of those programs fails instead of skipping.
@@ -25,7 +25,7 @@ STATICCHECK_VERSION=v0.8.2
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10)
+packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10 iproute2)
 missing=()
 for pkg in "${packages[@]}"; do
 	if command -v dpkg-query >/dev/null 2>&1; then
@@ -38,6 +38,7 @@ for pkg in "${packages[@]}"; do
 		# The binary's name carries the PHP version: /usr/sbin/php-fpm8.2.
 		php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("$pkg") ;;
 		tomcat10) [[ -x /usr/share/tomcat10/bin/catalina.sh ]] || missing+=("$pkg") ;;
+		iproute2) command -v ip >/dev/null 2>&1 || missing+=("$pkg") ;;
 		esac
 	fi
 done
