@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -352,5 +353,75 @@ func TestProxyUWSGI(t *testing.T) {
 		if seen.BodyLen != len(data) {
 			t.Errorf("%s: chunked body: got %d bytes", prefix, seen.BodyLen)
 		}
+	}
+}
+
+// The admin listener shows each proxy route's upstreams (GET /upstreams),
+// and /readyz turns 503 naming a route whose every upstream is down.
+func TestProxyAdminUpstreams(t *testing.T) {
+	g := startGunicorn(t, porticotest.FreeAddr(t), "ECHO_NAME=up")
+	dead := porticotest.FreeAddr(t) // nothing listens
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "portico.toml", `
+access_log = "off"
+[admin]
+addr = "unix:admin.sock"
+[[listener]]
+addr = "127.0.0.1:0"
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/live"
+proxy = { upstreams = ["http://`+g.addr+`"] }
+[[site.route]]
+path = "/gone"
+proxy = { upstreams = ["http://`+dead+`"], fail_timeout = "1m" }
+`)
+	p := startServe(t, cfg)
+	sock := filepath.Join(dir, "admin.sock")
+	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	t.Cleanup(admin.CloseIdleConnections)
+	c := newClient(t)
+
+	resp, body := get(t, admin, "http://admin/readyz")
+	wantStatus(t, resp, body, http.StatusOK)
+	resp, body = get(t, c, p.URL("/live/x"))
+	wantStatus(t, resp, body, http.StatusOK)
+	resp, body = get(t, c, p.URL("/gone/x"))
+	wantStatus(t, resp, body, http.StatusBadGateway)
+
+	resp, body = get(t, admin, "http://admin/upstreams")
+	wantStatus(t, resp, body, http.StatusOK)
+	var ups struct {
+		Routes []struct {
+			Path      string
+			Upstreams []struct {
+				Name     string
+				Healthy  bool
+				Requests int64
+				Failures int64
+			}
+		}
+	}
+	if err := json.Unmarshal(body, &ups); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if len(ups.Routes) != 2 || len(ups.Routes[0].Upstreams) != 1 || len(ups.Routes[1].Upstreams) != 1 {
+		t.Fatalf("/upstreams: %s", body)
+	}
+	live, gone := ups.Routes[0].Upstreams[0], ups.Routes[1].Upstreams[0]
+	if !live.Healthy || live.Requests != 1 || live.Failures != 0 {
+		t.Errorf("live upstream: %+v", live)
+	}
+	if gone.Healthy || gone.Failures != 1 || gone.Name != "http://"+dead {
+		t.Errorf("dead upstream: %+v", gone)
+	}
+	resp, body = get(t, admin, "http://admin/readyz")
+	wantStatus(t, resp, body, http.StatusServiceUnavailable)
+	if !strings.Contains(string(body), "/gone") || strings.Contains(string(body), "/live") {
+		t.Errorf("/readyz: %s", body)
 	}
 }
