@@ -1049,10 +1049,12 @@ func TestWorkerSchedPolicy(t *testing.T) {
 		t.Run(fmt.Sprintf("normal=%v", tc.normal), func(t *testing.T) {
 			tp := newTestPool(t, Options{Workers: 1, Threads: 3, NormalSched: tc.normal})
 			pid := int(tp.pid(t))
-			got := schedPolicies(t, pid)
-			if len(got) < 3 {
-				t.Fatalf("%d threads in the worker, want at least 3", len(got))
-			}
+			// worker.py starts its request threads after it says ready.
+			var got []int
+			porticotest.WaitFor(t, "the worker's 3 request threads", 5*time.Second, func() bool {
+				got = schedPolicies(t, pid)
+				return len(got) >= 3
+			})
 			for _, p := range got {
 				if p != tc.want {
 					t.Fatalf("thread policies %v, want all %d", got, tc.want)
