@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // backend is an httptest upstream and its Upstream.
@@ -455,11 +457,10 @@ func TestProxyQueueBoundsInFlight(t *testing.T) {
 			codes <- resp.StatusCode
 		}()
 	}
-	// Two in flight, three queued: the sixth is refused at once.
-	deadline := time.Now().Add(5 * time.Second)
-	for h.Pool().Queued() < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	// Two in the upstream, three queued: the sixth is refused at once.
+	porticotest.WaitFor(t, "2 requests in the upstream and 3 queued", 5*time.Second, func() bool {
+		return cur.Load() == 2 && h.Pool().Queued() == 3
+	})
 	resp, _ := get(t, nil, must(http.NewRequest("GET", srv.URL, nil)))
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("over the queue: %d %v", resp.StatusCode, resp.Header)
