@@ -137,13 +137,19 @@ func (pl *Pool) release(s *slot) {
 	if p.limit > 0 && n >= p.limit && p.recycling.CompareAndSwap(false, true) {
 		pl.send(event{kind: evRecycle, proc: p, reason: "max-requests"})
 	}
+	// No request may be written ahead any more, then the one written ahead,
+	// if any, gets the slot. In this order a request that sets next after
+	// the Swap (which would never get its turn) must have seen aheadOK set
+	// before the Store, and so set next before the Swap: tryAhead loads
+	// aheadOK after its CompareAndSwap of next. (The other order once left
+	// a request written ahead waiting for ever.)
+	s.aheadOK.Store(false)
 	if a := s.next.Swap(nil); a != nil {
 		// Its packet is in the worker already: it runs there even if the
 		// process is retiring; the slot closes after it.
 		a.turn <- turnYours
 		return
 	}
-	s.aheadOK.Store(false)
 	pl.pp.Withdraw(s.up) // offers made behind the request that ended
 	if p.state.Load() != stateReady {
 		s.state.Store(slotClosed)
