@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,8 +35,7 @@ type netLab struct {
 // or fails with PORTICO_REQUIRE_INTEROP=1.
 func newNetLab(t testing.TB) *netLab {
 	t.Helper()
-	ip := porticotest.RequireProgram(t, "ip")
-	_ = ip
+	porticotest.RequireProgram(t, "ip")
 	n := os.Getpid()%200 + 20
 	lab := &netLab{t: t, prefix: fmt.Sprintf("pt%d", n), subnet: fmt.Sprintf("10.231.%d", n)}
 	sw := lab.prefix + "sw"
@@ -98,31 +96,13 @@ func (lab *netLab) close() {
 // took to route around the lost host.
 func TestProxyNetnsFailover(t *testing.T) {
 	lab := newNetLab(t)
-	gunicornBin := porticotest.RequireProgram(t, "gunicorn")
 	var hosts []string
 	var ups []string
 	for i := 1; i <= 3; i++ {
 		ns := lab.addHost(fmt.Sprintf("h%d", i), 10+i)
 		hosts = append(hosts, ns)
 		addr := fmt.Sprintf("%s.%d:8000", lab.subnet, 10+i)
-		cmd := exec.Command("ip", "netns", "exec", ns, gunicornBin, "--bind", addr, "--workers", "2",
-			"--chdir", repoPath(t, "cmd/portico/testdata/upstream"), "--log-level", "warning", "echo:app")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("ECHO_NAME=h%d", i))
-		var out porticotest.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		t.Cleanup(func() {
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		})
-		if err := porticotest.WaitDial("tcp", addr, 30*time.Second, done); err != nil {
-			t.Fatalf("gunicorn in %s: %v\n%s", ns, err, out.String())
-		}
+		startGunicornIn(t, ns, addr, fmt.Sprintf("ECHO_NAME=h%d", i))
 		ups = append(ups, fmt.Sprintf("%q", "http://"+addr))
 	}
 	cfg := fmt.Sprintf(`access_log = "off"

@@ -53,10 +53,20 @@ type gunicorn struct {
 // sync workers; env adds to the environment (ECHO_NAME=...).
 func startGunicorn(t testing.TB, bind string, env ...string) *gunicorn {
 	t.Helper()
+	return startGunicornIn(t, "", bind, env...)
+}
+
+// startGunicornIn is startGunicorn in network namespace ns ("": this one).
+func startGunicornIn(t testing.TB, ns, bind string, env ...string) *gunicorn {
+	t.Helper()
 	bin := porticotest.RequireProgram(t, "gunicorn")
 	g := &gunicorn{done: make(chan struct{})}
-	g.cmd = exec.Command(bin, "--bind", bind, "--workers", "2", "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
-		"--graceful-timeout", "1", "--log-level", "warning", "echo:app")
+	args := []string{bin, "--bind", bind, "--workers", "2", "--chdir", repoPath(t, "cmd/portico/testdata/upstream"),
+		"--graceful-timeout", "1", "--log-level", "warning", "echo:app"}
+	if ns != "" {
+		args = append([]string{"ip", "netns", "exec", ns}, args...)
+	}
+	g.cmd = exec.Command(args[0], args[1:]...)
 	g.cmd.Env = append(os.Environ(), env...)
 	var out porticotest.Buffer
 	g.cmd.Stdout, g.cmd.Stderr = &out, &out
