@@ -223,6 +223,11 @@ func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, bod
 	_ = s.conn.SetDeadline(deadline)
 	s.seq.Add(1)
 	s.started = start
+	uri := r.RequestURI
+	if uri == "" {
+		uri = r.URL.RequestURI()
+	}
+	s.cur.Store(&running{method: r.Method, uri: uri, since: start})
 	if !written {
 		if _, err := s.conn.Write(pkt); err != nil {
 			return nil, pl.lost(s, err, nil)

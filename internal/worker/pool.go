@@ -200,6 +200,9 @@ type Pool struct {
 
 	mu    sync.Mutex
 	procs map[*process]struct{} // every process started and not yet exited
+	// spawning are the processes being started (importing the app), for
+	// Workers.
+	spawning map[*process]struct{}
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -217,6 +220,8 @@ func New(opt Options) (*Pool, error) {
 		events: make(chan event, 64),
 		done:   make(chan struct{}),
 		procs:  make(map[*process]struct{}),
+
+		spawning: make(map[*process]struct{}),
 	}
 	// Least in flight, ties in turn: an idle slot if there is one, spread
 	// over the workers. While no worker serves (at start, between a crash

@@ -158,6 +158,15 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 		exited:  make(chan struct{}),
 	}
 	p.log = pl.log.With("worker", id, "pid", p.pid)
+	// Listed as starting (Workers) until it is ready or has failed.
+	pl.mu.Lock()
+	pl.spawning[p] = struct{}{}
+	pl.mu.Unlock()
+	defer func() {
+		pl.mu.Lock()
+		delete(pl.spawning, p)
+		pl.mu.Unlock()
+	}()
 	if opt.MaxRequests > 0 {
 		p.limit = int64(opt.MaxRequests) + pl.jitter()
 	}

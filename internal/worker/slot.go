@@ -44,6 +44,9 @@ type slot struct {
 	seq atomic.Uint64
 	// started is when the current request's exchange began (owner only).
 	started time.Time
+	// cur describes the current request for Workers; read only while the
+	// slot is busy.
+	cur atomic.Pointer[running]
 }
 
 // ahead is a request written ahead on a busy slot, waiting for its turn.
