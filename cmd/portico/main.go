@@ -170,7 +170,7 @@ func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) 
 			}
 		}()
 	}
-	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr, Version: version}); err != nil {
 		log.Error("portico stopped", "err", err)
 		fmt.Fprintf(stderr, "portico: %v\n", err)
 		return 1

@@ -14,6 +14,9 @@ import (
 
 // adminHandler serves the admin listener:
 //
+//	GET  /         the status page: HTML that polls /status (status.html)
+//	GET  /status   a snapshot of the server, its workers, routes and
+//	               upstreams as JSON (Status)
 //	GET  /healthz  200 while the process runs
 //	GET  /readyz   200 when every app has ready workers, every proxy route
 //	               a healthy upstream, and no stop has begun; 503
@@ -25,6 +28,8 @@ import (
 //	               the errors when the running config stays
 func (e *engine) adminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", e.serveStatusPage)
+	mux.HandleFunc("GET /status", e.serveStatus)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

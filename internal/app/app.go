@@ -34,6 +34,8 @@ type Options struct {
 	Load func() (*config.Config, error)
 	// Stderr is where "-" access logs go. Nil: os.Stderr.
 	Stderr io.Writer
+	// Version is the version GET /status reports. Empty: none.
+	Version string
 }
 
 // appMounts returns each app's SCRIPT_NAME: the prefix of the prefix routes

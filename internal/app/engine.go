@@ -36,7 +36,7 @@ import (
 // routing, whose static handlers, access log and retired pools are closed
 // once the last of them is done.
 func Run(ctx context.Context, cfg *config.Config, opt Options) error {
-	e := &engine{log: opt.Logger, stderr: opt.Stderr, listeners: map[string]*listener{}}
+	e := &engine{log: opt.Logger, stderr: opt.Stderr, listeners: map[string]*listener{}, version: opt.Version, started: time.Now()}
 	if e.log == nil {
 		e.log = slog.Default()
 	}
@@ -139,6 +139,12 @@ type engine struct {
 	draining  atomic.Bool          // a stop has begun: /readyz says 503
 	serving   sync.WaitGroup       // Serve goroutines
 	retiring  sync.WaitGroup       // goroutines retiring old generations
+
+	// For GET /status.
+	version    string
+	started    time.Time
+	reloads    atomic.Int64                       // reloads applied
+	routeStats func(now time.Time) []RouteStatus // per-route traffic; nil: none kept
 }
 
 // generation is one config's routing: the handler chain and the pools it
@@ -293,11 +299,16 @@ func (e *engine) stopGeneration(g, next *generation) {
 // reloadWorkers restarts the workers of every app (portico run's SIGHUP).
 func (e *engine) reloadWorkers(ctx context.Context) {
 	g := e.cur.Load()
+	ok := true
 	for _, a := range g.cfg.Apps {
 		e.log.Info("reloading workers", "app", a.Name)
 		if err := g.pools[a.Name].pool.Reload(ctx); err != nil {
 			e.log.Error("reload failed; the old workers keep serving", "app", a.Name, "err", err)
+			ok = false
 		}
+	}
+	if ok {
+		e.reloads.Add(1)
 	}
 }
 
@@ -345,6 +356,7 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		return err
 	}
 	e.cur.Store(gen)
+	e.reloads.Add(1)
 	for l, cert := range certs {
 		l.cert.Store(cert)
 	}
