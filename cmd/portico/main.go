@@ -28,6 +28,7 @@ Commands:
   run [flags] MODULE[:CALLABLE]   serve a WSGI app with supervised Python workers
   serve -c FILE                   serve what a TOML config file describes
   check -c FILE                   validate a config file: print FILE: OK or every error
+  top --admin ADDR                show the workers, queue, routes and upstreams of a running portico
   version                         print the version, Go version and build info
 
 Run "portico run --help" for the flags.
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "check":
 		return check(args[1:], stdout, stderr)
+	case "top":
+		return top(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "portico %s\n%s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		if bi, ok := debug.ReadBuildInfo(); ok {
