@@ -143,7 +143,7 @@ type engine struct {
 	// For GET /status.
 	version    string
 	started    time.Time
-	reloads    atomic.Int64                       // reloads applied
+	reloads    atomic.Int64                      // reloads applied
 	routeStats func(now time.Time) []RouteStatus // per-route traffic; nil: none kept
 }
 
