@@ -202,9 +202,9 @@ type engine struct {
 	serving   sync.WaitGroup       // Serve goroutines
 	retiring  sync.WaitGroup       // goroutines retiring old generations
 
-	notify    *systemd.Notifier  // nil: not under systemd's Type=notify
-	inherited []systemd.Socket   // passed by systemd, not yet taken by a listener
-	identity  *config.Identity   // the user switched to at start; nil: none
+	notify    *systemd.Notifier // nil: not under systemd's Type=notify
+	inherited []systemd.Socket  // passed by systemd, not yet taken by a listener
+	identity  *config.Identity  // the user switched to at start; nil: none
 }
 
 // status is the STATUS= line systemd shows for the running config.

@@ -170,4 +170,3 @@ func (e *engine) notifyErr(err error) {
 		e.log.Warn("notifying systemd", "err", err)
 	}
 }
-
