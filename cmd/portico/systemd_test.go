@@ -612,3 +612,26 @@ respond = { body = "x" }
 		t.Errorf("check: exit %d, output:\n%s", code, out)
 	}
 }
+
+// TestSystemdUnits checks examples/systemd with systemd-analyze verify
+// (with ExecStart= pointing at the test's binary, which it checks is
+// executable). systemd is not a test dependency: without systemd-analyze
+// the test is skipped, even under PORTICO_REQUIRE_INTEROP.
+func TestSystemdUnits(t *testing.T) {
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skipf("systemd-analyze not installed: %v", err)
+	}
+	dir := t.TempDir()
+	for _, name := range []string{"portico.service", "portico.socket"} {
+		b, err := os.ReadFile(repoPath(t, "examples/systemd/"+name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, dir, name, strings.ReplaceAll(string(b), "/usr/local/bin/portico", porticoBin))
+	}
+	out, err := exec.Command(analyze, "verify", "--man=no", filepath.Join(dir, "portico.service"), filepath.Join(dir, "portico.socket")).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
