@@ -635,3 +635,80 @@ func TestSystemdUnits(t *testing.T) {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// TestUserSwitchReload: after switching to nobody, `portico serve` hands
+// its access log to nobody, so a reload reopens it; a reload that needs
+// root (a port below 1024) fails with an error that says why, and the
+// running config stays.
+func TestUserSwitchReload(t *testing.T) {
+	if os.Getuid() != 0 {
+		porticotest.Missing(t, "switching users needs root")
+	}
+	python := needPython(t)
+	dir := writeSystemdApp(t) // root's, 0755: nobody cannot create files in it
+	logPath := filepath.Join(dir, "access.log")
+	adminSock := filepath.Join(t.TempDir(), "admin.sock")
+	// A port below 1024 that root can bind here.
+	low := ""
+	for port := 1023; port > 900 && low == ""; port-- {
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			low = l.Addr().String()
+			l.Close()
+		}
+	}
+	if low == "" {
+		t.Fatal("no free port below 1024")
+	}
+	text := func(extra string) string {
+		return fmt.Sprintf(`
+user = "nobody"
+access_log = %q
+[admin]
+addr = "unix:%s"
+[[listener]]
+addr = "127.0.0.1:0"
+%s
+[app.a]
+module = "app:application"
+chdir = %q
+python = %q
+workers = 1
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/"
+app = "a"
+`, logPath, adminSock, extra, dir, python)
+	}
+	cfg := writeFile(t, dir, "portico.toml", text(""))
+	p := startServe(t, cfg)
+	c := newClient(t)
+	if info := getInfo(t, c, p.URL("/")); info.UID != 65534 {
+		t.Fatalf("the app runs as uid %d, want 65534", info.UID)
+	}
+	fi, err := os.Stat(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
+		t.Errorf("access log owned by uid %d, want nobody's 65534", uid)
+	}
+	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", adminSock)
+	}}}
+	t.Cleanup(admin.CloseIdleConnections)
+	reload := func() (*http.Response, []byte) {
+		req, _ := http.NewRequest("POST", "http://admin/reload", nil)
+		return do(t, admin, req)
+	}
+	if resp, body := reload(); resp.StatusCode != http.StatusOK {
+		t.Errorf("reload with the same config as nobody: %d %s", resp.StatusCode, body)
+	}
+	writeFile(t, dir, "portico.toml", text(fmt.Sprintf("[[listener]]\naddr = %q\n", low)))
+	resp, body := reload()
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(body), "permission denied") || !strings.Contains(string(body), `switched from root to user "nobody"`) {
+		t.Errorf("reload adding %s as nobody: %d %q, want 422 naming the switch", low, resp.StatusCode, body)
+	}
+	getInfo(t, c, p.URL("/"))
+}

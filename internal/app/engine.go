@@ -96,6 +96,9 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 	if id != nil {
 		wasRoot := os.Getuid() == 0
+		if wasRoot && id.UID >= 0 {
+			handOver(logFiles(cfg), id.UID, e.log)
+		}
 		if err := dropPrivileges(id); err != nil {
 			gen.close()
 			closeAll()

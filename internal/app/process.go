@@ -155,6 +155,35 @@ func dropPrivileges(id *config.Identity) error {
 	return nil
 }
 
+// logFiles are the files Run opens as root before it switches user and
+// reopens as the user on each reload.
+func logFiles(cfg *config.Config) []string {
+	var paths []string
+	if cfg.AccessLog != "" && cfg.AccessLog != "-" && cfg.AccessLog != "off" {
+		paths = append(paths, cfg.AccessLog)
+	}
+	return paths
+}
+
+// handOver gives the files at paths, created or opened as root, to the
+// user Run switches to (the owner only; group and mode stay), as nginx
+// does with its log files: each reload reopens them as that user. A file
+// that is not root's is left as it is.
+func handOver(paths []string, uid int, log *slog.Logger) {
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue // opened by the chain already: reported there
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); !ok || st.Uid != 0 || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Chown(p, uid, -1); err != nil {
+			log.Warn("handing a log file to the user; a reload will not reopen it", "file", p, "err", err)
+		}
+	}
+}
+
 // privilegeHint adds to a permission error, once the process has switched
 // user, why a reload cannot do what the start did.
 func (e *engine) privilegeHint(err error) error {
