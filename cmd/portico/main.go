@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"portico/internal/app"
+	"portico/internal/systemd"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -173,7 +174,17 @@ func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) 
 			}
 		}()
 	}
-	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr, Version: version}); err != nil {
+	// systemd: Type=notify readiness and socket activation. Both read
+	// their variables and unset them, so the workers see neither.
+	notify, err := systemd.NotifierFromEnv()
+	if err != nil {
+		log.Warn("not notifying systemd", "err", err)
+	}
+	inherited, err := systemd.Listeners()
+	if err != nil {
+		log.Warn("ignoring a socket systemd passed", "err", err)
+	}
+	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr, Version: version, Notify: notify, Inherited: inherited}); err != nil {
 		log.Error("portico stopped", "err", err)
 		fmt.Fprintf(stderr, "portico: %v\n", err)
 		return 1

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"portico/internal/config"
 	"portico/internal/proxy"
 	"portico/internal/server"
 )
@@ -105,13 +106,14 @@ func (e *engine) adminHandler() http.Handler {
 	return mux
 }
 
-// openAdmin opens the admin listener, if the config has one, and serves it.
-func (e *engine) openAdmin() error {
-	a := e.cur.Load().cfg.Admin
+// openAdmin opens the admin listener, if cfg has one; Run serves it once
+// the apps are ready.
+func (e *engine) openAdmin(cfg *config.Config) error {
+	a := cfg.Admin
 	if a == nil {
 		return nil
 	}
-	nl, err := server.Listen(a.Addr, 0o600)
+	nl, inherited, err := e.listen(a.Addr, 0o600)
 	if err != nil {
 		return fmt.Errorf("listening on admin %s: %w", a.Addr, err)
 	}
@@ -121,8 +123,7 @@ func (e *engine) openAdmin() error {
 	}
 	s := server.NewHTTP(e.adminHandler(), server.Options{Logger: e.log})
 	e.admin = &listener{l: nl, key: "admin", addr: addr, serve: func() error { return s.Serve(nl) }, shutdown: s.Shutdown, close: s.Close}
-	e.log.Info("listening", "proto", "admin", "addr", addr)
-	e.serve([]*listener{e.admin})
+	e.log.Info("listening", "proto", "admin", "addr", addr, "inherited", inherited)
 	return nil
 }
 

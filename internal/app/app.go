@@ -18,6 +18,7 @@ import (
 	"portico/internal/config"
 	"portico/internal/realip"
 	"portico/internal/static"
+	"portico/internal/systemd"
 	"portico/internal/worker"
 )
 
@@ -36,6 +37,17 @@ type Options struct {
 	Stderr io.Writer
 	// Version is the version GET /status reports. Empty: none.
 	Version string
+	// Notify receives systemd's sd_notify states: READY=1 once the apps
+	// are ready and the listeners serve, RELOADING=1 and READY=1 around
+	// each reload, STOPPING=1 when a stop begins, and WATCHDOG=1 pings.
+	// Nil: none (systemd.NotifierFromEnv gives nil outside systemd).
+	Notify *systemd.Notifier
+	// Inherited are the sockets systemd passed (socket activation). Each
+	// serves the configured listener (or admin listener) bound to its
+	// address or named by its LISTEN_FDNAMES entry, instead of a socket
+	// Portico would open; one no listener takes is logged and closed.
+	// They stay open across reloads while their listener does.
+	Inherited []systemd.Socket
 }
 
 // appMounts returns each app's SCRIPT_NAME: the prefix of the prefix routes

@@ -19,12 +19,18 @@ import (
 	"portico/internal/config"
 	"portico/internal/realip"
 	"portico/internal/server"
+	"portico/internal/systemd"
 	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
 // Run serves cfg until ctx ends, then stops gracefully: listeners close,
 // in-flight requests finish within cfg.ShutdownTimeout, workers stop.
+//
+// It starts in this order: the listeners (or the sockets systemd passed,
+// opt.Inherited), so that a port in use fails before a slow import; the
+// pidfile; the handler chain and its log files; the switch to cfg.User;
+// the workers; then serving, and READY=1 to systemd (opt.Notify).
 //
 // A reload request (opt.Reload) with opt.Load set re-reads the config. An
 // invalid config, or one whose new apps cannot start, is logged error by
@@ -45,25 +51,72 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 	e.errc = make(chan error, 16)
 	e.reloadReq = make(chan chan error)
+	e.notify = opt.Notify
+	e.inherited = opt.Inherited
 
-	// Workers first: an app that cannot be imported stops us before any
-	// socket is opened.
-	gen, err := e.build(ctx, cfg, nil)
+	// Sockets first, so that a port in use is reported before a slow
+	// import, and so that connections made while the apps start wait in
+	// the kernel's backlog; then, as root if need be, the pidfile and the
+	// handler chain (its log files); then the switch to cfg.User; then
+	// the workers, as that user.
+	added, err := e.openListeners(cfg)
+	if err == nil {
+		err = e.openAdmin(cfg)
+	}
+	closeAll := func() {
+		for _, l := range added {
+			l.l.Close()
+		}
+		if e.admin != nil {
+			e.admin.l.Close()
+		}
+		e.closeUnclaimed()
+	}
 	if err != nil {
+		closeAll()
+		return err
+	}
+	e.closeUnclaimed()
+	id, err := cfg.Identity()
+	if err != nil {
+		closeAll()
+		return err
+	}
+	if cfg.PIDFile != "" {
+		if err := writePIDFile(cfg.PIDFile); err != nil {
+			closeAll()
+			return err
+		}
+		defer removePIDFile(cfg.PIDFile, e.log)
+	}
+	gen, fresh, err := e.prepare(cfg, nil)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	if id != nil {
+		wasRoot := os.Getuid() == 0
+		if wasRoot && id.UID >= 0 {
+			handOver(logFiles(cfg), id.UID, e.log)
+		}
+		if err := dropPrivileges(id); err != nil {
+			gen.close()
+			closeAll()
+			return err
+		}
+		if wasRoot {
+			e.identity = id
+			e.log.Info("switched user", "user", id.User, "uid", os.Getuid(), "gid", os.Getgid(), "groups", id.Groups)
+		}
+	}
+	if err := e.startPools(ctx, cfg, nil, gen, fresh); err != nil {
+		closeAll()
 		return err
 	}
 	e.cur.Store(gen)
-	added, err := e.openListeners(cfg)
-	if err != nil {
-		e.stopGeneration(gen, nil)
-		return err
-	}
 	e.serve(added)
-	if err := e.openAdmin(); err != nil {
-		e.shutdown(context.Background(), added)
-		e.serving.Wait()
-		e.stopGeneration(gen, nil)
-		return err
+	if e.admin != nil {
+		e.serve([]*listener{e.admin})
 	}
 	if len(cfg.Apps) == 1 {
 		a := cfg.Apps[0]
@@ -71,12 +124,17 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	} else {
 		e.log.Info("ready", "apps", len(cfg.Apps), "sites", len(cfg.Sites))
 	}
+	e.notifyErr(e.notify.Ready(e.sdStatus()))
+	wdCtx, wdStop := context.WithCancel(context.Background())
+	defer wdStop()
+	go e.notify.Watchdog(wdCtx, e.notifyErr)
 
 	var runErr error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
+			e.notifyErr(e.notify.Stopping("stopping: finishing in-flight requests"))
 			// Readiness turns false first, then (after the admin's
 			// shutdown_delay) the listeners close, then in-flight requests
 			// finish.
@@ -90,19 +148,26 @@ loop:
 			break loop
 		case err := <-e.errc:
 			runErr = fmt.Errorf("serving: %w", err)
+			e.notifyErr(e.notify.Stopping("stopping: " + runErr.Error()))
 			break loop
 		case <-opt.Reload:
+			e.notifyErr(e.notify.Reloading("reloading"))
 			if opt.Load == nil {
 				e.reloadWorkers(ctx)
+				e.notifyErr(e.notify.Ready(e.sdStatus()))
 			} else {
-				_ = e.reload(ctx, opt.Load)
+				e.reloaded(e.reload(ctx, opt.Load))
 			}
 		case reply := <-e.reloadReq:
+			e.notifyErr(e.notify.Reloading("reloading"))
 			if opt.Load == nil {
 				e.reloadWorkers(ctx)
+				e.notifyErr(e.notify.Ready(e.sdStatus()))
 				reply <- nil
 			} else {
-				reply <- e.reload(ctx, opt.Load)
+				err := e.reload(ctx, opt.Load)
+				e.reloaded(err)
+				reply <- err
 			}
 		}
 	}
@@ -145,6 +210,26 @@ type engine struct {
 	started    time.Time
 	reloads    atomic.Int64                      // reloads applied
 	routeStats func(now time.Time) []RouteStatus // per-route traffic; nil: none kept
+
+	notify    *systemd.Notifier // nil: not under systemd's Type=notify
+	inherited []systemd.Socket  // passed by systemd, not yet taken by a listener
+	identity  *config.Identity  // the user switched to at start; nil: none
+}
+
+// sdStatus is the STATUS= line systemd shows for the running config.
+func (e *engine) sdStatus() string {
+	g := e.cur.Load()
+	return fmt.Sprintf("serving %d apps on %d listeners", len(g.cfg.Apps), len(e.listeners))
+}
+
+// reloaded ends a reload for systemd: READY=1 whether it failed or not,
+// as the old config keeps serving after a failure.
+func (e *engine) reloaded(err error) {
+	status := e.sdStatus()
+	if err != nil {
+		status += "; the last reload failed: " + strings.SplitN(err.Error(), "\n", 2)[0]
+	}
+	e.notifyErr(e.notify.Ready(status))
 }
 
 // generation is one config's routing: the handler chain and the pools it
@@ -216,15 +301,25 @@ func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // settings, and builds the handler chain. On an error the pools it started
 // are stopped.
 func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation) (*generation, error) {
-	g := &generation{cfg: cfg, pools: map[string]*appPool{}, done: make(chan struct{})}
-	mounts := appMounts(cfg)
-	var started []*appPool
-	fail := func(err error) (*generation, error) {
-		for i := len(started) - 1; i >= 0; i-- {
-			e.stopPool(started[i])
-		}
+	g, fresh, err := e.prepare(cfg, prev)
+	if err != nil {
 		return nil, err
 	}
+	if err := e.startPools(ctx, cfg, prev, g, fresh); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// prepare is build's first half: the pools cfg needs (prev's where their
+// settings did not change, new ones not yet started: fresh) and the
+// handler chain, which opens the log files. Run switches user between the
+// two halves, so that the log files are opened as root and the workers
+// start as the user. On an error nothing is left open.
+func (e *engine) prepare(cfg *config.Config, prev *generation) (*generation, []*appPool, error) {
+	g := &generation{cfg: cfg, pools: map[string]*appPool{}, done: make(chan struct{})}
+	mounts := appMounts(cfg)
+	var fresh []*appPool
 	for _, a := range cfg.Apps {
 		if prev != nil {
 			if old, ok := prev.pools[a.Name]; ok && old.mount == mounts[a.Name] && reflect.DeepEqual(old.app, a) {
@@ -241,16 +336,10 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 		wo.InternalRedirect = e.internalRedirect
 		pool, err := worker.New(wo)
 		if err != nil {
-			return fail(fmt.Errorf("creating app %s: %w", a.Name, err))
+			return nil, nil, fmt.Errorf("creating app %s: %w", a.Name, err)
 		}
 		ap.pool = pool
-		started = append(started, ap)
-		if err := pool.Start(ctx); err != nil {
-			if len(cfg.Apps) > 1 || prev != nil {
-				err = fmt.Errorf("starting app %s: %w", a.Name, err)
-			}
-			return fail(err)
-		}
+		fresh = append(fresh, ap)
 		g.pools[a.Name] = ap
 	}
 	apps := map[string]http.Handler{}
@@ -259,11 +348,30 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 	}
 	h, rt, closeChain, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
 	if err != nil {
-		return fail(err)
+		return nil, nil, err
 	}
 	g.handler, g.router, g.close = h, rt, closeChain
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
-	return g, nil
+	return g, fresh, nil
+}
+
+// startPools is build's second half: it starts the fresh pools of g and
+// waits until their workers are ready. On an error it stops them and
+// closes g's chain.
+func (e *engine) startPools(ctx context.Context, cfg *config.Config, prev, g *generation, fresh []*appPool) error {
+	for i, ap := range fresh {
+		if err := ap.pool.Start(ctx); err != nil {
+			if len(cfg.Apps) > 1 || prev != nil {
+				err = fmt.Errorf("starting app %s: %w", ap.app.Name, err)
+			}
+			for j := i; j >= 0; j-- {
+				e.stopPool(fresh[j])
+			}
+			g.close()
+			return err
+		}
+	}
+	return nil
 }
 
 func (e *engine) stopPool(ap *appPool) {
@@ -330,6 +438,13 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		e.log.Error("reload failed; the running config stays", "err", err)
 		return err
 	}
+	for _, k := range []struct{ key, old, new string }{{"user", old.cfg.User, cfg.User}, {"group", old.cfg.Group, cfg.Group}, {"pidfile", old.cfg.PIDFile, cfg.PIDFile}} {
+		if k.old != k.new {
+			err := fmt.Errorf("app: %s changed; restart portico to apply it", k.key)
+			e.log.Error("reload failed; the running config stays", "err", err)
+			return err
+		}
+	}
 	// TLS listeners that stay get their certificate re-read (renewals).
 	certs := map[*listener]*tls.Certificate{}
 	for i, key := range listenerKeys(cfg) {
@@ -337,7 +452,7 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		if lc := cfg.Listeners[i]; ok && lc.TLS != nil {
 			cert, err := tls.LoadX509KeyPair(lc.TLS.Cert, lc.TLS.Key)
 			if err != nil {
-				err = fmt.Errorf("loading the certificate of %s: %w", lc.Addr, err)
+				err = e.privilegeHint(fmt.Errorf("loading the certificate of %s: %w", lc.Addr, err))
 				e.log.Error("reload failed; the running config stays", "err", err)
 				return err
 			}
@@ -346,9 +461,15 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 	}
 	gen, err := e.build(ctx, cfg, old)
 	if err != nil {
+		err = e.privilegeHint(err)
 		e.log.Error("reload failed; the running config stays", "err", err)
 		return err
 	}
+	// New listeners open after the new apps are ready, unlike at start:
+	// a socket bound for a config that then fails would accept
+	// connections into its backlog only to reset them when it closes,
+	// while the running config serves on. A port in use costs a wasted
+	// start of the new apps here, not an outage.
 	added, err := e.openListeners(cfg)
 	if err != nil {
 		e.stopGeneration(gen, old)
@@ -429,12 +550,12 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			continue
 		}
 		lc := cfg.Listeners[i]
-		nl, err := server.Listen(lc.Addr, lc.SocketMode)
+		nl, inherited, err := e.listen(lc.Addr, lc.SocketMode)
 		if err != nil {
 			for _, l := range added {
 				l.l.Close()
 			}
-			return nil, fmt.Errorf("listening on %s: %w", lc.Addr, err)
+			return nil, e.privilegeHint(fmt.Errorf("listening on %s: %w", lc.Addr, err))
 		}
 		addr := nl.Addr().String()
 		if nl.Addr().Network() == "unix" {
@@ -485,7 +606,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		if lc.TLS != nil {
 			proto = "https"
 		}
-		e.log.Info("listening", "proto", proto, "addr", addr, "proxy_protocol", lc.ProxyProtocol)
+		e.log.Info("listening", "proto", proto, "addr", addr, "proxy_protocol", lc.ProxyProtocol, "inherited", inherited)
 	}
 	for _, l := range added {
 		e.listeners[l.key] = l

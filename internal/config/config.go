@@ -65,6 +65,25 @@ type Config struct {
 	// client's forwarding headers are stripped (nginx without
 	// set_real_ip_from). See internal/realip.
 	TrustedProxies []string
+	// User, when set, is the user Portico and its workers run as: the
+	// listeners are bound (and the log files opened) as root, then the
+	// process drops to this user before any worker starts (nginx's `user`,
+	// uWSGI's --uid). A name or a numeric uid. Only root can switch; set
+	// while not root it is an error, unless it is the current user.
+	// Default "": stay as started.
+	User string
+	// Group is the group to run as with User (uWSGI's --gid); the
+	// supplementary groups are User's groups in the group database when
+	// Group is empty or User's primary group, else just Group. A name or a
+	// numeric gid. Default "": User's primary group. Setting Group alone
+	// switches only the group.
+	Group string
+	// PIDFile, when set, is written with Portico's pid once the listeners
+	// are bound (before the privileges are dropped and the apps start), and
+	// removed at a clean exit if it still holds that pid (nginx's `pid`,
+	// uWSGI's --pidfile). Default "": none; systemd's Type=notify needs
+	// none.
+	PIDFile string
 
 	// lines maps a key path ("site[0].route[1].path") to its line in File.
 	lines map[string]int
@@ -599,6 +618,16 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("graceful_timeout", "must be positive")
+	}
+	if c.User != "" {
+		if _, err := LookupUser(c.User); err != nil {
+			bad("user", "%v", err)
+		}
+	}
+	if c.Group != "" {
+		if _, err := LookupGroup(c.Group); err != nil {
+			bad("group", "%v", err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -70,6 +70,15 @@ Files and logs:
       --access-log-format F combined (nginx's) or json (default combined)
       --log-level LEVEL     debug, info, warn, error (default info)
 
+Process:
+      --user USER           after binding the listeners as root, run portico and its workers
+                            as USER, name or uid (default: stay as started) [uwsgi --uid,
+                            gunicorn --user, nginx user]
+      --group GROUP         group to run as (default: USER's primary group) [uwsgi --gid,
+                            gunicorn --group]
+      --pidfile PATH        write portico's pid to PATH once the listeners are bound; removed
+                            at exit (default: none) [uwsgi --pidfile, gunicorn --pid, nginx pid]
+
 Sizes: 512, 64KiB, 10MiB, 1GiB. Durations: 30s, 2m, 500ms, or seconds.
 Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request.
 `
@@ -169,6 +178,9 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
 	fs.StringVar(&c.AccessLogFormat, "access-log-format", c.AccessLogFormat, "")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "")
+	fs.StringVar(&c.User, "user", c.User, "")
+	fs.StringVar(&c.Group, "group", c.Group, "")
+	fs.StringVar(&c.PIDFile, "pidfile", c.PIDFile, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -206,6 +218,9 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		"graceful_timeout":  "graceful-timeout",
 		"trusted_proxies":   "forwarded-allow-ips",
 		"app." + RunAppName: "app",
+		"user":              "user",
+		"group":             "group",
+		"pidfile":           "pidfile",
 	}
 	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout", "sched"} {
 		c.names["app."+RunAppName+"."+k] = strings.ReplaceAll(k, "_", "-")

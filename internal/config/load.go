@@ -249,7 +249,7 @@ func (d *decoder) tables(t *value, key string) []*value {
 }
 
 const (
-	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, [admin], [[listener]], [app.NAME], [[site]]"
+	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, user, group, pidfile, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched"
 	siteKeys     = "hosts, [[site.route]]"
@@ -266,6 +266,9 @@ func (d *decoder) config(root *value) {
 	d.str(root, "", "log_level", &c.LogLevel)
 	d.duration(root, "", "graceful_timeout", &c.ShutdownTimeout)
 	d.strings(root, "", "trusted_proxies", &c.TrustedProxies)
+	d.str(root, "", "user", &c.User)
+	d.str(root, "", "group", &c.Group)
+	d.path(root, "", "pidfile", &c.PIDFile)
 	if t := d.get(root, "", "admin", kTable); t != nil {
 		c.Admin = &Admin{}
 		d.str(t, "admin", "addr", &c.Admin.Addr)

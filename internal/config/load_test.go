@@ -215,3 +215,48 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestUserGroupPIDFile: the process keys decode (pidfile relative to the
+// file), resolve to an Identity, and unknown names are errors at their
+// line.
+func TestUserGroupPIDFile(t *testing.T) {
+	const rest = `
+[[listener]]
+addr = "127.0.0.1:0"
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/"
+respond = { body = "x" }
+`
+	path := writeConfig(t, "user = \"nobody\"\npidfile = \"run/portico.pid\"\n"+rest)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.User != "nobody" || c.PIDFile != filepath.Join(filepath.Dir(path), "run", "portico.pid") {
+		t.Errorf("user %q pidfile %q", c.User, c.PIDFile)
+	}
+	id, err := c.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.UID != 65534 || id.GID != 65534 || len(id.Groups) == 0 || id.Groups[0] != 65534 {
+		t.Errorf("Identity() = %+v, want nobody's uid and gid 65534", id)
+	}
+	c.Group = "0"
+	if id, err := c.Identity(); err != nil || id.GID != 0 || len(id.Groups) != 1 || id.Groups[0] != 0 {
+		t.Errorf("with group 0: Identity() = %+v, %v; want gid 0 and just that group", id, err)
+	}
+
+	path = writeConfig(t, "user = \"no-such-user-portico\"\ngroup = \"no-such-group-portico\"\n"+rest)
+	_, err = Load(path)
+	for _, want := range []string{
+		path + `:1: user: unknown user "no-such-user-portico"`,
+		path + `:2: group: unknown group "no-such-group-portico"`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load: %v; want %q", err, want)
+		}
+	}
+}
