@@ -29,7 +29,9 @@ import (
 // A reload request (opt.Reload) with opt.Load set re-reads the config. An
 // invalid config, or one whose new apps cannot start, is logged error by
 // error and the running config stays. A valid one takes over atomically:
-// apps whose settings did not change keep their pools (warm workers);
+// apps whose settings did not change keep their pools, whose workers are
+// restarted in place to load new code (unless reload_code is false: warm
+// workers stay; see build);
 // changed and new apps get new pools, started and ready before the switch;
 // listeners that stay are never closed, new ones open before the switch,
 // removed ones close after it; requests in flight finish on the old
@@ -209,10 +211,18 @@ func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // build starts the pools cfg needs that prev does not have with the same
 // settings, and builds the handler chain. On an error the pools it started
 // are stopped.
+//
+// With prev set (a reload), an app whose settings did not change keeps its
+// pool; unless its reload_code is false, that pool's workers are restarted
+// in place (worker.Pool.Reload: the new ones are ready before the old ones
+// retire), after every new pool has started, so that the new code is
+// loaded. A failed restart fails the build: that app's old workers keep
+// serving; apps restarted before it keep their new workers. One INFO
+// record per app says what happens to it and why.
 func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation) (*generation, error) {
 	g := &generation{cfg: cfg, pools: map[string]*appPool{}, done: make(chan struct{})}
 	mounts := appMounts(cfg)
-	var started []*appPool
+	var started, restart []*appPool
 	fail := func(err error) (*generation, error) {
 		for i := len(started) - 1; i >= 0; i-- {
 			e.stopPool(started[i])
@@ -221,9 +231,20 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 	}
 	for _, a := range cfg.Apps {
 		if prev != nil {
-			if old, ok := prev.pools[a.Name]; ok && old.mount == mounts[a.Name] && reflect.DeepEqual(old.app, a) {
+			old, ok := prev.pools[a.Name]
+			switch {
+			case ok && old.mount == mounts[a.Name] && sameApp(old.app, a):
 				g.pools[a.Name] = old
+				if a.ReloadCode {
+					restart = append(restart, old)
+				} else {
+					e.log.Info("keeping app workers", "app", a.Name, "reason", "reload_code = false")
+				}
 				continue
+			case ok:
+				e.log.Info("restarting app workers", "app", a.Name, "reason", "config changed")
+			default:
+				e.log.Info("starting app workers", "app", a.Name, "reason", "new app")
 			}
 		}
 		plog := e.log
@@ -247,6 +268,9 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 		}
 		g.pools[a.Name] = ap
 	}
+	if err := e.restartWorkers(ctx, restart); err != nil {
+		return fail(err)
+	}
 	apps := map[string]http.Handler{}
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
@@ -258,6 +282,34 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 	g.handler, g.router, g.close = h, rt, closeChain
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
 	return g, nil
+}
+
+// sameApp reports whether a pool started for a serves b unchanged:
+// reload_code says what a reload does with the pool, not how it runs.
+func sameApp(a, b config.App) bool {
+	a.ReloadCode, b.ReloadCode = false, false
+	return reflect.DeepEqual(a, b)
+}
+
+// restartWorkers restarts the workers of aps in place, all at once, each
+// pool's new workers ready before its old ones retire ("code reload"). The
+// error names every app whose new workers failed; those keep their old
+// workers.
+func (e *engine) restartWorkers(ctx context.Context, aps []*appPool) error {
+	errs := make([]error, len(aps))
+	var wg sync.WaitGroup
+	for i, ap := range aps {
+		e.log.Info("restarting app workers", "app", ap.app.Name, "reason", "code reload")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ap.pool.Reload(ctx); err != nil {
+				errs[i] = fmt.Errorf("restarting app %s (code reload): %w; its old workers keep serving", ap.app.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (e *engine) stopPool(ap *appPool) {
@@ -372,13 +424,13 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		}
 		e.stopGeneration(old, gen)
 	}()
-	kept := 0
+	kept := 0 // apps whose workers were not restarted (reload_code = false)
 	for _, a := range cfg.Apps {
-		if old.pools[a.Name] == gen.pools[a.Name] {
+		if old.pools[a.Name] == gen.pools[a.Name] && !a.ReloadCode {
 			kept++
 		}
 	}
-	e.log.Info("reloaded", "apps", len(cfg.Apps), "apps_kept", kept, "sites", len(cfg.Sites),
+	e.log.Info("reloaded", "apps", len(cfg.Apps), "apps_restarted", len(cfg.Apps)-kept, "apps_kept", kept, "sites", len(cfg.Sites),
 		"listeners_added", len(added), "listeners_removed", len(removed))
 	return nil
 }

@@ -153,6 +153,14 @@ type App struct {
 	QueueTimeout time.Duration
 	// Reload restarts the workers when a .py file changes (development).
 	Reload bool
+	// ReloadCode makes a config reload (SIGHUP, POST /reload under
+	// `portico serve`) restart this app's workers even when its settings
+	// did not change, so that newly deployed code is loaded: new workers
+	// import the app and are ready before the old ones retire (uWSGI's
+	// touch-chain-reload, gunicorn's SIGHUP). False keeps the warm workers
+	// of an unchanged app. Default true. `portico run` restarts its app's
+	// workers on SIGHUP in any case.
+	ReloadCode bool
 	// Sched is the workers' Linux scheduling policy: SchedBatch (the
 	// default) or SchedNormal. See worker.Options.NormalSched.
 	Sched string
@@ -447,6 +455,7 @@ func DefaultApp(name string) App {
 		QueueSize:    DefaultQueueSize,
 		QueueTimeout: DefaultQueueTimeout,
 		Sched:        SchedBatch,
+		ReloadCode:   true,
 	}
 }
 

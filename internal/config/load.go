@@ -251,7 +251,7 @@ func (d *decoder) tables(t *value, key string) []*value {
 const (
 	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol"
-	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched"
+	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
 	siteKeys     = "hosts, [[site.route]]"
 	routeKeys    = "path, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
 )
@@ -349,6 +349,7 @@ func (d *decoder) app(t *value, p, name string) {
 		a.Python = filepath.Join(d.dir, a.Python)
 	}
 	d.path(t, p, "chdir", &a.Dir)
+	d.boolean(t, p, "reload_code", &a.ReloadCode)
 	d.appSettings(t, p, &a)
 	d.unknown(t, p, appKeys)
 	d.c.Apps = append(d.c.Apps, a)
