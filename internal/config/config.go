@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Defaults, in one place. The README's tables quote these.
@@ -122,8 +123,10 @@ type TLS struct {
 type App struct {
 	// Name identifies the app in routes (app = "NAME") and logs. Required.
 	Name string
-	// Module is MODULE:CALLABLE, MODULE dotted or a path to a .py file.
-	// Required.
+	// Module is MODULE:CALLABLE, MODULE dotted or a path to a .py file;
+	// CALLABLE defaults to application, then app. A factory is called
+	// with literal arguments only: create_app(), create_app('testing'),
+	// create_app(env="prod", debug=False) (gunicorn's syntax). Required.
 	Module string
 	// Python is the interpreter: $VIRTUAL_ENV/bin/python, else python3.
 	Python string
@@ -658,6 +661,8 @@ func (c *Config) validateApp(errs *[]error, key string, a *App) {
 	}
 	if a.Module == "" {
 		bad("module", "no MODULE:CALLABLE given")
+	} else if err := checkCallable(a.Module); err != nil {
+		bad("module", "%v", err)
 	} else if path := strings.SplitN(a.Module, ":", 2)[0]; strings.HasSuffix(path, ".py") {
 		if !filepath.IsAbs(path) && a.Dir != "" {
 			path = filepath.Join(a.Dir, path)
@@ -705,6 +710,52 @@ func (c *Config) validateApp(errs *[]error, key string, a *App) {
 			bad("env", "%q is not KEY=VALUE", kv)
 		}
 	}
+}
+
+// checkCallable checks the CALLABLE of MODULE:CALLABLE as far as Go can:
+// a dotted name, optionally followed by factory arguments in parentheses
+// (create_app('testing'), create_app(env="prod", debug=False)). That the
+// arguments are literals is checked by worker.py (ast.literal_eval) when
+// it imports the app. The split is worker.py's: the last colon before any
+// "(", since arguments may hold colons.
+func checkCallable(spec string) error {
+	head, _, _ := strings.Cut(spec, "(")
+	i := strings.LastIndexByte(head, ':')
+	if i <= 0 {
+		return nil // no CALLABLE: application, then app
+	}
+	attr := spec[i+1:]
+	if attr == "" {
+		return nil
+	}
+	name, args, call := strings.Cut(attr, "(")
+	if strings.Contains(name, "/") || strings.HasSuffix(name, ".py") {
+		return nil // a path, as worker.py reads it
+	}
+	name = strings.TrimSpace(name)
+	for _, part := range strings.Split(name, ".") {
+		if !isIdentifier(part) {
+			return fmt.Errorf("%q: CALLABLE %q is not a dotted name or a factory call like create_app('testing')", spec, attr)
+		}
+	}
+	if call && !strings.HasSuffix(strings.TrimSpace(args), ")") {
+		return fmt.Errorf("%q: the factory call %q does not end with \")\"", spec, attr)
+	}
+	return nil
+}
+
+// isIdentifier reports whether s is a Python identifier: letters and
+// underscores, digits after the first.
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r != '_' && !unicode.IsLetter(r) && (i == 0 || !unicode.IsDigit(r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkTrusted accepts what realip.ParseTrusted does: a CIDR prefix, a

@@ -154,3 +154,27 @@ static = { "/static/" = "static" }
 		}
 	}
 }
+
+func TestCheckCallable(t *testing.T) {
+	for _, ok := range []string{
+		"app.py", "hello", "hello:app", "pkg.mod:application", "app.py:create_app()",
+		"app.py:create_app('testing')", `pkg.mod:create_app(env="prod", debug=False)`,
+		"m:create_app('http://example.com:8000/x')", "m:factories.make_app( 1, (2, 3) )", "dir/app.py", "m:",
+	} {
+		if err := checkCallable(ok); err != nil {
+			t.Errorf("checkCallable(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"m:create_app(", "m:1app", "m:create-app", "m:a..b", "m:create_app('x') + 1"} {
+		if err := checkCallable(bad); err == nil {
+			t.Errorf("checkCallable(%q) accepted", bad)
+		}
+	}
+	c, err := ParseRun([]string{`hello:create_app(env="prod", debug=False)`}, nil)
+	if err != nil || c.Apps[0].Module != `hello:create_app(env="prod", debug=False)` {
+		t.Errorf("ParseRun with factory arguments: %v", err)
+	}
+	if _, err := ParseRun([]string{"hello:create_app('x'"}, nil); err == nil || !strings.Contains(err.Error(), `does not end with ")"`) {
+		t.Errorf("ParseRun with an unclosed factory call: %v", err)
+	}
+}

@@ -19,7 +19,9 @@ const RunUsage = `Usage: portico run [flags] MODULE[:CALLABLE]
 Serve one WSGI application with supervised Python worker processes.
 MODULE is a dotted module (mysite.wsgi) or a path to a .py file
 (examples/hello/app.py); CALLABLE defaults to "application", then "app";
-"create_app()" calls a factory. With --proxy, the app is optional.
+"create_app()" calls a factory, "create_app('testing', debug=False)" with
+literal arguments (strings, numbers, True/False/None, lists, dicts).
+With --proxy, the app is optional.
 
 Listening:
   -b, --bind ADDR           HTTP listener: host:port, :port or unix:/path; repeatable
