@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -241,5 +242,76 @@ func TestServeDeployBrokenCode(t *testing.T) {
 	wantStatus(t, resp, body, http.StatusOK)
 	if v := answer(t, c, p); v != "v3" {
 		t.Errorf("after the fixed deploy: %q, want v3", v)
+	}
+}
+
+// TestServePythonFlag: serve --python overrides every app's interpreter,
+// at start and on reload.
+func TestServePythonFlag(t *testing.T) {
+	python := needPython(t)
+	dir := t.TempDir()
+	interp := filepath.Join(dir, "bin", "mypython")
+	if err := os.MkdirAll(filepath.Dir(interp), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(python, interp); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "exe.py", `import os, sys
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("%s %d" % (sys.executable, os.getpid())).encode()]
+`)
+	// The file names an interpreter that does not exist: the flag wins,
+	// so the config is valid.
+	cfg := writeFile(t, dir, "portico.toml", `
+access_log = "off"
+[[listener]]
+addr = "127.0.0.1:0"
+[app.one]
+module = "exe.py"
+python = "/nonexistent/python3"
+workers = 1
+[app.two]
+module = "exe.py"
+workers = 1
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/one"
+app = "one"
+[[site.route]]
+path = "/two"
+app = "two"
+`)
+	p := startCommand(t, "serve", "-c", cfg, "--python", interp)
+	c := newClient(t)
+	exe := func(path string) (string, string) {
+		t.Helper()
+		resp, body := get(t, c, p.URL(path))
+		wantStatus(t, resp, body, http.StatusOK)
+		e, pid, _ := strings.Cut(string(body), " ")
+		return e, pid
+	}
+	_, pid := exe("/one")
+	for _, path := range []string{"/one", "/two"} {
+		if got, _ := exe(path); got != interp {
+			t.Errorf("%s: the worker runs %s, want %s (serve --python)", path, got, interp)
+		}
+	}
+	if err := p.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	p.waitLog(t, "msg=reloaded", readyTimeout)
+	if got, newPid := exe("/one"); got != interp || newPid == pid {
+		t.Errorf("after a reload: %s pid %s (was %s); want %s in a new worker", got, newPid, pid, interp)
+	}
+
+	// Without the flag the file's missing interpreter is an error.
+	out, code := runCheck(t, cfg)
+	if code != 1 || !strings.Contains(out, "app.one.python") {
+		t.Errorf("check without --python: exit %d, output %q; want 1 and an app.one.python error", code, out)
 	}
 }
