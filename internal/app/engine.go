@@ -441,6 +441,7 @@ type listener struct {
 	key      string // see listenerKeys
 	addr     string
 	cert     atomic.Pointer[tls.Certificate] // TLS listeners
+	redirect atomic.Pointer[httpsRedirect]   // redirect_https listeners; nil: serve
 	serve    func() error
 	shutdown func(context.Context) error
 	close    func() error
@@ -460,8 +461,9 @@ func listenerKeys(cfg *config.Config) []string {
 }
 
 // openListeners opens the listeners of cfg that are not open yet, records
-// them and returns them (not yet serving). On an error it closes those it
-// opened and records none.
+// them and returns them (not yet serving); then it sets the HTTPS
+// redirects of cfg's listeners (setRedirects). On an error it closes those
+// it opened and records none.
 func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 	var added []*listener
 	for i, key := range listenerKeys(cfg) {
@@ -513,7 +515,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			s := &uwsgi.Server{Handler: e, Logger: e.log}
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
 		default:
-			s := server.NewHTTP(e, server.Options{Logger: e.log})
+			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log})
 			serve := s.Serve
 			if lc.TLS != nil {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
@@ -530,6 +532,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 	for _, l := range added {
 		e.listeners[l.key] = l
 	}
+	e.setRedirects(cfg)
 	return added, nil
 }
 

@@ -96,6 +96,15 @@ type Listener struct {
 	// header (v1 or v2), as nginx's `listen ... proxy_protocol`; its client
 	// address is believed when the peer is in TrustedProxies. Default off.
 	ProxyProtocol bool
+	// RedirectHTTPS makes a plain HTTP listener answer every request with
+	// 308 Permanent Redirect to https://HOST/URI: the request's host name
+	// without its port, then the port of the first TLS listener of the
+	// config unless it is 443 (none: 443, for TLS ended in front of
+	// Portico), then the request's path and query as sent. No site or
+	// route is consulted; 308 makes clients keep the method and body.
+	// nginx: `return 308 https://$host$request_uri;`. Not for TLS or
+	// uwsgi listeners. Default off.
+	RedirectHTTPS bool
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
@@ -571,6 +580,12 @@ func (c *Config) Validate() error {
 		}
 		if l.TLS != nil {
 			errs = append(errs, c.validateTLS(key, l)...)
+		}
+		if l.RedirectHTTPS && l.TLS != nil {
+			bad(key+".redirect_https", "is for plain HTTP listeners; this one serves TLS")
+		}
+		if l.RedirectHTTPS && l.Protocol == ProtoUWSGI {
+			bad(key+".redirect_https", "is for HTTP listeners; a uwsgi listener's nginx redirects itself")
 		}
 	}
 	for i, p := range c.TrustedProxies {

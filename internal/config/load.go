@@ -306,7 +306,7 @@ func (d *decoder) tables(t *value, key string) []*value {
 
 const (
 	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, [admin], [[listener]], [app.NAME], [[site]]"
-	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol"
+	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
 	siteKeys     = "hosts, [[site.route]]"
 	routeKeys    = "path, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
@@ -387,6 +387,7 @@ func (d *decoder) listener(t *value, p string) {
 		d.unknown(tt, p+".tls", "cert, key")
 	}
 	d.boolean(t, p, "proxy_protocol", &l.ProxyProtocol)
+	d.boolean(t, p, "redirect_https", &l.RedirectHTTPS)
 	d.unknown(t, p, listenerKeys)
 	d.c.Listeners = append(d.c.Listeners, l)
 }

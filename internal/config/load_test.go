@@ -192,6 +192,8 @@ func TestLoadErrors(t *testing.T) {
 		{"trusted proxies and proxy_protocol", "trusted_proxies = [\"10.0.0.0/33\", \"unix\", \"nonsense\", 7]\n" + base + "[[listener]]\naddr = \":0\"\nproxy_protocol = \"yes\"\n",
 			[]string{"1: trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR prefix", "1: trusted_proxies[2]: \"nonsense\" is not an address", "1: trusted_proxies[3]: want a string", "13: listener[1].proxy_protocol: want a boolean"}},
 		{"nothing", "", []string{"listener: no listener", "site: no site"}},
+		{"redirect_https", base + "[[listener]]\naddr = \":0\"\nprotocol = \"uwsgi\"\nredirect_https = true\n[[listener]]\naddr = \":0\"\ntls = { cert = \"app.py\", key = \"app.py\" }\nredirect_https = true\n[[listener]]\naddr = \":0\"\nredirect_https = \"yes\"\n",
+			[]string{"13: listener[1].redirect_https: is for HTTP listeners", "17: listener[2].redirect_https: is for plain HTTP listeners", "20: listener[3].redirect_https: want a boolean"}},
 		{"reload_code and factory", "[[listener]]\naddr = \":0\"\n[app.a]\nmodule = \"app.py:create_app('x'\"\nreload_code = \"no\"\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",
 			[]string{"4: app.a.module: \"app.py:create_app('x'\": the factory call", "5: app.a.reload_code: want a boolean"}},
 	}
