@@ -217,7 +217,8 @@ func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // in place (worker.Pool.Reload: the new ones are ready before the old ones
 // retire), after every new pool has started, so that the new code is
 // loaded. A failed restart fails the build: that app's old workers keep
-// serving; apps restarted before it keep their new workers. One INFO
+// serving; the other apps, restarted at the same time, keep their new
+// workers (there is no going back to old code). One INFO
 // record per app says what happens to it and why.
 func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation) (*generation, error) {
 	g := &generation{cfg: cfg, pools: map[string]*appPool{}, done: make(chan struct{})}
