@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -309,9 +310,16 @@ app = "two"
 		t.Errorf("after a reload: %s pid %s (was %s); want %s in a new worker", got, newPid, pid, interp)
 	}
 
-	// Without the flag the file's missing interpreter is an error.
+	// Without the flag the file's missing interpreter is an error; check
+	// takes the flag too.
 	out, code := runCheck(t, cfg)
 	if code != 1 || !strings.Contains(out, "app.one.python") {
 		t.Errorf("check without --python: exit %d, output %q; want 1 and an app.one.python error", code, out)
+	}
+	if out, err := exec.Command(porticoBin, "check", "-c", cfg, "--python", interp).CombinedOutput(); err != nil || string(out) != cfg+": OK\n" {
+		t.Errorf("check --python %s: %v, output %q; want %s: OK", interp, err, out, cfg)
+	}
+	if out, _ := exec.Command(porticoBin, "check", "-c", cfg, "--python", filepath.Join(dir, "nope")).CombinedOutput(); !strings.Contains(string(out), "--python: stat "+filepath.Join(dir, "nope")) {
+		t.Errorf("check --python with a missing interpreter: output %q, want a --python error", out)
 	}
 }

@@ -22,8 +22,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"help", "serve"}, []string{"-c FILE", "--python PATH", "SIGHUP", "reload_code"}},
 		{[]string{"serve", "--help"}, []string{"-c FILE", "--python PATH"}},
 		{[]string{"serve", "-h"}, []string{"-c FILE", "--python PATH"}},
-		{[]string{"help", "check"}, []string{"-c FILE", "sorted by line"}},
-		{[]string{"check", "--help"}, []string{"-c FILE"}},
+		{[]string{"help", "check"}, []string{"-c FILE", "--python PATH", "sorted by line"}},
+		{[]string{"check", "--help"}, []string{"-c FILE", "--python PATH"}},
 		{[]string{"help"}, []string{"run [flags]", "serve -c FILE", "check -c FILE", "version", "portico help COMMAND"}},
 	}
 	for _, tc := range cases {

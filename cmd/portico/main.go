@@ -82,17 +82,13 @@ func help(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// configFlag parses the flags of serve and check: -c FILE, and --python
-// PATH when python is not nil.
-func configFlag(name string, args []string, stdout, stderr io.Writer, python *string) (string, int) {
+// configFlag parses the flags of serve and check: -c FILE and --python
+// PATH; text is the command's help.
+func configFlag(name, text string, args []string, stdout, stderr io.Writer, python *string) (string, int) {
 	fs := flag.NewFlagSet("portico "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("c", "portico.toml", "config file")
-	text := checkUsage
-	if python != nil {
-		fs.StringVar(python, "python", "", "interpreter for every app's workers")
-		text = serveUsage
-	}
+	fs.StringVar(python, "python", "", "interpreter for every app's workers")
 	fs.Usage = func() { io.WriteString(stdout, text) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -110,11 +106,12 @@ func configFlag(name string, args []string, stdout, stderr io.Writer, python *st
 // check validates a config file, like nginx -t: exit 0 and "FILE: OK", or
 // exit 1 and every error, one a line.
 func check(args []string, stdout, stderr io.Writer) int {
-	file, code := configFlag("check", args, stdout, stderr, nil)
+	var python string
+	file, code := configFlag("check", checkUsage, args, stdout, stderr, &python)
 	if code >= 0 {
 		return code
 	}
-	if _, err := app.LoadConfig(file); err != nil {
+	if _, err := app.LoadConfigPython(file, python); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -124,7 +121,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 
 func serve(args []string, stdout, stderr io.Writer) int {
 	var python string
-	file, code := configFlag("serve", args, stdout, stderr, &python)
+	file, code := configFlag("serve", serveUsage, args, stdout, stderr, &python)
 	if code >= 0 {
 		return code
 	}

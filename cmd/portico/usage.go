@@ -23,7 +23,7 @@ POST /reload does the same and answers 422 with the errors.
 `
 
 // checkUsage is the help text of `portico check` (check --help, help check).
-const checkUsage = `Usage: portico check [-c FILE]
+const checkUsage = `Usage: portico check [-c FILE] [--python PATH]
 
 Validate a config file, like nginx -t: print "FILE: OK" and exit 0, or
 print every error, one a line as FILE:LINE: KEY: PROBLEM sorted by line,
@@ -31,4 +31,6 @@ and exit 1. Nothing is started: no socket is opened, no app imported.
 
 Flags:
   -c FILE          the config file (default portico.toml) [nginx -t -c]
+  --python PATH    check the config as serve --python PATH would serve it:
+                   every app's interpreter replaced by PATH
 `
