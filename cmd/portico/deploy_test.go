@@ -65,7 +65,7 @@ app = "site"
 `
 }
 
-func adminClient(t *testing.T, sock string) *http.Client {
+func deployAdminClient(t *testing.T, sock string) *http.Client {
 	c := &http.Client{Timeout: 2 * readyTimeout, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
@@ -219,7 +219,7 @@ func TestServeDeployBrokenCode(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "app.py", versionApp("v1"))
 	p := startServe(t, writeFile(t, dir, "portico.toml", deployConfig(python, "")))
-	admin := adminClient(t, filepath.Join(dir, "admin.sock"))
+	admin := deployAdminClient(t, filepath.Join(dir, "admin.sock"))
 	c := newClient(t)
 
 	writeFile(t, dir, "app.py", versionApp("v2")+"\ndef broken(:\n")
