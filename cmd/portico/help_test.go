@@ -10,7 +10,7 @@ import (
 // way it is asked for, and that `portico help` alone prints the usage.
 func TestHelp(t *testing.T) {
 	runFlags := []string{"--bind", "--uwsgi-socket", "--socket-mode", "--forwarded-allow-ips", "--workers", "--threads",
-		"--python", "--chdir", "--env", "--reload", "--timeout", "--grace", "--max-requests", "--max-rss", "--max-body",
+		"--python", "--chdir", "--env", "--reload", "--tls-cert", "--tls-key", "--timeout", "--grace", "--max-requests", "--max-rss", "--max-body",
 		"--queue-size", "--queue-timeout", "--sched", "--graceful-timeout", "--static", "--proxy", "--access-log",
 		"--access-log-format", "--log-level"}
 	cases := []struct {
