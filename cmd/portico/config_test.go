@@ -225,6 +225,7 @@ module = "` + pep + `:app"
 python = "` + python + `"
 workers = 1
 threads = 2
+reload_code = false
 [app.b]
 module = "` + pep + `:app"
 python = "` + python + `"
@@ -313,7 +314,7 @@ respond = { body = "` + version + `" }
 		t.Errorf("after reload /v = %q, want two", v)
 	}
 	if got := envOf("/a/env"); got["pid"] != pidA {
-		t.Errorf("app a did not change but its worker did: pid %v, was %v", got["pid"], pidA)
+		t.Errorf("app a did not change (and has reload_code = false) but its worker did: pid %v, was %v", got["pid"], pidA)
 	}
 	if got := envOf("/b/env"); got["pid"] == pidB {
 		t.Errorf("app b changed (env) but kept its worker, pid %v", pidB)

@@ -71,6 +71,8 @@ type proc struct {
 	HTTPAddr string
 	// UWSGIAddr is the address of the first proto=uwsgi listener, or "".
 	UWSGIAddr string
+	// HTTPSAddr is the address of the first proto=https listener, or "".
+	HTTPSAddr string
 
 	log            *logBuffer
 	stdout, stderr *lineWriter
@@ -151,9 +153,11 @@ func startExec(t testing.TB, cmd *exec.Cmd) *proc {
 			p.HTTPAddr = firstAddr(p.HTTPAddr, kv["addr"])
 		case "uwsgi":
 			p.UWSGIAddr = firstAddr(p.UWSGIAddr, kv["addr"])
+		case "https":
+			p.HTTPSAddr = firstAddr(p.HTTPSAddr, kv["addr"])
 		}
 	}
-	if p.HTTPAddr == "" {
+	if p.HTTPAddr == "" && p.HTTPSAddr == "" {
 		t.Fatalf("no msg=listening proto=http line before msg=ready (log below)")
 	}
 	return p

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
@@ -32,7 +31,7 @@ Commands:
   top --admin ADDR                show the workers, queue, routes and upstreams of a running portico
   version                         print the version, Go version and build info
 
-Run "portico run --help" for the flags.
+Run "portico help COMMAND" (or "portico COMMAND --help") for a command's flags.
 `
 
 func main() {
@@ -54,30 +53,49 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "top":
 		return top(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "portico %s\n%s %s/%s\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" || s.Key == "vcs.time" || s.Key == "vcs.modified" {
-					fmt.Fprintf(stdout, "%s=%s\n", s.Key, s.Value)
-				}
-			}
-		}
+		bi, ok := debug.ReadBuildInfo()
+		io.WriteString(stdout, versionText(version, bi, ok))
 		return 0
 	case "help", "-h", "--help":
-		io.WriteString(stdout, usage)
-		return 0
+		return help(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "portico: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
 }
 
-// configFlag parses the -c FILE of serve and check.
-func configFlag(name string, args []string, stdout, stderr io.Writer) (string, int) {
+// help prints the usage, or with a command name that command's help.
+func help(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		io.WriteString(stdout, usage)
+		return 0
+	}
+	switch args[0] {
+	case "run":
+		io.WriteString(stdout, app.RunUsage)
+	case "serve":
+		io.WriteString(stdout, serveUsage)
+	case "check":
+		io.WriteString(stdout, checkUsage)
+	case "top":
+		io.WriteString(stdout, topUsage)
+	case "version":
+		io.WriteString(stdout, "Usage: portico version\n\nPrint the version, the VCS revision and time it was built from, and the Go version.\n")
+	default:
+		fmt.Fprintf(stderr, "portico help: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	return 0
+}
+
+// configFlag parses the flags of serve and check: -c FILE and --python
+// PATH; text is the command's help.
+func configFlag(name, text string, args []string, stdout, stderr io.Writer, python *string) (string, int) {
 	fs := flag.NewFlagSet("portico "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("c", "portico.toml", "config file")
-	fs.Usage = func() { fmt.Fprintf(stdout, "Usage: portico %s -c FILE\n", name) }
+	fs.StringVar(python, "python", "", "interpreter for every app's workers")
+	fs.Usage = func() { io.WriteString(stdout, text) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return "", 0
@@ -94,11 +112,12 @@ func configFlag(name string, args []string, stdout, stderr io.Writer) (string, i
 // check validates a config file, like nginx -t: exit 0 and "FILE: OK", or
 // exit 1 and every error, one a line.
 func check(args []string, stdout, stderr io.Writer) int {
-	file, code := configFlag("check", args, stdout, stderr)
+	var python string
+	file, code := configFlag("check", checkUsage, args, stdout, stderr, &python)
 	if code >= 0 {
 		return code
 	}
-	if _, err := app.LoadConfig(file); err != nil {
+	if _, err := app.LoadConfigPython(file, python); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -107,16 +126,18 @@ func check(args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(args []string, stdout, stderr io.Writer) int {
-	file, code := configFlag("serve", args, stdout, stderr)
+	var python string
+	file, code := configFlag("serve", serveUsage, args, stdout, stderr, &python)
 	if code >= 0 {
 		return code
 	}
-	cfg, err := app.LoadConfig(file)
+	load := func() (*app.Config, error) { return app.LoadConfigPython(file, python) }
+	cfg, err := load()
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	return start(cfg, func() (*app.Config, error) { return app.LoadConfig(file) }, stderr)
+	return start(cfg, load, stderr)
 }
 
 func runApp(args []string, stdout, stderr io.Writer) int {

@@ -255,10 +255,19 @@ func ParseRun(args []string, out io.Writer) (*config.Config, error) {
 type Config = config.Config
 
 // LoadConfig reads and validates a TOML config file; the error lists every
-// problem, each with file:line and key.
+// problem, each with file:line and key, sorted by line.
 func LoadConfig(path string) (*config.Config, error) {
 	return config.Load(path)
 }
+
+// LoadConfigPython is LoadConfig with python, when not empty, as the
+// interpreter of every app (portico serve --python).
+func LoadConfigPython(path, python string) (*config.Config, error) {
+	return config.LoadWith(path, config.Overrides{Python: python})
+}
+
+// RunUsage is the help text of `portico run`.
+const RunUsage = config.RunUsage
 
 // ErrHelp is returned by ParseRun after writing the help text.
 var ErrHelp = config.ErrHelp

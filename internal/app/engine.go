@@ -35,7 +35,9 @@ import (
 // A reload request (opt.Reload) with opt.Load set re-reads the config. An
 // invalid config, or one whose new apps cannot start, is logged error by
 // error and the running config stays. A valid one takes over atomically:
-// apps whose settings did not change keep their pools (warm workers);
+// apps whose settings did not change keep their pools, whose workers are
+// restarted in place to load new code (unless reload_code is false: warm
+// workers stay; see build);
 // changed and new apps get new pools, started and ready before the switch;
 // listeners that stay are never closed, new ones open before the switch,
 // removed ones close after it; requests in flight finish on the old
@@ -89,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		}
 		defer removePIDFile(cfg.PIDFile, e.log)
 	}
-	gen, fresh, err := e.prepare(cfg, nil)
+	gen, fresh, _, err := e.prepare(cfg, nil)
 	if err != nil {
 		closeAll()
 		return err
@@ -109,7 +111,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 			e.log.Info("switched user", "user", id.User, "uid", os.Getuid(), "gid", os.Getgid(), "groups", id.Groups)
 		}
 	}
-	if err := e.startPools(ctx, cfg, nil, gen, fresh); err != nil {
+	if err := e.startPools(ctx, cfg, nil, gen, fresh, nil); err != nil {
 		closeAll()
 		return err
 	}
@@ -300,31 +302,51 @@ func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // build starts the pools cfg needs that prev does not have with the same
 // settings, and builds the handler chain. On an error the pools it started
 // are stopped.
+//
+// With prev set (a reload), an app whose settings did not change keeps its
+// pool; unless its reload_code is false, that pool's workers are restarted
+// in place (worker.Pool.Reload: the new ones are ready before the old ones
+// retire), after every new pool has started, so that the new code is
+// loaded. A failed restart fails the build: that app's old workers keep
+// serving; the other apps, restarted at the same time, keep their new
+// workers (there is no going back to old code). One INFO
+// record per app says what happens to it and why.
 func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation) (*generation, error) {
-	g, fresh, err := e.prepare(cfg, prev)
+	g, fresh, restart, err := e.prepare(cfg, prev)
 	if err != nil {
 		return nil, err
 	}
-	if err := e.startPools(ctx, cfg, prev, g, fresh); err != nil {
+	if err := e.startPools(ctx, cfg, prev, g, fresh, restart); err != nil {
 		return nil, err
 	}
 	return g, nil
 }
 
 // prepare is build's first half: the pools cfg needs (prev's where their
-// settings did not change, new ones not yet started: fresh) and the
+// settings did not change, those among them whose workers are to restart
+// with the new code: restart; new ones not yet started: fresh) and the
 // handler chain, which opens the log files. Run switches user between the
 // two halves, so that the log files are opened as root and the workers
 // start as the user. On an error nothing is left open.
-func (e *engine) prepare(cfg *config.Config, prev *generation) (*generation, []*appPool, error) {
-	g := &generation{cfg: cfg, pools: map[string]*appPool{}, done: make(chan struct{})}
+func (e *engine) prepare(cfg *config.Config, prev *generation) (g *generation, fresh, restart []*appPool, err error) {
+	g = &generation{cfg: cfg, pools: map[string]*appPool{}, done: make(chan struct{})}
 	mounts := appMounts(cfg)
-	var fresh []*appPool
 	for _, a := range cfg.Apps {
 		if prev != nil {
-			if old, ok := prev.pools[a.Name]; ok && old.mount == mounts[a.Name] && reflect.DeepEqual(old.app, a) {
+			old, ok := prev.pools[a.Name]
+			switch {
+			case ok && old.mount == mounts[a.Name] && sameApp(old.app, a):
 				g.pools[a.Name] = old
+				if a.ReloadCode {
+					restart = append(restart, old)
+				} else {
+					e.log.Info("keeping app workers", "app", a.Name, "reason", "reload_code = false")
+				}
 				continue
+			case ok:
+				e.log.Info("restarting app workers", "app", a.Name, "reason", "config changed")
+			default:
+				e.log.Info("starting app workers", "app", a.Name, "reason", "new app")
 			}
 		}
 		plog := e.log
@@ -336,7 +358,7 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (*generation, []*
 		wo.InternalRedirect = e.internalRedirect
 		pool, err := worker.New(wo)
 		if err != nil {
-			return nil, nil, fmt.Errorf("creating app %s: %w", a.Name, err)
+			return nil, nil, nil, fmt.Errorf("creating app %s: %w", a.Name, err)
 		}
 		ap.pool = pool
 		fresh = append(fresh, ap)
@@ -348,17 +370,18 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (*generation, []*
 	}
 	h, rt, closeChain, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	g.handler, g.router, g.close = h, rt, closeChain
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
-	return g, fresh, nil
+	return g, fresh, restart, nil
 }
 
 // startPools is build's second half: it starts the fresh pools of g and
-// waits until their workers are ready. On an error it stops them and
-// closes g's chain.
-func (e *engine) startPools(ctx context.Context, cfg *config.Config, prev, g *generation, fresh []*appPool) error {
+// waits until their workers are ready, then restarts the workers of the
+// restart pools in place. On an error it stops the fresh pools and closes
+// g's chain.
+func (e *engine) startPools(ctx context.Context, cfg *config.Config, prev, g *generation, fresh, restart []*appPool) error {
 	for i, ap := range fresh {
 		if err := ap.pool.Start(ctx); err != nil {
 			if len(cfg.Apps) > 1 || prev != nil {
@@ -371,7 +394,42 @@ func (e *engine) startPools(ctx context.Context, cfg *config.Config, prev, g *ge
 			return err
 		}
 	}
+	if err := e.restartWorkers(ctx, restart); err != nil {
+		for j := len(fresh) - 1; j >= 0; j-- {
+			e.stopPool(fresh[j])
+		}
+		g.close()
+		return err
+	}
 	return nil
+}
+
+// sameApp reports whether a pool started for a serves b unchanged:
+// reload_code says what a reload does with the pool, not how it runs.
+func sameApp(a, b config.App) bool {
+	a.ReloadCode, b.ReloadCode = false, false
+	return reflect.DeepEqual(a, b)
+}
+
+// restartWorkers restarts the workers of aps in place, all at once, each
+// pool's new workers ready before its old ones retire ("code reload"). The
+// error names every app whose new workers failed; those keep their old
+// workers.
+func (e *engine) restartWorkers(ctx context.Context, aps []*appPool) error {
+	errs := make([]error, len(aps))
+	var wg sync.WaitGroup
+	for i, ap := range aps {
+		e.log.Info("restarting app workers", "app", ap.app.Name, "reason", "code reload")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ap.pool.Reload(ctx); err != nil {
+				errs[i] = fmt.Errorf("restarting app %s (code reload): %w; its old workers keep serving", ap.app.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (e *engine) stopPool(ap *appPool) {
@@ -505,13 +563,13 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		}
 		e.stopGeneration(old, gen)
 	}()
-	kept := 0
+	kept := 0 // apps whose workers were not restarted (reload_code = false)
 	for _, a := range cfg.Apps {
-		if old.pools[a.Name] == gen.pools[a.Name] {
+		if old.pools[a.Name] == gen.pools[a.Name] && !a.ReloadCode {
 			kept++
 		}
 	}
-	e.log.Info("reloaded", "apps", len(cfg.Apps), "apps_kept", kept, "sites", len(cfg.Sites),
+	e.log.Info("reloaded", "apps", len(cfg.Apps), "apps_restarted", len(cfg.Apps)-kept, "apps_kept", kept, "sites", len(cfg.Sites),
 		"listeners_added", len(added), "listeners_removed", len(removed))
 	return nil
 }
@@ -522,6 +580,7 @@ type listener struct {
 	key      string // see listenerKeys
 	addr     string
 	cert     atomic.Pointer[tls.Certificate] // TLS listeners
+	redirect atomic.Pointer[httpsRedirect]   // redirect_https listeners; nil: serve
 	serve    func() error
 	shutdown func(context.Context) error
 	close    func() error
@@ -541,8 +600,9 @@ func listenerKeys(cfg *config.Config) []string {
 }
 
 // openListeners opens the listeners of cfg that are not open yet, records
-// them and returns them (not yet serving). On an error it closes those it
-// opened and records none.
+// them and returns them (not yet serving); then it sets the HTTPS
+// redirects of cfg's listeners (setRedirects). On an error it closes those
+// it opened and records none.
 func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 	var added []*listener
 	for i, key := range listenerKeys(cfg) {
@@ -594,7 +654,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			s := &uwsgi.Server{Handler: e, Logger: e.log}
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
 		default:
-			s := server.NewHTTP(e, server.Options{Logger: e.log})
+			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log})
 			serve := s.Serve
 			if lc.TLS != nil {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
@@ -611,6 +671,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 	for _, l := range added {
 		e.listeners[l.key] = l
 	}
+	e.setRedirects(cfg)
 	return added, nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Defaults, in one place. The README's tables quote these.
@@ -114,6 +115,15 @@ type Listener struct {
 	// header (v1 or v2), as nginx's `listen ... proxy_protocol`; its client
 	// address is believed when the peer is in TrustedProxies. Default off.
 	ProxyProtocol bool
+	// RedirectHTTPS makes a plain HTTP listener answer every request with
+	// 308 Permanent Redirect to https://HOST/URI: the request's host name
+	// without its port, then the port of the first TLS listener of the
+	// config unless it is 443 (none: 443, for TLS ended in front of
+	// Portico), then the request's path and query as sent. No site or
+	// route is consulted; 308 makes clients keep the method and body.
+	// nginx: `return 308 https://$host$request_uri;`. Not for TLS or
+	// uwsgi listeners. Default off.
+	RedirectHTTPS bool
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
@@ -141,8 +151,10 @@ type TLS struct {
 type App struct {
 	// Name identifies the app in routes (app = "NAME") and logs. Required.
 	Name string
-	// Module is MODULE:CALLABLE, MODULE dotted or a path to a .py file.
-	// Required.
+	// Module is MODULE:CALLABLE, MODULE dotted or a path to a .py file;
+	// CALLABLE defaults to application, then app. A factory is called
+	// with literal arguments only: create_app(), create_app('testing'),
+	// create_app(env="prod", debug=False) (gunicorn's syntax). Required.
 	Module string
 	// Python is the interpreter: $VIRTUAL_ENV/bin/python, else python3.
 	Python string
@@ -172,6 +184,14 @@ type App struct {
 	QueueTimeout time.Duration
 	// Reload restarts the workers when a .py file changes (development).
 	Reload bool
+	// ReloadCode makes a config reload (SIGHUP, POST /reload under
+	// `portico serve`) restart this app's workers even when its settings
+	// did not change, so that newly deployed code is loaded: new workers
+	// import the app and are ready before the old ones retire (uWSGI's
+	// touch-chain-reload, gunicorn's SIGHUP). False keeps the warm workers
+	// of an unchanged app. Default true. `portico run` restarts its app's
+	// workers on SIGHUP in any case.
+	ReloadCode bool
 	// Sched is the workers' Linux scheduling policy: SchedBatch (the
 	// default) or SchedNormal. See worker.Options.NormalSched.
 	Sched string
@@ -466,6 +486,7 @@ func DefaultApp(name string) App {
 		QueueSize:    DefaultQueueSize,
 		QueueTimeout: DefaultQueueTimeout,
 		Sched:        SchedBatch,
+		ReloadCode:   true,
 	}
 }
 
@@ -579,6 +600,12 @@ func (c *Config) Validate() error {
 		if l.TLS != nil {
 			errs = append(errs, c.validateTLS(key, l)...)
 		}
+		if l.RedirectHTTPS && l.TLS != nil {
+			bad(key+".redirect_https", "is for plain HTTP listeners; this one serves TLS")
+		}
+		if l.RedirectHTTPS && l.Protocol == ProtoUWSGI {
+			bad(key+".redirect_https", "is for HTTP listeners; a uwsgi listener's nginx redirects itself")
+		}
 	}
 	for i, p := range c.TrustedProxies {
 		if err := checkTrusted(p); err != nil {
@@ -678,6 +705,8 @@ func (c *Config) validateApp(errs *[]error, key string, a *App) {
 	}
 	if a.Module == "" {
 		bad("module", "no MODULE:CALLABLE given")
+	} else if err := checkCallable(a.Module); err != nil {
+		bad("module", "%v", err)
 	} else if path := strings.SplitN(a.Module, ":", 2)[0]; strings.HasSuffix(path, ".py") {
 		if !filepath.IsAbs(path) && a.Dir != "" {
 			path = filepath.Join(a.Dir, path)
@@ -725,6 +754,52 @@ func (c *Config) validateApp(errs *[]error, key string, a *App) {
 			bad("env", "%q is not KEY=VALUE", kv)
 		}
 	}
+}
+
+// checkCallable checks the CALLABLE of MODULE:CALLABLE as far as Go can:
+// a dotted name, optionally followed by factory arguments in parentheses
+// (create_app('testing'), create_app(env="prod", debug=False)). That the
+// arguments are literals is checked by worker.py (ast.literal_eval) when
+// it imports the app. The split is worker.py's: the last colon before any
+// "(", since arguments may hold colons.
+func checkCallable(spec string) error {
+	head, _, _ := strings.Cut(spec, "(")
+	i := strings.LastIndexByte(head, ':')
+	if i <= 0 {
+		return nil // no CALLABLE: application, then app
+	}
+	attr := spec[i+1:]
+	if attr == "" {
+		return nil
+	}
+	name, args, call := strings.Cut(attr, "(")
+	if strings.Contains(name, "/") || strings.HasSuffix(name, ".py") {
+		return nil // a path, as worker.py reads it
+	}
+	name = strings.TrimSpace(name)
+	for _, part := range strings.Split(name, ".") {
+		if !isIdentifier(part) {
+			return fmt.Errorf("%q: CALLABLE %q is not a dotted name or a factory call like create_app('testing')", spec, attr)
+		}
+	}
+	if call && !strings.HasSuffix(strings.TrimSpace(args), ")") {
+		return fmt.Errorf("%q: the factory call %q does not end with \")\"", spec, attr)
+	}
+	return nil
+}
+
+// isIdentifier reports whether s is a Python identifier: letters and
+// underscores, digits after the first.
+func isIdentifier(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if r != '_' && !unicode.IsLetter(r) && (i == 0 || !unicode.IsDigit(r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkTrusted accepts what realip.ParseTrusted does: a CIDR prefix, a

@@ -85,6 +85,10 @@ func TestParseRunErrors(t *testing.T) {
 		{[]string{"a:b", "extra"}, "one app expected"},
 		{[]string{"--no-such-flag", "a:b"}, "no-such-flag"},
 		{[]string{"--forwarded-allow-ips", "10.0.0.1, 300.1.1.1", "a:b"}, "forwarded-allow-ips: \"300.1.1.1\" is not an address"},
+		{[]string{"--tls-cert", "cert.pem", "a:b"}, "--tls-cert and --tls-key go together"},
+		{[]string{"--tls-key", "key.pem", "a:b"}, "--tls-cert and --tls-key go together"},
+		{[]string{"--tls-cert", "/no/cert.pem", "--tls-key", "/no/key.pem", "a:b"}, "tls-cert: stat /no/cert.pem"},
+		{[]string{"--uwsgi-socket", ":9000", "--tls-cert", "c", "--tls-key", "k", "a:b"}, "no --bind listener"},
 	}
 	for _, c := range cases {
 		_, err := ParseRun(c.args, nil)
@@ -152,5 +156,40 @@ static = { "/static/" = "static" }
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseRun = %v, want %q", err, want)
 		}
+	}
+}
+
+func TestCheckCallable(t *testing.T) {
+	for _, ok := range []string{
+		"app.py", "hello", "hello:app", "pkg.mod:application", "app.py:create_app()",
+		"app.py:create_app('testing')", `pkg.mod:create_app(env="prod", debug=False)`,
+		"m:create_app('http://example.com:8000/x')", "m:factories.make_app( 1, (2, 3) )", "dir/app.py", "m:",
+	} {
+		if err := checkCallable(ok); err != nil {
+			t.Errorf("checkCallable(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"m:create_app(", "m:1app", "m:create-app", "m:a..b", "m:create_app('x') + 1"} {
+		if err := checkCallable(bad); err == nil {
+			t.Errorf("checkCallable(%q) accepted", bad)
+		}
+	}
+	c, err := ParseRun([]string{`hello:create_app(env="prod", debug=False)`}, nil)
+	if err != nil || c.Apps[0].Module != `hello:create_app(env="prod", debug=False)` {
+		t.Errorf("ParseRun with factory arguments: %v", err)
+	}
+	if _, err := ParseRun([]string{"hello:create_app('x'"}, nil); err == nil || !strings.Contains(err.Error(), `does not end with ")"`) {
+		t.Errorf("ParseRun with an unclosed factory call: %v", err)
+	}
+}
+
+func TestParseRunTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(cert, []byte("not a certificate"), 0o644)
+	os.WriteFile(key, []byte("not a key"), 0o644)
+	_, err := ParseRun([]string{"-b", ":0", "-b", ":0", "--uwsgi-socket", ":0", "--tls-cert", cert, "--tls-key", key, "a:b"}, nil)
+	if err == nil || !strings.Contains(err.Error(), "tls-cert: loading the certificate and key") {
+		t.Errorf("ParseRun with a bad certificate: %v", err)
 	}
 }

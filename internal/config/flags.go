@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -19,13 +20,21 @@ const RunUsage = `Usage: portico run [flags] MODULE[:CALLABLE]
 Serve one WSGI application with supervised Python worker processes.
 MODULE is a dotted module (mysite.wsgi) or a path to a .py file
 (examples/hello/app.py); CALLABLE defaults to "application", then "app";
-"create_app()" calls a factory. With --proxy, the app is optional.
+"create_app()" calls a factory, "create_app('testing', debug=False)" with
+literal arguments (strings, numbers, True/False/None, lists, dicts).
+With --proxy, the app is optional.
 
 Listening:
   -b, --bind ADDR           HTTP listener: host:port, :port or unix:/path; repeatable
                             (default 127.0.0.1:8000) [gunicorn --bind, uwsgi --http-socket]
       --uwsgi-socket ADDR   uwsgi-protocol listener for nginx's uwsgi_pass; repeatable
                             [uwsgi --socket]
+      --tls-cert FILE       serve HTTPS (HTTP/2 and HTTP/1.1, TLS 1.2+) on every --bind
+                            listener with this certificate chain, PEM (e.g. fullchain.pem);
+                            needs --tls-key; SIGHUP re-reads neither (restart to renew)
+                            [gunicorn --certfile, uwsgi --https, nginx ssl_certificate]
+      --tls-key FILE        the certificate's private key, PEM; needs --tls-cert
+                            [gunicorn --keyfile, nginx ssl_certificate_key]
       --socket-mode MODE    mode of unix sockets, octal (default 666) [uwsgi --chmod-socket]
       --forwarded-allow-ips LIST  comma-separated proxies (CIDR, address, "unix", "*") whose
                             Forwarded/X-Forwarded-* headers are believed; others' are stripped
@@ -153,6 +162,9 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.Var(&binds, "b", "")
 	fs.Var(&uwsgiSockets, "uwsgi-socket", "")
 	fs.StringVar(&mode, "socket-mode", rd.mode, "")
+	var tlsCert, tlsKey string
+	fs.StringVar(&tlsCert, "tls-cert", "", "")
+	fs.StringVar(&tlsKey, "tls-key", "", "")
 	var allowIPs string
 	fs.StringVar(&allowIPs, "forwarded-allow-ips", "", "")
 	fs.IntVar(&a.Workers, "workers", a.Workers, "")
@@ -228,9 +240,27 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	if len(binds) == 0 && len(uwsgiSockets) == 0 {
 		binds = append(binds, DefaultBind)
 	}
+	var tlsFiles *TLS
+	switch {
+	case (tlsCert == "") != (tlsKey == ""):
+		return nil, errors.New("--tls-cert and --tls-key go together: give both or neither")
+	case tlsCert != "" && len(binds) == 0:
+		return nil, errors.New("--tls-cert: no --bind listener to serve HTTPS on (uwsgi sockets speak in the clear)")
+	case tlsCert != "":
+		tlsFiles = &TLS{Cert: absPath(tlsCert), Key: absPath(tlsKey)}
+	}
 	for _, b := range binds {
-		c.names[fmt.Sprintf("listener[%d]", len(c.Listeners))] = "bind"
-		c.Listeners = append(c.Listeners, Listener{Addr: b, Protocol: ProtoHTTP, SocketMode: os.FileMode(m)})
+		i := len(c.Listeners)
+		c.names[fmt.Sprintf("listener[%d]", i)] = "bind"
+		l := Listener{Addr: b, Protocol: ProtoHTTP, SocketMode: os.FileMode(m)}
+		if tlsFiles != nil {
+			files := *tlsFiles
+			l.TLS = &files
+			c.names[fmt.Sprintf("listener[%d].tls", i)] = "tls-cert"
+			c.names[fmt.Sprintf("listener[%d].tls.cert", i)] = "tls-cert"
+			c.names[fmt.Sprintf("listener[%d].tls.key", i)] = "tls-key"
+		}
+		c.Listeners = append(c.Listeners, l)
 	}
 	for _, b := range uwsgiSockets {
 		c.names[fmt.Sprintf("listener[%d]", len(c.Listeners))] = "uwsgi-socket"
@@ -281,6 +311,15 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// absPath makes a flag's relative path absolute against the current
+// directory, so that --chdir does not change what it names.
+func absPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }
 
 // RunAppName is the name of the one app `portico run` serves.

@@ -1,10 +1,12 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,8 +14,24 @@ import (
 
 // Load reads, decodes and validates the TOML config file at path. The
 // error lists every problem at once, each an *Error naming the file, the
-// line and the key path.
+// line and the key path, sorted by file and line (decoding and validation
+// find them in different orders).
 func Load(path string) (*Config, error) {
+	return LoadWith(path, Overrides{})
+}
+
+// Overrides are settings given on the command line that replace the
+// file's for every app (portico serve's flags). The zero value changes
+// nothing.
+type Overrides struct {
+	// Python, when set, is every app's interpreter (serve --python),
+	// whatever the file's python keys say. A path with a slash is made
+	// absolute against the current directory.
+	Python string
+}
+
+// LoadWith is Load with o applied before validation.
+func LoadWith(path string, o Overrides) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: reading %s: %w", path, err)
@@ -24,6 +42,7 @@ func Load(path string) (*Config, error) {
 		// Validate what could be decoded too, so that all errors come at
 		// once; keys that failed to decode are not checked twice.
 		errs := pe.errs
+		o.apply(pe.c)
 		if verr := pe.c.Validate(); verr != nil {
 			for _, e := range unjoin(verr) {
 				if ce, ok := e.(*Error); !ok || !pe.failed[ce.Key] {
@@ -31,15 +50,52 @@ func Load(path string) (*Config, error) {
 				}
 			}
 		}
-		return nil, errors.Join(errs...)
+		return nil, errors.Join(sortErrors(errs)...)
 	}
 	if err != nil {
 		return nil, err
 	}
+	o.apply(c)
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, errors.Join(sortErrors(unjoin(err))...)
 	}
 	return c, nil
+}
+
+func (o Overrides) apply(c *Config) {
+	if o.Python == "" {
+		return
+	}
+	python := o.Python
+	if strings.Contains(python, "/") {
+		if abs, err := filepath.Abs(python); err == nil {
+			python = abs
+		}
+	}
+	if c.names == nil {
+		c.names = map[string]string{}
+	}
+	for i := range c.Apps {
+		c.Apps[i].Python = python
+		c.names["app."+c.Apps[i].Name+".python"] = "--python"
+	}
+}
+
+// sortErrors orders errs by file, then line, keeping the order of equal
+// ones; errors that are not an *Error come first.
+func sortErrors(errs []error) []error {
+	slices.SortStableFunc(errs, func(a, b error) int {
+		var fa, fb string
+		var la, lb int
+		if e, ok := a.(*Error); ok {
+			fa, la = e.File, e.Line
+		}
+		if e, ok := b.(*Error); ok {
+			fb, lb = e.File, e.Line
+		}
+		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(la, lb))
+	})
+	return errs
 }
 
 // parseErrors are decoding errors, with what could be decoded.
@@ -250,8 +306,8 @@ func (d *decoder) tables(t *value, key string) []*value {
 
 const (
 	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, user, group, pidfile, [admin], [[listener]], [app.NAME], [[site]]"
-	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol"
-	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched"
+	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https"
+	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
 	siteKeys     = "hosts, [[site.route]]"
 	routeKeys    = "path, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
 )
@@ -334,6 +390,7 @@ func (d *decoder) listener(t *value, p string) {
 		d.unknown(tt, p+".tls", "cert, key")
 	}
 	d.boolean(t, p, "proxy_protocol", &l.ProxyProtocol)
+	d.boolean(t, p, "redirect_https", &l.RedirectHTTPS)
 	d.unknown(t, p, listenerKeys)
 	d.c.Listeners = append(d.c.Listeners, l)
 }
@@ -352,6 +409,7 @@ func (d *decoder) app(t *value, p, name string) {
 		a.Python = filepath.Join(d.dir, a.Python)
 	}
 	d.path(t, p, "chdir", &a.Dir)
+	d.boolean(t, p, "reload_code", &a.ReloadCode)
 	d.appSettings(t, p, &a)
 	d.unknown(t, p, appKeys)
 	d.c.Apps = append(d.c.Apps, a)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,10 @@ func TestLoadErrors(t *testing.T) {
 		{"trusted proxies and proxy_protocol", "trusted_proxies = [\"10.0.0.0/33\", \"unix\", \"nonsense\", 7]\n" + base + "[[listener]]\naddr = \":0\"\nproxy_protocol = \"yes\"\n",
 			[]string{"1: trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR prefix", "1: trusted_proxies[2]: \"nonsense\" is not an address", "1: trusted_proxies[3]: want a string", "13: listener[1].proxy_protocol: want a boolean"}},
 		{"nothing", "", []string{"listener: no listener", "site: no site"}},
+		{"redirect_https", base + "[[listener]]\naddr = \":0\"\nprotocol = \"uwsgi\"\nredirect_https = true\n[[listener]]\naddr = \":0\"\ntls = { cert = \"app.py\", key = \"app.py\" }\nredirect_https = true\n[[listener]]\naddr = \":0\"\nredirect_https = \"yes\"\n",
+			[]string{"13: listener[1].redirect_https: is for HTTP listeners", "17: listener[2].redirect_https: is for plain HTTP listeners", "20: listener[3].redirect_https: want a boolean"}},
+		{"reload_code and factory", "[[listener]]\naddr = \":0\"\n[app.a]\nmodule = \"app.py:create_app('x'\"\nreload_code = \"no\"\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",
+			[]string{"4: app.a.module: \"app.py:create_app('x'\": the factory call", "5: app.a.reload_code: want a boolean"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +205,22 @@ func TestLoadErrors(t *testing.T) {
 				t.Fatalf("Load accepted:\n%s", tc.text)
 			}
 			msg := err.Error()
+			// Sorted by line, whether decoding or validation found them.
+			last := 0
+			for _, l := range strings.Split(msg, "\n") {
+				rest, ok := strings.CutPrefix(l, path+":")
+				if !ok {
+					continue
+				}
+				n, err := strconv.Atoi(rest[:strings.IndexByte(rest, ':')])
+				if err != nil {
+					continue
+				}
+				if n < last {
+					t.Errorf("errors not sorted by line (%d after %d):\n%s", n, last, msg)
+				}
+				last = n
+			}
 			for _, want := range tc.wants {
 				if !strings.Contains(msg, path+":"+want) && !strings.Contains(msg, want) {
 					t.Errorf("error lacks %q:\n%s", want, msg)

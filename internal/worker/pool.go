@@ -49,7 +49,8 @@ var workerScript []byte
 // Options configure a Pool. Zero values get the defaults noted.
 type Options struct {
 	// App is MODULE:CALLABLE (MODULE dotted or a path to a .py file;
-	// CALLABLE defaults to application, then app; "name()" calls a factory).
+	// CALLABLE defaults to application, then app; "name()" calls a factory,
+	// "name('testing', debug=False)" with literal arguments only).
 	App string
 	// Python is the interpreter. Empty: "python3".
 	Python string

@@ -32,6 +32,7 @@ A slot's socket reaching EOF means "stop": the worker exits when all slots
 are closed. The protocol is documented on the Go side in internal/worker.
 """
 
+import ast
 import ctypes
 import importlib
 import io
@@ -499,35 +500,96 @@ class Worker(object):
             t.join()
 
 
+def split_spec(spec):
+    """Split MODULE:CALLABLE at the last colon before any "(" (factory
+    arguments may hold colons); no callable part gives ""."""
+    head = spec.split("(", 1)[0]
+    i = head.rfind(":")
+    if i <= 0:
+        return spec, ""
+    module, attr = spec[:i], spec[i + 1 :]
+    name = attr.split("(", 1)[0]
+    if "/" in name or name.endswith(".py"):
+        return spec, ""
+    return module, attr
+
+
+def parse_callable(attr):
+    """Parse CALLABLE: a dotted name, or a factory call with literal
+    arguments only (`create_app`, `create_app()`, `create_app('testing')`,
+    `create_app(env="prod", debug=False)`), as gunicorn accepts. Returns
+    (dotted name, args, kwargs), args None for a plain name. The arguments
+    are parsed with ast and evaluated with ast.literal_eval: strings, bytes,
+    numbers, True/False/None, and tuples, lists, dicts and sets of those;
+    nothing of the app's is looked up or run, so a name or a call among
+    them is an error naming the expression."""
+    try:
+        tree = ast.parse(attr.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ValueError("%r is not a name or a factory call: %s" % (attr, e.msg)) from None
+    node = tree.body
+    call = isinstance(node, ast.Call)
+    func = node.func if call else node
+    parts = []
+    while isinstance(func, ast.Attribute):
+        parts.append(func.attr)
+        func = func.value
+    if not isinstance(func, ast.Name):
+        raise ValueError("%r is not a name or a factory call" % attr)
+    parts.append(func.id)
+    name = ".".join(reversed(parts))
+    if not call:
+        return name, None, None
+
+    def literal(arg):
+        try:
+            return ast.literal_eval(arg)
+        except ValueError:
+            src = ast.get_source_segment(attr.strip(), arg) or ast.dump(arg)
+            raise ValueError(
+                "%r: factory argument %s is not a literal (strings, numbers, True/False/None, "
+                "and tuples, lists, dicts of those)" % (attr, src)
+            ) from None
+
+    args = []
+    for a in node.args:
+        if isinstance(a, ast.Starred):
+            raise ValueError("%r: *args is not allowed in factory arguments" % attr)
+        args.append(literal(a))
+    kwargs = {}
+    for kw in node.keywords:
+        if kw.arg is None:
+            raise ValueError("%r: **kwargs is not allowed in factory arguments" % attr)
+        kwargs[kw.arg] = literal(kw.value)
+    return name, args, kwargs
+
+
 def load_app(spec):
     """Import MODULE:CALLABLE. MODULE may be dotted or a path to a .py file;
-    CALLABLE defaults to `application`, then `app`; `name()` calls a factory."""
-    module, sep, attr = spec.rpartition(":")
-    if not sep or not module or "/" in attr or attr.endswith(".py"):
-        module, attr = spec, ""
+    CALLABLE defaults to `application`, then `app`; `name()` or
+    `name('literal', key=1)` calls a factory (see parse_callable)."""
+    module, attr = split_spec(spec)
     if module.endswith(".py") or os.sep in module:
         path = os.path.abspath(module)
         directory, filename = os.path.split(path)
         sys.path.insert(0, directory)
         module = filename[:-3] if filename.endswith(".py") else filename
+    # The callable is parsed before the import: a bad one is told at once.
+    wanted = [parse_callable(attr)] if attr else [("application", None, None), ("app", None, None)]
     mod = importlib.import_module(module)
-    names = [attr] if attr else ["application", "app"]
-    for name in names:
-        call = name.endswith("()")
-        if call:
-            name = name[:-2]
+    for name, args, kwargs in wanted:
         obj = mod
         try:
             for part in name.split("."):
                 obj = getattr(obj, part)
         except AttributeError:
             continue
-        if call:
-            obj = obj()
+        if args is not None:
+            obj = obj(*args, **kwargs)
         if not callable(obj):
             raise TypeError("%s:%s is not callable" % (module, name))
         return obj
-    raise AttributeError("module %r has no %s" % (module, " or ".join(repr(n) for n in names)))
+    raise AttributeError("module %r has no %s" % (module, " or ".join(repr(n) for n, _, _ in wanted)))
 
 
 def main():
