@@ -17,7 +17,9 @@ import (
 	"portico/internal/accesslog"
 	"portico/internal/config"
 	"portico/internal/realip"
+	"portico/internal/requestid"
 	"portico/internal/static"
+	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
@@ -81,10 +83,12 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 	}
 }
 
-// chain builds the fixed handler chain: real IP → access log → router
-// (site by Host, then route by path). The real-IP middleware comes first
-// so that the access log and everything after it see the real client, and
-// no untrusted forwarding header gets further.
+// chain builds the fixed handler chain: real IP → request ID → access log
+// → router (site by Host, then route by path). The real-IP middleware
+// comes first so that the access log and everything after it see the real
+// client, and no untrusted forwarding header gets further; the request ID
+// is set before the access log writes it and the app or an upstream sees
+// it.
 func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), error) {
 	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
 	if err != nil {
@@ -121,6 +125,12 @@ func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFu
 		closeAll()
 		return nil, nil, nil, err
 	}
+	// A request's ID comes from the same peers as its client address: a
+	// trusted one (realip then said so with an Origin, or the peer is in
+	// the list) or the nginx in front of the uwsgi listener.
+	h = requestid.Middleware(requestid.Options{Trusted: func(r *http.Request) bool {
+		return uwsgi.OriginFrom(r.Context()) != nil || trusted.Trusted(realip.Peer(r))
+	}})(h)
 	h = realip.New(realip.Options{Trusted: trusted})(h)
 	return h, r, closeAll, nil
 }

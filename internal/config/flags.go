@@ -69,6 +69,9 @@ Files and logs:
       --access-log PATH     access log file, "-" for stderr, "off" (default -) [--access-logfile]
       --access-log-format F combined (nginx's) or json (default combined)
       --log-level LEVEL     debug, info, warn, error (default info)
+      --error-log PATH      Portico's own log to a file, "-" for stderr (default -)
+                            [nginx error_log, gunicorn --error-logfile, uwsgi --logto]
+      --log-format F        Portico's own log: text or json (default text)
 
 Sizes: 512, 64KiB, 10MiB, 1GiB. Durations: 30s, 2m, 500ms, or seconds.
 Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request.
@@ -169,6 +172,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
 	fs.StringVar(&c.AccessLogFormat, "access-log-format", c.AccessLogFormat, "")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "")
+	fs.StringVar(&c.ErrorLog, "error-log", c.ErrorLog, "")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -203,6 +208,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		"listener":          "bind",
 		"access_log_format": "access-log-format",
 		"log_level":         "log-level",
+		"error_log":         "error-log",
+		"log_format":        "log-format",
 		"graceful_timeout":  "graceful-timeout",
 		"trusted_proxies":   "forwarded-allow-ips",
 		"app." + RunAppName: "app",

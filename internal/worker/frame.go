@@ -55,7 +55,11 @@ func (f *frameReader) next() (typ byte, n int, err error) {
 		if size > maxHeadFrame {
 			return 0, 0, fmt.Errorf("%w: %d-byte header frame", errProtocol, size)
 		}
-	case frameBody, frameError:
+	case frameError:
+		if size > maxHeadFrame {
+			return 0, 0, fmt.Errorf("%w: %d-byte error frame", errProtocol, size)
+		}
+	case frameBody:
 	case frameEnd:
 		if size != 0 {
 			return 0, 0, fmt.Errorf("%w: end frame with a payload", errProtocol)
