@@ -97,6 +97,12 @@ loop:
 			} else {
 				_ = e.reload(ctx, opt.Load)
 			}
+		case <-opt.Reopen:
+			for _, f := range e.cur.Load().logs {
+				if err := f.Reopen(); err != nil {
+					e.log.Error("reopening the access log failed; the old file stays in use", "path", f.Path(), "err", err)
+				}
+			}
 		case reply := <-e.reloadReq:
 			if opt.Load == nil {
 				e.reloadWorkers(ctx)
@@ -148,6 +154,7 @@ type generation struct {
 	handler http.Handler
 	router  *router             // for X-Accel-Redirect / X-Sendfile lookups
 	close   func()              // closes the chain (static handlers, access log)
+	logs    []*LogFile          // the access log files, for reopening
 	pools   map[string]*appPool // by app name
 	trusted *realip.Matcher     // trusted_proxies, for PROXY protocol headers
 
@@ -251,11 +258,11 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
 	}
-	h, rt, closeChain, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
+	h, rt, closeChain, logs, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
 	if err != nil {
 		return fail(err)
 	}
-	g.handler, g.router, g.close = h, rt, closeChain
+	g.handler, g.router, g.close, g.logs = h, rt, closeChain, logs
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
 	return g, nil
 }
