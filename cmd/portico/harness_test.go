@@ -95,6 +95,17 @@ func startPortico(t testing.TB, args ...string) *proc {
 // flags) and does what startPortico describes.
 func startCommand(t testing.TB, args ...string) *proc {
 	t.Helper()
+	p := launch(t, args...)
+	if err := p.waitLine(func(line string) bool { return logfmt(line)["msg"] == "ready" }, readyTimeout); err != nil {
+		t.Fatalf("waiting for msg=ready: %v (log below)", err)
+	}
+	return p.findAddrs(t)
+}
+
+// launch runs the portico binary with args and registers the cleanup
+// startPortico describes, without waiting for anything.
+func launch(t testing.TB, args ...string) *proc {
+	t.Helper()
 	if porticoBin == "" {
 		t.Fatal("portico binary not built (TestMain did not run)")
 	}
@@ -126,10 +137,12 @@ func startCommand(t testing.TB, args ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() { p.stop(t) })
+	return p
+}
 
-	if err := p.waitLine(func(line string) bool { return logfmt(line)["msg"] == "ready" }, readyTimeout); err != nil {
-		t.Fatalf("waiting for msg=ready: %v (log below)", err)
-	}
+// findAddrs records the listener addresses from the msg=listening lines.
+func (p *proc) findAddrs(t testing.TB) *proc {
+	t.Helper()
 	// The first address of each protocol, preferring TCP (host:port) ones:
 	// listeners may start in any order, and URL needs a TCP address.
 	for _, line := range p.log.snapshot() {

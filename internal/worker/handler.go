@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"portico/internal/proxy"
+	"portico/internal/requestid"
 	"portico/internal/uwsgi"
 )
 
@@ -523,7 +525,19 @@ func (b *streamBody) Close() error {
 		pp.Pause(up)
 		go func() {
 			defer pp.Resume(up)
-			_, _ = io.Copy(io.Discard, onlyReader{b})
+			_, err := io.Copy(io.Discard, onlyReader{b})
+			// Nobody reads the response any more, so the proxy handler
+			// will not log the app's exception: its record is written here.
+			var f *failure
+			if errors.As(err, &f) && errors.Is(err, errApp) {
+				attrs := []slog.Attr{slog.String("method", b.req.Method), slog.String("uri", b.req.RequestURI), slog.Int("status", b.status)}
+				if id := requestid.From(b.req.Context()); id != "" {
+					attrs = append(attrs, slog.String("request_id", id))
+				}
+				attrs = append(attrs, slog.Any("err", err))
+				attrs = append(attrs, f.LogAttrs()...)
+				b.s.proc.log.LogAttrs(context.Background(), slog.LevelError, "application error after the client went away", attrs...)
+			}
 		}()
 	}
 	return nil
