@@ -709,8 +709,9 @@ func TestImportErrorExits(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
+	// Two workers: each fails; the traceback is still said once.
 	cmd := exec.CommandContext(ctx, porticoBin, "run", "--bind", "127.0.0.1:0", "--python", python, "--chdir", dir,
-		"--env", "PYTHONDONTWRITEBYTECODE=1", "broken")
+		"--workers", "2", "--env", "PYTHONDONTWRITEBYTECODE=1", "broken")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = 2 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -730,6 +731,15 @@ func TestImportErrorExits(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q; output:\n%s", want, out.String())
 		}
+	}
+	if n := strings.Count(out.String(), "Traceback (most recent call last)"); n != 1 {
+		t.Errorf("the traceback is printed %d times, want once; output:\n%s", n, out.String())
+	}
+	if n := strings.Count(out.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d error records, want one (the traceback is one attribute); output:\n%s", n, out.String())
+	}
+	if strings.Contains(out.String(), "old ones") {
+		t.Errorf("a first start speaks of old workers; output:\n%s", out.String())
 	}
 	if strings.Contains(out.String(), "msg=listening") {
 		t.Error("portico listened before the app was imported")
