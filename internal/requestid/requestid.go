@@ -12,6 +12,8 @@ package requestid
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"math/rand/v2"
 	"net/http"
 )
@@ -37,15 +39,16 @@ func From(ctx context.Context) string {
 
 // New returns a fresh ID: 128 bits from math/rand/v2's per-thread ChaCha8
 // source, as 32 lowercase hex digits. IDs are labels, not secrets; the
-// source costs no lock and no system call (about 40 ns; see the benchmark).
+// source costs no lock and no system call. BenchmarkNew: 100-140 ns and
+// one 32-byte allocation, measured on 2 cores shared at a load average of
+// 7 (so less on a quiet machine); the middleware as a whole (the ID, the
+// two headers, the request's context) about 0.5 us, 5 allocations.
 func New() string {
-	const hex = "0123456789abcdef"
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(raw[8:], rand.Uint64())
 	var b [32]byte
-	for i, v := range [2]uint64{rand.Uint64(), rand.Uint64()} {
-		for j := range 16 {
-			b[i*16+j] = hex[v>>(60-4*j)&0xf]
-		}
-	}
+	hex.Encode(b[:], raw[:])
 	return string(b[:])
 }
 
@@ -81,14 +84,13 @@ func Middleware(opt Options) func(http.Handler) http.Handler {
 			if r.Header == nil {
 				r.Header = http.Header{}
 			}
-			id := ""
-			if v := r.Header[Header]; len(v) == 1 && Valid(v[0]) && opt.Trusted != nil && opt.Trusted(r) {
-				id = v[0]
-			} else {
-				id = New()
-				r.Header[Header] = []string{id}
+			v := r.Header[Header]
+			if len(v) != 1 || !Valid(v[0]) || opt.Trusted == nil || !opt.Trusted(r) {
+				v = []string{New()}
+				r.Header[Header] = v
 			}
-			w.Header()[Header] = []string{id}
+			w.Header()[Header] = v // shared: both are replaced, never changed in place
+			id := v[0]
 			next.ServeHTTP(w, r.WithContext(With(r.Context(), id)))
 		})
 	}
