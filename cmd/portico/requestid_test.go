@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
 )
 
 // TestRequestID checks the round trip of X-Request-ID: generated for a
@@ -33,7 +35,7 @@ func TestRequestID(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "trusted.sock")
 	p := startPortico(t, "--python", python, "--workers", "1", "--bind", "unix:"+sock,
 		"--forwarded-allow-ips", "unix", // peers on the unix socket are trusted, loopback TCP ones not
-		"--proxy", "/up/="+upstream.URL, "--proxy", "/dead/=http://"+dead,
+		"--proxy", "/up/="+upstream.URL, "--proxy", "/dead/=http://"+dead, "--uwsgi-socket", "127.0.0.1:0",
 		"--env", "PYTHONDONTWRITEBYTECODE=1", repoPath(t, "cmd/portico/testdata/errors_app.py"))
 	tcp, trusted := newClient(t), unixClient(t, sock)
 
@@ -88,6 +90,20 @@ func TestRequestID(t *testing.T) {
 			if got, saw := appSaw(t, trusted, "http://portico.test/trusted-bad", bad); got == bad || !hexID.MatchString(got) || saw != got {
 				t.Errorf("ID %q from a trusted peer: response %q, app saw %q; want a new one", bad, got, saw)
 			}
+		}
+	})
+	t.Run("nginx in front of the uwsgi listener", func(t *testing.T) {
+		ngx := porticotest.StartNginx(t, fmt.Sprintf(`    server {
+        listen {{.Addr}};
+        location / {
+            include /etc/nginx/uwsgi_params;
+            uwsgi_param HTTP_X_REQUEST_ID nginx-$request_id;
+            uwsgi_pass %s;
+        }
+    }`, p.UWSGIAddr))
+		got, saw := appSaw(t, tcp, "http://"+ngx.Addr+"/via-nginx", "")
+		if !strings.HasPrefix(got, "nginx-") || saw != got {
+			t.Errorf("response ID %q, app saw %q; want nginx's ID for both", got, saw)
 		}
 	})
 	t.Run("proxy upstream", func(t *testing.T) {

@@ -74,7 +74,8 @@ Files and logs:
       --log-format F        Portico's own log: text or json (default text)
 
 Sizes: 512, 64KiB, 10MiB, 1GiB. Durations: 30s, 2m, 500ms, or seconds.
-Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request.
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request
+and reopens the log files; SIGUSR1 reopens the log files (logrotate).
 `
 
 type listValue []string
