@@ -97,7 +97,7 @@ func TestAppErrorsLogged(t *testing.T) {
 	pid, _, _ := strings.Cut(string(body), " ")
 
 	type want struct {
-		uri, msg, tb string
+		uri, tb string
 		status       int
 		pid          string // "" : not checked (the worker was replaced)
 		outcome      string
