@@ -98,9 +98,9 @@ func TestAppErrorsLogged(t *testing.T) {
 
 	type want struct {
 		uri, tb string
-		status       int
-		pid          string // "" : not checked (the worker was replaced)
-		outcome      string
+		status  int
+		pid     string // "" : not checked (the worker was replaced)
+		outcome string
 	}
 	cases := []want{
 		{uri: "/raise", status: 500, tb: "ValueError: boom from the app", pid: pid},
