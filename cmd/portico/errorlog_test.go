@@ -34,7 +34,14 @@ func unixClient(t testing.TB, sock string) *http.Client {
 // hides msg=ready): it is ready once a GET over its unix socket answers.
 func launchQuiet(t *testing.T, sock string, args ...string) (*proc, *http.Client) {
 	t.Helper()
-	p := launch(t, append([]string{"run", "--bind", "unix:" + sock}, args...)...)
+	return launchQuietCmd(t, sock, append([]string{"run", "--bind", "unix:" + sock}, args...)...)
+}
+
+// launchQuietCmd is launchQuiet for any command (serve -c FILE) whose
+// listener is the unix socket sock.
+func launchQuietCmd(t *testing.T, sock string, args ...string) (*proc, *http.Client) {
+	t.Helper()
+	p := launch(t, args...)
 	c := unixClient(t, sock)
 	porticotest.WaitFor(t, "portico to answer", readyTimeout, func() bool {
 		resp, err := c.Get("http://portico.test/")

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -22,12 +23,47 @@ import (
 // the renamed files keep the old lines.
 func TestLogReopen(t *testing.T) {
 	python := needPython(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "p.sock")
-	accessLog, errLog := filepath.Join(dir, "access.log"), filepath.Join(dir, "error.log")
-	p, c := launchQuiet(t, sock, "--python", python, "--workers", "1",
-		"--access-log", accessLog, "--error-log", errLog, "--log-format", "json",
-		"--env", "PYTHONDONTWRITEBYTECODE=1", repoPath(t, "cmd/portico/testdata/errors_app.py"))
+	app := repoPath(t, "cmd/portico/testdata/errors_app.py")
+	t.Run("run", func(t *testing.T) {
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "p.sock")
+		accessLog, errLog := filepath.Join(dir, "access.log"), filepath.Join(dir, "error.log")
+		p, c := launchQuiet(t, sock, "--python", python, "--workers", "1",
+			"--access-log", accessLog, "--error-log", errLog, "--log-format", "json",
+			"--env", "PYTHONDONTWRITEBYTECODE=1", app)
+		testLogReopen(t, p, c, python, accessLog, errLog, "workers ready")
+	})
+	// Under serve, SIGHUP re-reads the config: the new routing opens the
+	// access log anew, and the error log is reopened.
+	t.Run("serve", func(t *testing.T) {
+		dir := t.TempDir()
+		sock := filepath.Join(dir, "p.sock")
+		accessLog, errLog := filepath.Join(dir, "access.log"), filepath.Join(dir, "error.log")
+		conf := writeFile(t, dir, "portico.toml", fmt.Sprintf(`
+access_log = "access.log"
+error_log = "error.log"
+log_format = "json"
+[[listener]]
+addr = "unix:p.sock"
+[app.web]
+module = %q
+python = %q
+workers = 1
+env = { PYTHONDONTWRITEBYTECODE = "1" }
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/"
+app = "web"
+`, app, python))
+		p, c := launchQuietCmd(t, sock, "serve", "-c", conf)
+		testLogReopen(t, p, c, python, accessLog, errLog, "reloaded")
+	})
+}
+
+// testLogReopen renames the logs of p and sends SIGUSR1, then again with
+// SIGHUP, whose record hupMsg must land in the new error log.
+func testLogReopen(t *testing.T, p *proc, c *http.Client, python, accessLog, errLog, hupMsg string) {
 
 	fileHas := func(path, s string) bool {
 		data, _ := os.ReadFile(path)
@@ -82,7 +118,7 @@ func TestLogReopen(t *testing.T) {
 		})
 		if sig == syscall.SIGHUP {
 			// The reload's records go to the new file.
-			porticotest.WaitFor(t, "the reload in the new error log", readyTimeout, func() bool { return fileHas(errLog, `"msg":"workers ready"`) })
+			porticotest.WaitFor(t, "the reload in the new error log", readyTimeout, func() bool { return fileHas(errLog, `"msg":"`+hupMsg+`"`) })
 		}
 		path := "/after-" + sig.String()
 		path = strings.ReplaceAll(path, " ", "-")
