@@ -136,7 +136,7 @@ func TestAppErrorsLogged(t *testing.T) {
 			ids[w.uri] = resp.Header.Get("X-Request-Id")
 		}
 		// A response aborted after its head leaves the client an error.
-		porticotest.WaitFor(t, "the record of "+w.uri, 3*readyTimeout, func() bool {
+		porticotest.WaitFor(t, "the record of "+w.uri, readyTimeout, func() bool {
 			data, _ := os.ReadFile(errLog)
 			return strings.Contains(string(data), `"uri":"`+w.uri+`"`)
 		})

@@ -13,7 +13,7 @@ const (
 	frameHead  = 'H' // "200 OK\r\nName: value\r\n..." (latin-1)
 	frameBody  = 'B' // body bytes
 	frameEnd   = 'E' // response complete; the slot is free
-	frameError = 'X' // request failed (payload: a one-line reason); the slot is free
+	frameError = 'X' // request failed (payload: a one-line reason, a newline, the Python traceback); the slot is free
 
 	frameHeaderSize = 5
 	// maxHeadFrame bounds the status line and headers an app may send.
