@@ -265,7 +265,7 @@ func (d *decoder) config(root *value) {
 	d.str(root, "", "access_log_format", &c.AccessLogFormat)
 	d.str(root, "", "log_level", &c.LogLevel)
 	d.str(root, "", "error_log", &c.ErrorLog)
-	if c.ErrorLog != "-" && c.ErrorLog != "" && !filepath.IsAbs(c.ErrorLog) {
+	if c.ErrorLog != "-" && c.ErrorLog != "off" && c.ErrorLog != "" && !filepath.IsAbs(c.ErrorLog) {
 		c.ErrorLog = filepath.Join(d.dir, c.ErrorLog)
 	}
 	d.str(root, "", "log_format", &c.LogFormat)
