@@ -97,6 +97,28 @@ func startPortico(t testing.TB, args ...string) *proc {
 // flags) and does what startPortico describes.
 func startCommand(t testing.TB, args ...string) *proc {
 	t.Helper()
+	p := launch(t, args...)
+	if err := p.waitLine(func(line string) bool { return logfmt(line)["msg"] == "ready" }, readyTimeout); err != nil {
+		t.Fatalf("waiting for msg=ready: %v (log below)", err)
+	}
+	return p.findAddrs(t)
+}
+
+// startExecReady is startExec, then the wait for msg=ready and the
+// listener addresses, as startCommand does.
+func startExecReady(t testing.TB, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := startExec(t, cmd)
+	if err := p.waitLine(func(line string) bool { return logfmt(line)["msg"] == "ready" }, readyTimeout); err != nil {
+		t.Fatalf("waiting for msg=ready: %v (log below)", err)
+	}
+	return p.findAddrs(t)
+}
+
+// launch runs the portico binary with args and registers the cleanup
+// startPortico describes, without waiting for anything.
+func launch(t testing.TB, args ...string) *proc {
+	t.Helper()
 	if porticoBin == "" {
 		t.Fatal("portico binary not built (TestMain did not run)")
 	}
@@ -137,10 +159,12 @@ func startExec(t testing.TB, cmd *exec.Cmd) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() { p.stop(t) })
+	return p
+}
 
-	if err := p.waitLine(func(line string) bool { return logfmt(line)["msg"] == "ready" }, readyTimeout); err != nil {
-		t.Fatalf("waiting for msg=ready: %v (log below)", err)
-	}
+// findAddrs records the listener addresses from the msg=listening lines.
+func (p *proc) findAddrs(t testing.TB) *proc {
+	t.Helper()
 	// The first address of each protocol, preferring TCP (host:port) ones:
 	// listeners may start in any order, and URL needs a TCP address.
 	for _, line := range p.log.snapshot() {
@@ -709,8 +733,9 @@ func TestImportErrorExits(t *testing.T) {
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
 	defer cancel()
+	// Two workers: each fails; the traceback is still said once.
 	cmd := exec.CommandContext(ctx, porticoBin, "run", "--bind", "127.0.0.1:0", "--python", python, "--chdir", dir,
-		"--env", "PYTHONDONTWRITEBYTECODE=1", "broken")
+		"--workers", "2", "--env", "PYTHONDONTWRITEBYTECODE=1", "broken")
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = 2 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -730,6 +755,15 @@ func TestImportErrorExits(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q; output:\n%s", want, out.String())
 		}
+	}
+	if n := strings.Count(out.String(), "Traceback (most recent call last)"); n != 1 {
+		t.Errorf("the traceback is printed %d times, want once; output:\n%s", n, out.String())
+	}
+	if n := strings.Count(out.String(), "level=ERROR"); n != 1 {
+		t.Errorf("%d error records, want one (the traceback is one attribute); output:\n%s", n, out.String())
+	}
+	if strings.Contains(out.String(), "old ones") {
+		t.Errorf("a first start speaks of old workers; output:\n%s", out.String())
 	}
 	// The listeners open before the import (a port in use fails first:
 	// TestPortInUseFailsBeforeImport), but never serve a broken app.

@@ -8,11 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"portico/internal/app"
@@ -154,22 +154,38 @@ func runApp(args []string, stdout, stderr io.Writer) int {
 
 // start serves cfg until SIGTERM or SIGINT. SIGHUP calls load and serves
 // the config it returns; with load nil, SIGHUP restarts the workers.
+// SIGUSR1 reopens the log files (error log, access logs); so does SIGHUP
+// (under serve, the reloaded config opens its access logs anew).
 func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) int {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	out, err := newLogOutput(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "portico: %v\n", err)
+		return 1
+	}
+	defer out.close()
+	log := out.log
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+	signal.Notify(hup, syscall.SIGHUP, syscall.SIGUSR1)
 	defer func() { signal.Stop(hup); close(hup) }()
 	reload := make(chan struct{}, 1)
+	reopen := make(chan struct{}, 1)
+	poke := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
 	go func() {
-		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default:
+		for sig := range hup {
+			out.reopen()
+			if sig == syscall.SIGUSR1 || load == nil {
+				poke(reopen)
+			}
+			if sig == syscall.SIGHUP {
+				poke(reload)
 			}
 		}
 	}()
@@ -205,9 +221,19 @@ func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) 
 	if err != nil {
 		log.Warn("ignoring a socket systemd passed", "err", err)
 	}
-	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Load: load, Stderr: stderr, Version: version, Notify: notify, Inherited: inherited}); err != nil {
-		log.Error("portico stopped", "err", err)
-		fmt.Fprintf(stderr, "portico: %v\n", err)
+	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Reopen: reopen, Load: load, Stderr: stderr, Version: version, Notify: notify, Inherited: inherited}); err != nil {
+		// Said once, in the log; an import error as its traceback.
+		var ie *app.ImportError
+		if errors.As(err, &ie) {
+			log.Error("portico stopped: the app cannot be imported", "app", ie.App, "traceback", strings.TrimRight(ie.Traceback, "\n"))
+		} else {
+			log.Error("portico stopped", "err", err)
+		}
+		if out.file != nil {
+			// The log is in a file: a pointer to it where the operator looks.
+			first, _, _ := strings.Cut(err.Error(), "\n")
+			fmt.Fprintf(stderr, "portico: %s (see %s)\n", strings.TrimSuffix(first, ":"), out.file.Path())
+		}
 		return 1
 	}
 	return 0

@@ -288,7 +288,7 @@ app = "a"
 	}()
 	cmd := exec.Command(porticoBin, "serve", "-c", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path)
-	p := startExec(t, cmd)
+	p := startExecReady(t, cmd)
 	<-released
 
 	m := ns.next(t, 10*time.Second)
@@ -423,7 +423,7 @@ app = "a"
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$@"`, "sh", porticoBin, "serve", "-c", cfg)
 	cmd.Env = append(os.Environ(), "LISTEN_FDS=4", "LISTEN_FDNAMES=web:sock:admin:stray")
 	cmd.ExtraFiles = files
-	p := startExec(t, cmd)
+	p := startExecReady(t, cmd)
 
 	for _, kv := range []map[string]string{
 		{"proto": "http", "addr": tcpL.Addr().String()},

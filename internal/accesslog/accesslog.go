@@ -25,13 +25,15 @@ type Format int
 
 const (
 	// Combined is nginx's "combined" log format followed by the request
-	// time, the default:
+	// time and the request ID, the default:
 	//
-	//	$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time
+	//	$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time "$request_id"
 	//
 	// where $request_time is in seconds with millisecond resolution
-	// ("0.012"), as nginx prints it. Tools that parse "combined" by position
-	// ignore the extra trailing field. Empty values are "-"; in the quoted
+	// ("0.012"), as nginx prints it, and $request_id is the ID the
+	// internal/requestid middleware gave the request ("-" without one), as
+	// nginx users add it. Tools that parse "combined" by position ignore
+	// the extra trailing fields. Empty values are "-"; in the quoted
 	// and user fields, '"', '\' and bytes below 0x20 or from 0x7f up are
 	// written \xHH, as nginx does, so that a line can never be forged or
 	// split by what a client sends.
@@ -39,8 +41,8 @@ const (
 
 	// JSON writes one JSON object per line with the fields remote_addr,
 	// remote_user, time (RFC 3339 with milliseconds, local time), method,
-	// uri, protocol, status, bytes_sent, referer, user_agent and
-	// request_time (seconds, a number with millisecond resolution). Strings
+	// uri, protocol, status, bytes_sent, referer, user_agent, request_time
+	// (seconds, a number with millisecond resolution) and request_id. Strings
 	// are escaped as JSON requires; invalid UTF-8 becomes U+FFFD. Empty
 	// values are empty strings, as with nginx's escape=json.
 	JSON

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"portico/internal/porticotest"
+	"portico/internal/requestid"
 )
 
 var (
@@ -67,7 +68,7 @@ func fullRequest() *http.Request {
 	r.SetBasicAuth("alice", "secret")
 	r.Header.Set("Referer", "http://example.com/")
 	r.Header.Set("User-Agent", "test-agent/1.0")
-	return r
+	return r.WithContext(requestid.With(r.Context(), "4f1c2b3a-id"))
 }
 
 func TestCombined(t *testing.T) {
@@ -81,25 +82,25 @@ func TestCombined(t *testing.T) {
 			name:    "full",
 			handler: respond(201, "hello"),
 			req:     fullRequest,
-			want:    `192.0.2.1 - alice ` + tStamp + ` "GET /a/b?c=d HTTP/1.1" 201 5 "http://example.com/" "test-agent/1.0" 0.012`,
+			want:    `192.0.2.1 - alice ` + tStamp + ` "GET /a/b?c=d HTTP/1.1" 201 5 "http://example.com/" "test-agent/1.0" 0.012 "4f1c2b3a-id"`,
 		},
 		{
 			name:    "nothing written",
 			handler: respond(0, ""),
 			req:     func() *http.Request { return httptest.NewRequest("GET", "/", nil) },
-			want:    `192.0.2.1 - - ` + tStamp + ` "GET / HTTP/1.1" 200 0 "-" "-" 0.012`,
+			want:    `192.0.2.1 - - ` + tStamp + ` "GET / HTTP/1.1" 200 0 "-" "-" 0.012 "-"`,
 		},
 		{
 			name:    "implicit 200",
 			handler: respond(0, "abc"),
 			req:     func() *http.Request { return httptest.NewRequest("POST", "/form", nil) },
-			want:    `192.0.2.1 - - ` + tStamp + ` "POST /form HTTP/1.1" 200 3 "-" "-" 0.012`,
+			want:    `192.0.2.1 - - ` + tStamp + ` "POST /form HTTP/1.1" 200 3 "-" "-" 0.012 "-"`,
 		},
 		{
 			name:    "HEAD sends no body",
 			handler: respond(0, "abc"),
 			req:     func() *http.Request { return httptest.NewRequest("HEAD", "/", nil) },
-			want:    `192.0.2.1 - - ` + tStamp + ` "HEAD / HTTP/1.1" 200 0 "-" "-" 0.012`,
+			want:    `192.0.2.1 - - ` + tStamp + ` "HEAD / HTTP/1.1" 200 0 "-" "-" 0.012 "-"`,
 		},
 		{
 			name: "informational status before the final one",
@@ -108,7 +109,7 @@ func TestCombined(t *testing.T) {
 				w.WriteHeader(http.StatusNoContent)
 			}),
 			req:  func() *http.Request { return httptest.NewRequest("GET", "/", nil) },
-			want: `192.0.2.1 - - ` + tStamp + ` "GET / HTTP/1.1" 204 0 "-" "-" 0.012`,
+			want: `192.0.2.1 - - ` + tStamp + ` "GET / HTTP/1.1" 204 0 "-" "-" 0.012 "-"`,
 		},
 		{
 			name:    "IPv6 peer, HTTP/2",
@@ -119,7 +120,7 @@ func TestCombined(t *testing.T) {
 				r.Proto = "HTTP/2.0"
 				return r
 			},
-			want: `2001:db8::1 - - ` + tStamp + ` "GET /x HTTP/2.0" 404 2 "-" "-" 0.012`,
+			want: `2001:db8::1 - - ` + tStamp + ` "GET /x HTTP/2.0" 404 2 "-" "-" 0.012 "-"`,
 		},
 		{
 			name:    "no peer address",
@@ -129,7 +130,7 @@ func TestCombined(t *testing.T) {
 				r.RemoteAddr = ""
 				return r
 			},
-			want: `- - - ` + tStamp + ` "GET / HTTP/1.1" 200 0 "-" "-" 0.012`,
+			want: `- - - ` + tStamp + ` "GET / HTTP/1.1" 200 0 "-" "-" 0.012 "-"`,
 		},
 		{
 			name:    "Unix socket peer",
@@ -139,7 +140,7 @@ func TestCombined(t *testing.T) {
 				r.RemoteAddr = "@"
 				return r
 			},
-			want: `@ - - ` + tStamp + ` "GET / HTTP/1.1" 200 0 "-" "-" 0.012`,
+			want: `@ - - ` + tStamp + ` "GET / HTTP/1.1" 200 0 "-" "-" 0.012 "-"`,
 		},
 		{
 			name:    "request built in-process",
@@ -149,7 +150,7 @@ func TestCombined(t *testing.T) {
 				r.RemoteAddr = "10.0.0.1:5"
 				return r
 			},
-			want: `10.0.0.1 - - ` + tStamp + ` "GET /p%20q?x=1 HTTP/1.1" 200 0 "-" "-" 0.012`,
+			want: `10.0.0.1 - - ` + tStamp + ` "GET /p%20q?x=1 HTTP/1.1" 200 0 "-" "-" 0.012 "-"`,
 		},
 	}
 	for _, tt := range tests {
@@ -168,7 +169,7 @@ func TestCombinedEscaping(t *testing.T) {
 	r.Header.Set("Referer", "a\tb\x00")
 	r.Header.Set("User-Agent", "x\ny\x7f\xc3\xa9\" - - [forged")
 	got := logOne(t, Combined, respond(0, ""), r)
-	want := `192.0.2.1 - bo\x22b ` + tStamp + ` "GET /q?\x22x\x22\x5Cy HTTP/1.1" 200 0 "a\x09b\x00" "x\x0Ay\x7F\xC3\xA9\x22 - - [forged" 0.012` + "\n"
+	want := `192.0.2.1 - bo\x22b ` + tStamp + ` "GET /q?\x22x\x22\x5Cy HTTP/1.1" 200 0 "a\x09b\x00" "x\x0Ay\x7F\xC3\xA9\x22 - - [forged" 0.012 "-"` + "\n"
 	if got != want {
 		t.Errorf("line:\n got %q\nwant %q", got, want)
 	}
@@ -201,7 +202,7 @@ func TestJSON(t *testing.T) {
 	got := logOne(t, JSON, respond(201, "hello"), fullRequest())
 	want := `{"remote_addr":"192.0.2.1","remote_user":"alice","time":"2024-03-09T14:05:06.012-07:00",` +
 		`"method":"GET","uri":"/a/b?c=d","protocol":"HTTP/1.1","status":201,"bytes_sent":5,` +
-		`"referer":"http://example.com/","user_agent":"test-agent/1.0","request_time":0.012}` + "\n"
+		`"referer":"http://example.com/","user_agent":"test-agent/1.0","request_time":0.012,"request_id":"4f1c2b3a-id"}` + "\n"
 	if got != want {
 		t.Errorf("line:\n got %s\nwant %s", got, want)
 	}
@@ -266,8 +267,8 @@ func TestJSONEscaping(t *testing.T) {
 			if err := json.Unmarshal([]byte(line), &all); err != nil {
 				t.Fatal(err)
 			}
-			if len(all) != 11 {
-				t.Errorf("%d fields, want 11: %v", len(all), all)
+			if len(all) != 12 {
+				t.Errorf("%d fields, want 12: %v", len(all), all)
 			}
 			if err := json.Unmarshal([]byte(line), &got); err != nil {
 				t.Fatal(err)
@@ -516,7 +517,7 @@ func (w *writeRecorder) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-var combinedRE = regexp.MustCompile(`^192\.0\.2\.1 - - \[[^\]]+\] "GET /g\d+/r\d+ HTTP/1\.1" 200 5 "-" "-" \d+\.\d{3}\n$`)
+var combinedRE = regexp.MustCompile(`^192\.0\.2\.1 - - \[[^\]]+\] "GET /g\d+/r\d+ HTTP/1\.1" 200 5 "-" "-" \d+\.\d{3} "-"\n$`)
 
 func TestConcurrentLines(t *testing.T) {
 	const goroutines, requests = 16, 50

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"portico/internal/requestid"
 )
 
 // Time layouts: nginx's $time_local, and RFC 3339 with milliseconds in
@@ -84,7 +86,9 @@ func (e *entry) appendCombined(b []byte) []byte {
 	b = appendField(b, header(r, "User-Agent"))
 	b = append(b, `" `...)
 	b = appendSeconds(b, e.elapsed)
-	return append(b, '\n')
+	b = append(b, ` "`...)
+	b = appendField(b, requestid.From(r.Context()))
+	return append(b, "\"\n"...)
 }
 
 // appendJSON appends e as one JSON object, newline included.
@@ -115,6 +119,8 @@ func (e *entry) appendJSON(b []byte) []byte {
 	b = appendJSONString(b, header(r, "User-Agent"))
 	b = append(b, `,"request_time":`...)
 	b = appendSeconds(b, e.elapsed)
+	b = append(b, `,"request_id":`...)
+	b = appendJSONString(b, requestid.From(r.Context()))
 	return append(b, "}\n"...)
 }
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -17,8 +16,10 @@ import (
 	"portico/internal/accesslog"
 	"portico/internal/config"
 	"portico/internal/realip"
+	"portico/internal/requestid"
 	"portico/internal/static"
 	"portico/internal/systemd"
+	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
@@ -48,7 +49,17 @@ type Options struct {
 	// Portico would open; one no listener takes is logged and closed.
 	// They stay open across reloads while their listener does.
 	Inherited []systemd.Socket
+	// Reopen delivers a value for each request to reopen the log files
+	// (SIGUSR1, logrotate): the access log files of the running config
+	// are opened again at their paths. A file that cannot be reopened
+	// keeps the old one, and one error record says why.
+	Reopen <-chan struct{}
 }
+
+// ImportError is the error Run returns when an app cannot be imported
+// (worker.ImportError, named here so that the command need not import
+// worker): its Traceback is the Python traceback.
+type ImportError = worker.ImportError
 
 // appMounts returns each app's SCRIPT_NAME: the prefix of the prefix routes
 // that lead to it (Validate makes sure there is one per app).
@@ -95,15 +106,20 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 	}
 }
 
-// chain builds the fixed handler chain: real IP → access log → router
-// (site by Host, then route by path). The real-IP middleware comes first
-// so that the access log and everything after it see the real client, and
-// no untrusted forwarding header gets further.
-func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), error) {
+// chain builds the fixed handler chain: real IP → request ID → access log
+// → router (site by Host, then route by path). The real-IP middleware
+// comes first so that the access log and everything after it see the real
+// client, and no untrusted forwarding header gets further; the request ID
+// is set before the access log writes it and the app or an upstream sees
+// it.
+//
+// The access log files it opens are returned for reopening.
+func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
 	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
+	var logs []*LogFile
 	closers := []func(){closeRouter}
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -116,12 +132,13 @@ func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFu
 	default:
 		var w io.Writer = stderr
 		if cfg.AccessLog != "-" {
-			f, err := os.OpenFile(cfg.AccessLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			f, err := OpenLogFile(cfg.AccessLog)
 			if err != nil {
 				closeAll()
-				return nil, nil, nil, fmt.Errorf("opening access log: %w", err)
+				return nil, nil, nil, nil, fmt.Errorf("access log: %w", err)
 			}
 			closers = append(closers, func() { f.Close() })
+			logs = append(logs, f)
 			w = f
 		}
 		format := accesslog.Combined
@@ -133,10 +150,16 @@ func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFu
 	trusted, err := realip.ParseTrusted(cfg.TrustedProxies)
 	if err != nil {
 		closeAll()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
+	// A request's ID comes from the same peers as its client address: a
+	// trusted one (realip then said so with an Origin, or the peer is in
+	// the list) or the nginx in front of the uwsgi listener.
+	h = requestid.Middleware(requestid.Options{Trusted: func(r *http.Request) bool {
+		return uwsgi.OriginFrom(r.Context()) != nil || trusted.Trusted(realip.Peer(r))
+	}})(h)
 	h = realip.New(realip.Options{Trusted: trusted})(h)
-	return h, r, closeAll, nil
+	return h, r, closeAll, logs, nil
 }
 
 // redirectFunc serves an upstream's X-Accel-Redirect or X-Sendfile answer.

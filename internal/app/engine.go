@@ -160,6 +160,12 @@ loop:
 			} else {
 				e.reloaded(e.reload(ctx, opt.Load))
 			}
+		case <-opt.Reopen:
+			for _, f := range e.cur.Load().logs {
+				if err := f.Reopen(); err != nil {
+					e.log.Error("reopening the access log failed; the old file stays in use", "path", f.Path(), "err", err)
+				}
+			}
 		case reply := <-e.reloadReq:
 			e.notifyErr(e.notify.Reloading("reloading"))
 			if opt.Load == nil {
@@ -241,6 +247,7 @@ type generation struct {
 	handler http.Handler
 	router  *router             // for X-Accel-Redirect / X-Sendfile lookups
 	close   func()              // closes the chain (static handlers, access log)
+	logs    []*LogFile          // the access log files, for reopening
 	pools   map[string]*appPool // by app name
 	trusted *realip.Matcher     // trusted_proxies, for PROXY protocol headers
 
@@ -368,11 +375,11 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (g *generation, f
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
 	}
-	h, rt, closeChain, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
+	h, rt, closeChain, logs, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	g.handler, g.router, g.close = h, rt, closeChain
+	g.handler, g.router, g.close, g.logs = h, rt, closeChain, logs
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
 	return g, fresh, restart, nil
 }

@@ -162,6 +162,9 @@ func logFiles(cfg *config.Config) []string {
 	if cfg.AccessLog != "" && cfg.AccessLog != "-" && cfg.AccessLog != "off" {
 		paths = append(paths, cfg.AccessLog)
 	}
+	if cfg.ErrorLog != "" && cfg.ErrorLog != "-" {
+		paths = append(paths, cfg.ErrorLog)
+	}
 	return paths
 }
 

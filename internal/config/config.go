@@ -56,6 +56,17 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string
+	// ErrorLog is where Portico's own log goes (supervision events, request
+	// failures with their tracebacks): a file path, opened for appending
+	// and reopened on SIGUSR1 (logrotate), or "-" or "" for stderr.
+	// Default "-". nginx's error_log, gunicorn's --error-logfile, uWSGI's
+	// --logto.
+	ErrorLog string
+	// LogFormat is the shape of Portico's own log records: "text"
+	// (key=value, log/slog's TextHandler) or "json" (one JSON object a
+	// line, slog's JSONHandler). Default "text". nginx has no equivalent;
+	// gunicorn's --log-config-json, uWSGI's --log-encoder json.
+	LogFormat string
 	// Admin, when set, opens the admin listener (health, readiness, the
 	// running config, reload). Nil: no admin listener.
 	Admin *Admin
@@ -470,6 +481,8 @@ func Default() *Config {
 		AccessLogFormat: "combined",
 		ShutdownTimeout: DefaultShutdownTimeout,
 		LogLevel:        "info",
+		ErrorLog:        "-",
+		LogFormat:       "text",
 	}
 }
 
@@ -642,6 +655,14 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log_level", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log_format", "%q is not text or json", c.LogFormat)
+	}
+	if c.ErrorLog == "off" {
+		bad("error_log", `cannot be "off" (use log_level = "error" for less); a path, or "-" for stderr`)
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("graceful_timeout", "must be positive")

@@ -78,6 +78,9 @@ Files and logs:
       --access-log PATH     access log file, "-" for stderr, "off" (default -) [--access-logfile]
       --access-log-format F combined (nginx's) or json (default combined)
       --log-level LEVEL     debug, info, warn, error (default info)
+      --error-log PATH      Portico's own log to a file, "-" for stderr (default -)
+                            [nginx error_log, gunicorn --error-logfile, uwsgi --logto]
+      --log-format F        Portico's own log: text or json (default text)
 
 Process:
       --user USER           after binding the listeners as root, run portico and its workers
@@ -89,7 +92,8 @@ Process:
                             at exit (default: none) [uwsgi --pidfile, gunicorn --pid, nginx pid]
 
 Sizes: 512, 64KiB, 10MiB, 1GiB. Durations: 30s, 2m, 500ms, or seconds.
-Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request.
+Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request
+and reopens the log files; SIGUSR1 reopens the log files (logrotate).
 `
 
 type listValue []string
@@ -193,6 +197,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.User, "user", c.User, "")
 	fs.StringVar(&c.Group, "group", c.Group, "")
 	fs.StringVar(&c.PIDFile, "pidfile", c.PIDFile, "")
+	fs.StringVar(&c.ErrorLog, "error-log", c.ErrorLog, "")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -227,6 +233,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		"listener":          "bind",
 		"access_log_format": "access-log-format",
 		"log_level":         "log-level",
+		"error_log":         "error-log",
+		"log_format":        "log-format",
 		"graceful_timeout":  "graceful-timeout",
 		"trusted_proxies":   "forwarded-allow-ips",
 		"app." + RunAppName: "app",

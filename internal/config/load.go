@@ -305,7 +305,7 @@ func (d *decoder) tables(t *value, key string) []*value {
 }
 
 const (
-	topKeys      = "access_log, access_log_format, log_level, graceful_timeout, trusted_proxies, user, group, pidfile, [admin], [[listener]], [app.NAME], [[site]]"
+	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
 	siteKeys     = "hosts, [[site.route]]"
@@ -320,6 +320,11 @@ func (d *decoder) config(root *value) {
 	}
 	d.str(root, "", "access_log_format", &c.AccessLogFormat)
 	d.str(root, "", "log_level", &c.LogLevel)
+	d.str(root, "", "error_log", &c.ErrorLog)
+	if c.ErrorLog != "-" && c.ErrorLog != "off" && c.ErrorLog != "" && !filepath.IsAbs(c.ErrorLog) {
+		c.ErrorLog = filepath.Join(d.dir, c.ErrorLog)
+	}
+	d.str(root, "", "log_format", &c.LogFormat)
 	d.duration(root, "", "graceful_timeout", &c.ShutdownTimeout)
 	d.strings(root, "", "trusted_proxies", &c.TrustedProxies)
 	d.str(root, "", "user", &c.User)

@@ -17,7 +17,7 @@ type runDefaults struct {
 	mode                string
 }
 
-const pyprojectKeys = "app, bind, uwsgi_socket, socket_mode, python, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched, static, access_log, access_log_format, log_level, graceful_timeout"
+const pyprojectKeys = "app, bind, uwsgi_socket, socket_mode, python, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, sched, static, access_log, access_log_format, log_level, error_log, log_format, graceful_timeout"
 
 // readPyproject applies [tool.portico] from dir/pyproject.toml, if the file
 // and the table exist, to c and a. Keys are the `portico run` flag names
@@ -79,6 +79,8 @@ func readPyproject(dir string, c *Config, a *App) (runDefaults, error) {
 	d.str(t, p, "access_log", &c.AccessLog)
 	d.str(t, p, "access_log_format", &c.AccessLogFormat)
 	d.str(t, p, "log_level", &c.LogLevel)
+	d.str(t, p, "error_log", &c.ErrorLog)
+	d.str(t, p, "log_format", &c.LogFormat)
 	d.duration(t, p, "graceful_timeout", &c.ShutdownTimeout)
 	d.unknown(t, p, pyprojectKeys)
 	for _, e := range d.errs {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+
+	"portico/internal/requestid"
 )
 
 // Errors a proxied request can end with, besides Acquire's; writeError maps
@@ -19,6 +21,31 @@ var (
 	errClientBody   = errors.New("proxy: reading request body")
 	errBadStatus    = errors.New("proxy: upstream answered with an error status")
 )
+
+// upstreamError is the failure of one try on one upstream: the log record
+// names the upstream apart from the cause.
+type upstreamError struct {
+	upstream string
+	err      error
+}
+
+func upstreamFailed(u *Upstream, err error) error {
+	return &upstreamError{upstream: u.Name, err: err}
+}
+
+func (e *upstreamError) Error() string {
+	return errUpstream.Error() + ": " + e.upstream + ": " + e.err.Error()
+}
+
+func (e *upstreamError) Unwrap() []error { return []error{errUpstream, e.err} }
+
+// AttrError is an error that carries attributes for its log record (the
+// worker pool's: the worker's pid and the app's traceback). The handler
+// adds them to the one record it writes for the failure.
+type AttrError interface {
+	error
+	LogAttrs() []slog.Attr
+}
 
 // notSent reports whether err says the request never reached the upstream:
 // the connection could not be made (refused, unreachable, connect timeout),
@@ -69,9 +96,13 @@ func statusOf(err error) (int, slog.Level) {
 // The client gets a short safe message, the log gets the cause.
 func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, level := statusOf(err)
-	h.log.Log(r.Context(), level, "proxy request failed", "method", r.Method, "uri", r.RequestURI, "status", status, "err", err)
+	h.logFailure(r, level, "request failed", status, err)
 	hd := w.Header()
+	id := hd[requestid.Header]
 	clear(hd)
+	if id != nil {
+		hd[requestid.Header] = id
+	}
 	switch status {
 	case http.StatusServiceUnavailable:
 		hd.Set("Retry-After", "1")
@@ -82,4 +113,29 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	hd.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = io.WriteString(w, strconv.Itoa(status)+" "+http.StatusText(status)+"\n")
+}
+
+// logFailure writes the one record of a failed request: method, URI,
+// status, the request's ID, the upstream when one was tried, the cause,
+// and what the error itself carries (AttrError).
+func (h *Handler) logFailure(r *http.Request, level slog.Level, msg string, status int, err error) {
+	ctx := r.Context()
+	if !h.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs, slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.Int("status", status))
+	if id := requestid.From(ctx); id != "" {
+		attrs = append(attrs, slog.String("request_id", id))
+	}
+	var ue *upstreamError
+	if errors.As(err, &ue) {
+		attrs = append(attrs, slog.String("upstream", ue.upstream))
+	}
+	attrs = append(attrs, slog.Any("err", err))
+	var ae AttrError
+	if errors.As(err, &ae) {
+		attrs = append(attrs, ae.LogAttrs()...)
+	}
+	h.log.LogAttrs(ctx, level, msg, attrs...)
 }

@@ -319,11 +319,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			}
 			h.opt.Pool.Fail(u, err)
 			if !h.canRetry(r, attempt, start, notSent(err), bodyRead != nil && bodyRead.Load()) {
-				return fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
+				return upstreamFailed(u, err)
 			}
 			u.retries.Add(1)
 			tried = append(tried, u)
-			lastErr = fmt.Errorf("%w: %s: %w", errUpstream, u.Name, err)
+			lastErr = upstreamFailed(u, err)
 			continue
 		}
 		h.opt.Pool.Succeed(u, time.Since(tryStart))
@@ -570,7 +570,12 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, rc *http.R
 			if !errors.Is(err, errTimeout) && !errors.Is(err, errUpstream) {
 				err = h.bodyError(lease.Upstream(), err)
 			}
-			h.log.Warn("aborting a response the upstream did not finish", "uri", r.RequestURI, "upstream", lease.Upstream().Name, "err", err)
+			level := slog.LevelWarn
+			var se StatusError
+			if errors.As(err, &se) {
+				level = se.LogLevel()
+			}
+			h.logFailure(r, level, "aborting a response the upstream did not finish", resp.StatusCode, err)
 			panic(http.ErrAbortHandler)
 		}
 	}
@@ -608,7 +613,7 @@ func (h *Handler) bodyError(u *Upstream, err error) error {
 	if errors.Is(err, errTimeout) {
 		err = fmt.Errorf("%w reading the body: %w", errTimeout, err)
 	} else {
-		err = fmt.Errorf("%w: %s: reading the body: %w", errUpstream, u.Name, err)
+		err = upstreamFailed(u, fmt.Errorf("reading the body: %w", err))
 	}
 	h.opt.Pool.Fail(u, err)
 	return err

@@ -13,7 +13,7 @@ const (
 	frameHead  = 'H' // "200 OK\r\nName: value\r\n..." (latin-1)
 	frameBody  = 'B' // body bytes
 	frameEnd   = 'E' // response complete; the slot is free
-	frameError = 'X' // request failed (payload: a one-line reason); the slot is free
+	frameError = 'X' // request failed (payload: a one-line reason, a newline, the Python traceback); the slot is free
 
 	frameHeaderSize = 5
 	// maxHeadFrame bounds the status line and headers an app may send.
@@ -55,7 +55,11 @@ func (f *frameReader) next() (typ byte, n int, err error) {
 		if size > maxHeadFrame {
 			return 0, 0, fmt.Errorf("%w: %d-byte header frame", errProtocol, size)
 		}
-	case frameBody, frameError:
+	case frameError:
+		if size > maxHeadFrame {
+			return 0, 0, fmt.Errorf("%w: %d-byte error frame", errProtocol, size)
+		}
+	case frameBody:
 	case frameEnd:
 		if size != 0 {
 			return 0, 0, fmt.Errorf("%w: end frame with a payload", errProtocol)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"portico/internal/proxy"
+	"portico/internal/requestid"
 	"portico/internal/uwsgi"
 )
 
@@ -21,10 +23,13 @@ import (
 // (proxy.StatusError): the proxy handler in front of the pool maps errors
 // to answers in one place.
 var (
-	errTimeout       = newStatusError("worker: request timed out", http.StatusGatewayTimeout, slog.LevelError)
+	// errTimeout is logged by drainAfterTimeout, once it knows whether the
+	// app unwound or its worker was killed; the proxy handler does not.
+	errTimeout       = newStatusError("worker: request timed out", http.StatusGatewayTimeout, slog.LevelDebug)
+	errTimeoutApp    = newStatusError("worker: request interrupted at its timeout", http.StatusGatewayTimeout, slog.LevelError)
 	errCrashed       = newStatusError("worker: worker process lost during the request", http.StatusBadGateway, slog.LevelError)
 	errProtocol      = newStatusError("worker: protocol error from worker", http.StatusBadGateway, slog.LevelError)
-	errApp           = newStatusError("worker: application error", http.StatusInternalServerError, slog.LevelDebug) // worker.py logged the traceback
+	errApp           = newStatusError("worker: application error", http.StatusInternalServerError, slog.LevelError)
 	errVarsTooLarge  = newStatusError("worker: request headers too large for the uwsgi packet", http.StatusRequestHeaderFieldsTooLarge, slog.LevelWarn)
 	errUnknownLength = newStatusError("worker: request body of unknown length (the proxy handler spools bodies)", http.StatusInternalServerError, slog.LevelError)
 )
@@ -45,6 +50,61 @@ func (e *statusError) HTTPStatus() int      { return e.status }
 func (e *statusError) LogLevel() slog.Level { return e.level }
 
 var _ proxy.StatusError = (*statusError)(nil)
+
+// failure is a request's failure in a worker with what its one log record
+// needs besides method, URI and status: the worker's pid and, for an
+// exception in the app, the Python traceback (one attribute, however many
+// lines). The status and level come from the sentinel it wraps.
+type failure struct {
+	err       error
+	pid       int
+	traceback string
+}
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+func (f *failure) LogAttrs() []slog.Attr {
+	attrs := []slog.Attr{slog.Int("pid", f.pid)}
+	if f.traceback != "" {
+		attrs = append(attrs, slog.String("traceback", f.traceback))
+	}
+	return attrs
+}
+
+var _ proxy.AttrError = (*failure)(nil)
+
+// withPID returns err as a failure of the worker with that pid.
+func withPID(err error, pid int) error {
+	if err == nil || errors.Is(err, proxy.ErrRequeue) {
+		return err
+	}
+	var f *failure
+	if errors.As(err, &f) {
+		return err
+	}
+	return &failure{err: err, pid: pid}
+}
+
+// readAppError reads the payload of an X frame: a one-line reason, then
+// the traceback. after says the response had started.
+func (s *slot) readAppError(after bool) error {
+	payload, err := s.fr.appendPayload(nil)
+	if err != nil {
+		return err
+	}
+	reason, tb, _ := strings.Cut(string(payload), "\n")
+	f := &failure{pid: s.proc.pid, traceback: strings.TrimRight(tb, "\n")}
+	switch {
+	case reason == "timeout":
+		f.err = errTimeoutApp
+	case after:
+		f.err = fmt.Errorf("%w: %s", errAppAfterHead, reason)
+	default:
+		f.err = fmt.Errorf("%w: %s", errAppHandled, reason)
+	}
+	return f
+}
 
 // inlineBody is the largest body sent in the same write as the request head.
 const inlineBody = 64 << 10
@@ -144,7 +204,8 @@ func (t slotTransport) RoundTripLease(r *http.Request, l proxy.Lease) (*http.Res
 		body = io.LimitReader(r.Body, length)
 	}
 	// The exchange, bounded by the request timeout.
-	return pl.exchange(r, s, pkt, written, body)
+	resp, err := pl.exchange(r, s, pkt, written, body)
+	return resp, withPID(err, s.proc.pid)
 }
 
 // aheadMaxService disables writing ahead for an app whose requests take
@@ -255,7 +316,7 @@ func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, bod
 	// The head frame.
 	resp, err := pl.readHead(s)
 	if err != nil {
-		return nil, pl.failed(s, err, bodyDone)
+		return nil, pl.failed(r, s, err, bodyDone)
 	}
 	out := &http.Response{
 		Status:        statusLine(resp.status),
@@ -276,7 +337,7 @@ func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, bod
 		typ, n, err := s.fr.next()
 		if err != nil {
 			bb.put()
-			return nil, pl.failed(s, err, bodyDone)
+			return nil, pl.failed(r, s, err, bodyDone)
 		}
 		switch typ {
 		case frameBody:
@@ -286,7 +347,7 @@ func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, bod
 			}
 			if buf, err = s.fr.appendPayload(buf); err != nil {
 				bb.put()
-				return nil, pl.failed(s, err, bodyDone)
+				return nil, pl.failed(r, s, err, bodyDone)
 			}
 		case frameEnd:
 			if bodyDone != nil {
@@ -301,11 +362,13 @@ func (pl *Pool) exchange(r *http.Request, s *slot, pkt []byte, written bool, bod
 			out.Body = bb
 			return out, nil
 		case frameError:
+			// The response has not left: the client gets 500.
 			bb.put()
-			return nil, pl.failed(s, errAppAfterHead, bodyDone)
+			err := s.readAppError(false)
+			return nil, pl.failed(r, s, err, bodyDone)
 		default:
 			bb.put()
-			return nil, pl.failed(s, fmt.Errorf("%w: frame %q after the head", errProtocol, typ), bodyDone)
+			return nil, pl.failed(r, s, fmt.Errorf("%w: frame %q after the head", errProtocol, typ), bodyDone)
 		}
 	}
 stream:
@@ -315,7 +378,7 @@ stream:
 		}
 	}
 	bb.buf = buf
-	out.Body = &streamBody{pl: pl, s: s, first: buf, bb: bb, bodyDone: bodyDone}
+	out.Body = &streamBody{pl: pl, s: s, req: r, status: resp.status, first: buf, bb: bb, bodyDone: bodyDone}
 	return out, nil
 }
 
@@ -375,8 +438,10 @@ func statusLine(code int) string {
 type streamBody struct {
 	pl       *Pool
 	s        *slot
-	first    []byte   // body bytes read before the handover
-	bb       *bufBody // holds first
+	req      *http.Request // for the log record of a timeout
+	status   int           // the status sent
+	first    []byte        // body bytes read before the handover
+	bb       *bufBody      // holds first
 	bodyDone chan error
 	done     bool
 	err      error // after done: what Read returns
@@ -417,9 +482,14 @@ func (b *streamBody) Read(p []byte) (int, error) {
 			b.pl.release(s)
 			return 0, io.EOF
 		case frameError:
-			b.finish(errAppAfterHead)
-			_ = b.pl.failed(s, errAppAfterHead, b.bodyDone) // frees s once the body is sent
-			return 0, errAppAfterHead
+			err := s.readAppError(true)
+			var f *failure
+			if !errors.As(err, &f) {
+				return 0, b.fail(err)
+			}
+			b.finish(err)
+			_ = b.pl.failed(b.req, s, err, b.bodyDone) // frees s once the body is sent
+			return 0, err
 		default:
 			return 0, b.fail(fmt.Errorf("%w: frame %q in a body", errProtocol, typ))
 		}
@@ -440,11 +510,11 @@ func (b *streamBody) fail(err error) error {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		b.finish(errTimeout)
 		b.pl.pp.Pause(b.s.up)
-		go b.pl.drainAfterTimeout(b.s, b.bodyDone)
+		go b.pl.drainAfterTimeout(b.s, b.bodyDone, b.req, b.status)
 		return errTimeout
 	}
 	b.finish(nil)
-	b.err = b.pl.lost(b.s, err, b.bodyDone)
+	b.err = withPID(b.pl.lost(b.s, err, b.bodyDone), b.s.proc.pid)
 	return b.err
 }
 
@@ -460,7 +530,19 @@ func (b *streamBody) Close() error {
 		pp.Pause(up)
 		go func() {
 			defer pp.Resume(up)
-			_, _ = io.Copy(io.Discard, onlyReader{b})
+			_, err := io.Copy(io.Discard, onlyReader{b})
+			// Nobody reads the response any more, so the proxy handler
+			// will not log the app's exception: its record is written here.
+			var f *failure
+			if errors.As(err, &f) && errors.Is(err, errApp) {
+				attrs := []slog.Attr{slog.String("method", b.req.Method), slog.String("uri", b.req.RequestURI), slog.Int("status", b.status)}
+				if id := requestid.From(b.req.Context()); id != "" {
+					attrs = append(attrs, slog.String("request_id", id))
+				}
+				attrs = append(attrs, slog.Any("err", err))
+				attrs = append(attrs, f.LogAttrs()...)
+				b.s.proc.log.LogAttrs(context.Background(), slog.LevelError, "application error after the client went away", attrs...)
+			}
 		}()
 	}
 	return nil
@@ -479,14 +561,7 @@ func (pl *Pool) readHead(s *slot) (*response, error) {
 	switch typ {
 	case frameHead:
 	case frameError:
-		reason, err := s.fr.appendPayload(nil)
-		if err != nil {
-			return nil, err
-		}
-		if string(reason) == "timeout" {
-			return nil, errTimeout
-		}
-		return nil, fmt.Errorf("%w: %s", errAppHandled, reason)
+		return nil, s.readAppError(false)
 	default:
 		return nil, fmt.Errorf("%w: frame %q before the head", errProtocol, typ)
 	}
@@ -556,13 +631,13 @@ var hopByHop = map[string]bool{
 }
 
 // failed handles an exchange that ended before the response started.
-func (pl *Pool) failed(s *slot, err error, bodyDone chan error) error {
+func (pl *Pool) failed(r *http.Request, s *slot, err error, bodyDone chan error) error {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		pl.pp.Pause(s.up)
-		go pl.drainAfterTimeout(s, bodyDone)
+		go pl.drainAfterTimeout(s, bodyDone, r, http.StatusGatewayTimeout)
 		return errTimeout
-	case errors.Is(err, errTimeout), errors.Is(err, errApp):
+	case errors.Is(err, errTimeoutApp), errors.Is(err, errApp):
 		// The worker said so with an X frame and is ready again (once it
 		// has read the whole body).
 		if bodyDone != nil {
@@ -589,7 +664,8 @@ func (pl *Pool) lost(s *slot, err error, bodyDone chan error) error {
 	}
 	s.broken(t)
 	if errors.Is(err, errProtocol) {
-		s.proc.log.Error("worker broke the protocol; killing it", "err", err)
+		// The request's record (the proxy handler's) says why.
+		s.proc.killed.Store(true)
 		s.proc.kill()
 	}
 	if bodyDone != nil {

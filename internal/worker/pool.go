@@ -36,6 +36,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -477,7 +478,12 @@ func (pl *Pool) handle(ctx context.Context, m *manager, ev event) {
 		}
 		m.crashes++
 		delay := backoff(m.crashes)
-		ev.proc.log.Error("worker died; replacing it", "exit", exitString(ev.proc.exitErr), "lived", lived.Round(time.Millisecond), "restart_in", delay)
+		if ev.proc.killed.Load() {
+			// Killed on purpose: the record of why was written then.
+			ev.proc.log.Info("killed worker exited; replacing it", "restart_in", delay)
+		} else {
+			ev.proc.log.Error("worker died; replacing it", "exit", exitString(ev.proc.exitErr), "lived", lived.Round(time.Millisecond), "restart_in", delay)
+		}
 		gen := m.gen
 		time.AfterFunc(delay, func() { pl.send(event{kind: evRespawn, gen: gen}) })
 
@@ -581,9 +587,13 @@ func (pl *Pool) started(m *manager, ev event) {
 			if m.gen == b.gen {
 				m.gen--
 			}
-			pl.log.Error("new workers failed to start; the old ones keep serving", "err", b.err)
+			// The error is logged once: by whoever asked for the
+			// generation (Start's or Reload's caller), or here for the
+			// file watcher, which gets no reply.
 			if b.reply != nil {
 				b.reply <- b.err
+			} else {
+				logStartError(pl.log, "new workers failed to start; the old ones keep serving", b.err)
 			}
 			return
 		}
@@ -598,7 +608,8 @@ func (pl *Pool) started(m *manager, ev event) {
 			delete(m.serving, p)
 			p.retire(pl.opt.Timeout + pl.opt.Grace)
 		}
-		pl.log.Info("workers ready", "generation", b.gen, "workers", len(b.started), "threads", pl.opt.Threads, "retired", len(old))
+		pl.log.Info("workers ready", "generation", b.gen, "workers", len(b.started), "threads", pl.opt.Threads, "retired", len(old),
+			"python", b.started[0].python, "python_version", b.started[0].pyVersion)
 		if b.reply != nil {
 			b.reply <- nil
 		}
@@ -606,12 +617,7 @@ func (pl *Pool) started(m *manager, ev event) {
 	}
 	// A single replacement.
 	if ev.err != nil {
-		var ie *ImportError
-		if errors.As(ev.err, &ie) {
-			pl.log.Error("replacement worker cannot import the app", "traceback", ie.Traceback)
-		} else {
-			pl.log.Error("starting a replacement worker failed", "err", ev.err)
-		}
+		logStartError(pl.log, "starting a replacement worker failed", ev.err)
 		if ev.old != nil {
 			ev.old.recycling.Store(false) // try again at the next trigger
 			return
@@ -685,6 +691,17 @@ func backoff(n int) time.Duration {
 	}
 	d := 100 * time.Millisecond << min(n-2, 10)
 	return min(d, 10*time.Second)
+}
+
+// logStartError logs a failed start: an import error as its traceback, in
+// one attribute.
+func logStartError(log *slog.Logger, msg string, err error) {
+	var ie *ImportError
+	if errors.As(err, &ie) {
+		log.Error(msg+": the app cannot be imported", "app", ie.App, "traceback", strings.TrimRight(ie.Traceback, "\n"))
+		return
+	}
+	log.Error(msg, "err", err)
 }
 
 func exitString(err error) string {

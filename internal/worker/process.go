@@ -50,6 +50,12 @@ type process struct {
 	// recycling is set once a replacement has been asked for, so that one
 	// worker is replaced once however many requests cross its limit.
 	recycling atomic.Bool
+	// killed is set when Portico kills the process on purpose (a request
+	// that did not unwind, a protocol error): the record of the cause is
+	// written then, and the exit is not reported again as a crash.
+	killed atomic.Bool
+	// python and pyVersion are the interpreter worker.py reported ready.
+	python, pyVersion string
 	// open counts slots not yet closed; the last close ends the process's
 	// connections, which tells worker.py to exit.
 	open atomic.Int32
@@ -185,7 +191,11 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 	}()
 
 	ready := make(chan error, 1)
-	go func() { ready <- readStatus(statusR, opt.App) }()
+	go func() {
+		var err error
+		p.python, p.pyVersion, err = readStatus(statusR, opt.App)
+		ready <- err
+	}()
 	timer := time.NewTimer(opt.StartTimeout)
 	defer timer.Stop()
 	select {
@@ -226,19 +236,25 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 	return p, nil
 }
 
-// readStatus waits for worker.py's first word on the status pipe.
-func readStatus(r io.Reader, app string) error {
+// readStatus waits for worker.py's first word on the status pipe: ready
+// (then the interpreter's path and version), or error and the traceback.
+func readStatus(r io.Reader, app string) (python, version string, err error) {
 	data, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	if bytes.HasPrefix(data, []byte("ready\n")) {
-		return nil
+	if rest, ok := bytes.CutPrefix(data, []byte("ready\n")); ok {
+		var info struct {
+			Executable string `json:"executable"`
+			Version    string `json:"version"`
+		}
+		_ = json.Unmarshal(rest, &info) // an older line without it: unknown
+		return info.Executable, info.Version, nil
 	}
 	if rest, ok := bytes.CutPrefix(data, []byte("error\n")); ok {
-		return &ImportError{App: app, Traceback: string(rest)}
+		return "", "", &ImportError{App: app, Traceback: string(rest)}
 	}
 	if err != nil {
-		return fmt.Errorf("worker: reading status pipe: %w", err)
+		return "", "", fmt.Errorf("worker: reading status pipe: %w", err)
 	}
-	return errors.New("worker: process exited before the app was ready")
+	return "", "", errors.New("worker: process exited before the app was ready")
 }
 
 // copyOutput logs each line the app prints, attributed to its worker.

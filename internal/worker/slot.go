@@ -2,13 +2,17 @@ package worker
 
 import (
 	"bufio"
+	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
 
 	"portico/internal/proxy"
+	"portico/internal/requestid"
 )
 
 // Slot states.
@@ -89,19 +93,33 @@ func (s *slot) tryAcquire() bool {
 // The caller pauses the slot in the pool first: the request's lease ends
 // with its 504, and no other request may be given the slot before it is
 // back; it is resumed here.
-func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
+//
+// It writes the timeout's one log record (r's method, URI and ID, the
+// status sent, the worker's pid), once the outcome is known: the app
+// unwound (with the traceback of where it was interrupted), or the worker
+// was killed.
+func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error, r *http.Request, status int) {
 	p := s.proc
 	defer pl.pp.Resume(s.up)
 	s.proc.interrupt(s.index, s.seq.Load())
 	deadline := time.Now().Add(pl.opt.Grace)
 	_ = s.conn.SetDeadline(deadline)
+	tb := ""
 	err := func() error {
 		for {
 			typ, _, err := s.fr.next()
 			if err != nil {
 				return err
 			}
-			if typ == frameEnd || typ == frameError {
+			switch typ {
+			case frameEnd:
+				return nil
+			case frameError:
+				var f *failure
+				if err := s.readAppError(false); !errors.As(err, &f) {
+					return err
+				}
+				tb = f.traceback
 				return nil
 			}
 		}
@@ -109,19 +127,31 @@ func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
 	if err == nil && bodyDone != nil {
 		err = <-bodyDone
 	}
+	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.Int("status", status)}
+	if id := requestid.From(r.Context()); id != "" {
+		attrs = append(attrs, slog.String("request_id", id))
+	}
+	attrs = append(attrs, slog.Duration("timeout", pl.opt.Timeout), slog.Int("slot", s.index))
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			p.log.Error("request did not unwind after its interrupt; killing the worker", "slot", s.index, "grace", pl.opt.Grace)
+			attrs = append(attrs, slog.String("outcome", "killed"), slog.Duration("grace", pl.opt.Grace))
+			p.log.LogAttrs(context.Background(), slog.LevelError, "request timed out and did not unwind after its interrupt; killing the worker", attrs...)
 		} else {
-			p.log.Error("lost the worker while interrupting a request", "slot", s.index, "err", err)
+			attrs = append(attrs, slog.String("outcome", "lost"), slog.Any("err", err))
+			p.log.LogAttrs(context.Background(), slog.LevelError, "request timed out and the worker was lost while interrupting it", attrs...)
 		}
 		s.state.Store(slotClosed)
+		p.killed.Store(true)
 		p.kill()
 		s.resolveNext(pl.afterKill(s))
 		s.close()
 		return
 	}
-	p.log.Info("request interrupted at its timeout; the worker lives on", "slot", s.index)
+	attrs = append(attrs, slog.String("outcome", "unwound"))
+	if tb != "" {
+		attrs = append(attrs, slog.String("traceback", tb))
+	}
+	p.log.LogAttrs(context.Background(), slog.LevelError, "request timed out; the app was interrupted and unwound, the worker lives on", attrs...)
 	pl.release(s)
 }
 

@@ -540,8 +540,14 @@ func TestTimeoutInterruptsAndKeepsWorker(t *testing.T) {
 			if after := tp.pid(t); after != before {
 				t.Errorf("worker replaced (pid %v -> %v); it should live on", before, after)
 			}
-			if !strings.Contains(tp.log.String(), "interrupted at its timeout") {
-				t.Error("no log of where the request was stuck")
+			// One record per request, once it unwound, with where it was.
+			porticotest.WaitFor(t, "the timeouts' records", 5*time.Second, func() bool {
+				return strings.Count(tp.log.String(), "outcome=unwound") == threads
+			})
+			for _, line := range strings.Split(tp.log.String(), "\n") {
+				if strings.Contains(line, "outcome=unwound") && (!strings.Contains(line, "level=ERROR") || !strings.Contains(line, "status=504") || !strings.Contains(line, `RequestTimeout"`) || !strings.Contains(line, "pep3333.py")) {
+					t.Errorf("timeout record without its level, status or traceback: %s", line)
+				}
 			}
 		})
 	}

@@ -6,8 +6,10 @@ Stdlib only, Python >= 3.8. Started by portico as
 
 with these inherited file descriptors (numbers in the JSON config):
 
-  status_fd  write end of a pipe: b"ready\\n" once the app is imported, or
-             b"error\\n" followed by the import traceback, then exit(3);
+  status_fd  write end of a pipe: b"ready\\n" and a JSON line (the
+             interpreter's executable and version) once the app is
+             imported, or b"error\\n" followed by the import traceback,
+             then exit(3);
   ctl_fd     read end of a pipe: lines b"i <slot> <n>\\n" ask to interrupt
              the n-th request of that slot (counting from 1) if it is still
              running; SIGUSR1 says a line is waiting;
@@ -25,8 +27,10 @@ payload:
   H  status line and headers: b"200 OK\\r\\nName: value\\r\\n..." (latin-1)
   B  body bytes
   E  end of the response; the slot takes the next request
-  X  the request failed (payload: a one-line reason); the slot takes the next
-     request. Before H, Go answers 500; after H, it aborts the response.
+  X  the request failed (payload: a one-line reason, then after a newline
+     the Python traceback, which Go logs as one record); the slot takes the
+     next request. Before H, Go answers 500 (the reason "timeout": 504);
+     after H, it aborts the response.
 
 A slot's socket reaching EOF means "stop": the worker exits when all slots
 are closed. The protocol is documented on the Go side in internal/worker.
@@ -325,6 +329,20 @@ class Response(object):
         return True
 
 
+_MAX_TRACEBACK = 256 << 10
+
+
+def _error_frame(reason, tb):
+    """The X frame: a one-line reason, a newline, the traceback (Go logs it
+    as one record). Only failed requests pay for it."""
+    reason = reason.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")[:512]
+    tb = tb.encode("utf-8", "replace")
+    if len(tb) > _MAX_TRACEBACK:
+        tb = b"...\n" + tb[-_MAX_TRACEBACK:]
+    payload = reason + b"\n" + tb
+    return _frame(b"X", len(payload)) + payload
+
+
 class BrokenFrame(Exception):
     """The response frame stream cannot continue; the slot must close."""
 
@@ -460,14 +478,8 @@ class Worker(object):
                         # fired yet: past this point it would hit the protocol.
                         _set_async_exc(ctypes.c_ulong(slot.ident), _no_exc)
         except RequestTimeout:
-            print(
-                "portico worker: request %s %s interrupted at its timeout; it was here:\n%s"
-                % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"), traceback.format_exc()),
-                file=sys.stderr,
-                end="",
-            )
             if not resp.ended:
-                slot.sock.sendall(_frame(b"X", 7) + b"timeout")
+                slot.sock.sendall(_error_frame("timeout", traceback.format_exc()))
         except (OSError, BrokenFrame):
             raise
         except BaseException as e:
@@ -475,15 +487,18 @@ class Worker(object):
                 print("portico worker: the application raised %s; the worker exits" % type(e).__name__, file=sys.stderr)
                 sys.stderr.flush()
                 os._exit(1)
-            print(
-                "portico worker: error in %s %s:\n%s"
-                % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"), traceback.format_exc()),
-                file=sys.stderr,
-                end="",
-            )
-            if not resp.ended:
-                reason = ("%s: %s" % (type(e).__name__, e)).encode("utf-8", "replace")[:512]
-                slot.sock.sendall(_frame(b"X", len(reason)) + reason)
+            tb = traceback.format_exc()
+            if resp.ended:
+                # The response went out whole (the error came from close()):
+                # no frame can carry it any more.
+                print(
+                    "portico worker: error in %s %s after the response:\n%s"
+                    % (environ.get("REQUEST_METHOD"), environ.get("REQUEST_URI"), tb),
+                    file=sys.stderr,
+                    end="",
+                )
+            else:
+                slot.sock.sendall(_error_frame("%s: %s" % (type(e).__name__, e), tb))
 
     def run(self):
         signal.signal(signal.SIGUSR1, self.on_interrupt)
@@ -614,7 +629,8 @@ def main():
         os.write(status_fd, b"error\n" + traceback.format_exc().encode("utf-8", "replace"))
         os._exit(3)
     worker = Worker(cfg, app)
-    os.write(status_fd, b"ready\n")
+    info = {"executable": sys.executable, "version": sys.version.split()[0]}
+    os.write(status_fd, b"ready\n" + json.dumps(info).encode() + b"\n")
     os.close(status_fd)
     worker.run()
 
