@@ -87,7 +87,7 @@ func (e *entry) appendCombined(b []byte) []byte {
 	b = append(b, `" `...)
 	b = appendSeconds(b, e.elapsed)
 	b = append(b, ` "`...)
-	b = appendField(b, requestid.From(r.Context()))
+	b = appendField(b, requestid.Of(r))
 	return append(b, "\"\n"...)
 }
 
@@ -120,7 +120,7 @@ func (e *entry) appendJSON(b []byte) []byte {
 	b = append(b, `,"request_time":`...)
 	b = appendSeconds(b, e.elapsed)
 	b = append(b, `,"request_id":`...)
-	b = appendJSONString(b, requestid.From(r.Context()))
+	b = appendJSONString(b, requestid.Of(r))
 	return append(b, "}\n"...)
 }
 

@@ -125,7 +125,7 @@ func (h *Handler) logFailure(r *http.Request, level slog.Level, msg string, stat
 	}
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.Int("status", status))
-	if id := requestid.From(ctx); id != "" {
+	if id := requestid.Of(r); id != "" {
 		attrs = append(attrs, slog.String("request_id", id))
 	}
 	var ue *upstreamError

@@ -49,7 +49,7 @@ func TestMiddleware(t *testing.T) {
 	var sawHeader, sawCtx string
 	h := Middleware(Options{Trusted: func(r *http.Request) bool { return r.RemoteAddr == "10.0.0.1:1" }})(
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			sawHeader, sawCtx = r.Header.Get(Header), From(r.Context())
+			sawHeader, sawCtx = r.Header.Get(Header), Of(r)
 		}))
 	for _, tt := range []struct {
 		name, peer string

@@ -536,7 +536,7 @@ func (b *streamBody) Close() error {
 			var f *failure
 			if errors.As(err, &f) && errors.Is(err, errApp) {
 				attrs := []slog.Attr{slog.String("method", b.req.Method), slog.String("uri", b.req.RequestURI), slog.Int("status", b.status)}
-				if id := requestid.From(b.req.Context()); id != "" {
+				if id := requestid.Of(b.req); id != "" {
 					attrs = append(attrs, slog.String("request_id", id))
 				}
 				attrs = append(attrs, slog.Any("err", err))

@@ -128,7 +128,7 @@ func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error, r *http.Reques
 		err = <-bodyDone
 	}
 	attrs := []slog.Attr{slog.String("method", r.Method), slog.String("uri", r.RequestURI), slog.Int("status", status)}
-	if id := requestid.From(r.Context()); id != "" {
+	if id := requestid.Of(r); id != "" {
 		attrs = append(attrs, slog.String("request_id", id))
 	}
 	attrs = append(attrs, slog.Duration("timeout", pl.opt.Timeout), slog.Int("slot", s.index))
