@@ -50,6 +50,9 @@ type process struct {
 	// recycling is set once a replacement has been asked for, so that one
 	// worker is replaced once however many requests cross its limit.
 	recycling atomic.Bool
+	// timedOut is set when the process is killed because a request did
+	// not unwind after its timeout: its death is not a crash.
+	timedOut atomic.Bool
 	// open counts slots not yet closed; the last close ends the process's
 	// connections, which tells worker.py to exit.
 	open atomic.Int32

@@ -116,11 +116,14 @@ func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error) {
 			p.log.Error("lost the worker while interrupting a request", "slot", s.index, "err", err)
 		}
 		s.state.Store(slotClosed)
+		p.timedOut.Store(true)
+		pl.timeoutsKilled.Add(1)
 		p.kill()
 		s.resolveNext(pl.afterKill(s))
 		s.close()
 		return
 	}
+	pl.timeoutsUnwound.Add(1)
 	p.log.Info("request interrupted at its timeout; the worker lives on", "slot", s.index)
 	pl.release(s)
 }
