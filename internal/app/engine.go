@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"portico/internal/config"
+	"portico/internal/metrics"
 	"portico/internal/realip"
 	"portico/internal/server"
 	"portico/internal/uwsgi"
@@ -45,6 +46,9 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	}
 	e.errc = make(chan error, 16)
 	e.reloadReq = make(chan chan error)
+	if cfg.Admin != nil {
+		e.metrics = metrics.New()
+	}
 
 	// Workers first: an app that cannot be imported stops us before any
 	// socket is opened.
@@ -53,12 +57,14 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		return err
 	}
 	e.cur.Store(gen)
+	e.attachMetrics(gen)
 	added, err := e.openListeners(cfg)
 	if err != nil {
 		e.stopGeneration(gen, nil)
 		return err
 	}
 	e.serve(added)
+	e.metricsListeners()
 	if err := e.openAdmin(); err != nil {
 		e.shutdown(context.Background(), added)
 		e.serving.Wait()
@@ -137,6 +143,7 @@ type engine struct {
 	admin     *listener            // nil: none
 	reloadReq chan chan error      // POST /reload asks Run's loop
 	draining  atomic.Bool          // a stop has begun: /readyz says 503
+	metrics   *metrics.Metrics     // nil without an admin listener
 	serving   sync.WaitGroup       // Serve goroutines
 	retiring  sync.WaitGroup       // goroutines retiring old generations
 }
@@ -150,6 +157,7 @@ type generation struct {
 	close   func()              // closes the chain (static handlers, access log)
 	pools   map[string]*appPool // by app name
 	trusted *realip.Matcher     // trusted_proxies, for PROXY protocol headers
+	metrics *metrics.Sources    // what the metrics read (nil: no metrics)
 
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -256,6 +264,7 @@ func (e *engine) build(ctx context.Context, cfg *config.Config, prev *generation
 		return fail(err)
 	}
 	g.handler, g.router, g.close = h, rt, closeChain
+	e.instrument(g)
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
 	return g, nil
 }
@@ -288,6 +297,7 @@ func (e *engine) stopGeneration(g, next *generation) {
 		}
 		e.stopPool(ap)
 	}
+	e.detachMetrics(g)
 }
 
 // reloadWorkers restarts the workers of every app (portico run's SIGHUP).
@@ -345,6 +355,7 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		return err
 	}
 	e.cur.Store(gen)
+	e.attachMetrics(gen)
 	for l, cert := range certs {
 		l.cert.Store(cert)
 	}
@@ -362,6 +373,7 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 			delete(e.listeners, k)
 		}
 	}
+	e.metricsListeners()
 	e.retiring.Add(1)
 	go func() {
 		defer e.retiring.Done()
@@ -392,6 +404,7 @@ type listener struct {
 	serve    func() error
 	shutdown func(context.Context) error
 	close    func() error
+	stats    func() metrics.ListenerStats // for the metrics
 }
 
 // listenerKeys identifies the listeners of cfg across configs: protocol,
@@ -460,6 +473,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		case config.ProtoUWSGI:
 			s := &uwsgi.Server{Handler: e, Logger: e.log}
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
+			l.stats = uwsgiStats(s, nl)
 		default:
 			s := server.NewHTTP(e, server.Options{Logger: e.log})
 			serve := s.Serve
@@ -467,6 +481,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
 			}
 			l.serve, l.shutdown, l.close = func() error { return serve(nl) }, s.Shutdown, s.Close
+			l.stats = httpStats(s)
 		}
 		added = append(added, l)
 		proto := lc.Protocol

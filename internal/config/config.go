@@ -187,6 +187,13 @@ type Route struct {
 	// /xy), "=/x" (exactly /x) or "~REGEX" (Go RE2 syntax, unanchored unless
 	// it says ^ or $). Required.
 	Path string
+	// Name labels the route in the metrics and on the status page (the
+	// label "route"): letters, digits, '_', '-' and '.', not only digits,
+	// unique in its site. Default "": the route's index in its site ("0",
+	// "1", ...). Never the request path, so that the number of series
+	// stays bounded. (nginx has no equivalent; its stub_status is per
+	// server.)
+	Name string
 	// Methods, when set, restrict the route to these methods (upper case).
 	Methods []string
 	// Header, when set, restricts the route to requests whose headers have

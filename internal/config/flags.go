@@ -69,6 +69,9 @@ Files and logs:
       --access-log PATH     access log file, "-" for stderr, "off" (default -) [--access-logfile]
       --access-log-format F combined (nginx's) or json (default combined)
       --log-level LEVEL     debug, info, warn, error (default info)
+      --admin ADDR          admin listener (unix:/path or a loopback host:port): /metrics
+                            (Prometheus), /healthz, /readyz, /reload (default none)
+                            [uwsgi --stats, nginx stub_status]
 
 Sizes: 512, 64KiB, 10MiB, 1GiB. Durations: 30s, 2m, 500ms, or seconds.
 Signals: SIGTERM/SIGINT stop gracefully; SIGHUP reloads the workers with no failed request.
@@ -169,6 +172,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "")
 	fs.StringVar(&c.AccessLogFormat, "access-log-format", c.AccessLogFormat, "")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "")
+	var admin string
+	fs.StringVar(&admin, "admin", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -209,6 +214,10 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	}
 	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout", "sched"} {
 		c.names["app."+RunAppName+"."+k] = strings.ReplaceAll(k, "_", "-")
+	}
+	if admin != "" {
+		c.Admin = &Admin{Addr: admin}
+		c.names["admin.addr"] = "admin"
 	}
 	if len(binds) == 0 && len(uwsgiSockets) == 0 {
 		binds = append(binds, DefaultBind)

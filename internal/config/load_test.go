@@ -190,6 +190,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"11: admin.addr: \"0.0.0.0:9000\": the admin listener must be", "12: admin.shutdown_delay: must not be negative"}},
 		{"trusted proxies and proxy_protocol", "trusted_proxies = [\"10.0.0.0/33\", \"unix\", \"nonsense\", 7]\n" + base + "[[listener]]\naddr = \":0\"\nproxy_protocol = \"yes\"\n",
 			[]string{"1: trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR prefix", "1: trusted_proxies[2]: \"nonsense\" is not an address", "1: trusted_proxies[3]: want a string", "13: listener[1].proxy_protocol: want a boolean"}},
+		{"route names", base + "[[site.route]]\npath = \"/a\"\nname = \"api\"\nrespond = {}\n[[site.route]]\npath = \"/b\"\nname = \"api\"\nrespond = {}\n[[site.route]]\npath = \"/c\"\nname = \"12\"\nrespond = {}\n[[site.route]]\npath = \"/d\"\nname = \"a b\"\nrespond = {}\n",
+			[]string{"16: site[0].route[2].name: \"api\" names site[0].route[1] too", "20: site[0].route[3].name: \"12\": a name of digits only", "24: site[0].route[4].name: \"a b\": use letters"}},
 		{"nothing", "", []string{"listener: no listener", "site: no site"}},
 	}
 	for _, tc := range cases {
