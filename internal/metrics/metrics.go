@@ -224,10 +224,19 @@ type ListenerStats struct {
 }
 
 // Attach makes s the newest generation: its gauges are the ones exported.
+// Routes that no live generation has are forgotten. Attach only right
+// after building s (Route for each of its routes), in the goroutine that
+// builds: a route made for a generation not yet attached would be
+// forgotten too.
 func (m *Metrics) Attach(s *Sources) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.gens = append(m.gens, s)
+	m.pruneRoutesLocked()
+}
+
+// pruneRoutesLocked forgets the routes no live generation has.
+func (m *Metrics) pruneRoutesLocked() {
 	keep := map[routeKey]bool{}
 	for _, g := range m.gens {
 		for _, r := range g.Routes {
