@@ -316,4 +316,3 @@ func pep3333raw(t *testing.T, args ...string) *proc {
 	python := needPython(t)
 	return startPortico(t, append([]string{"--python", python, "--chdir", repoPath(t, "internal/worker/testdata")}, append(args, "pep3333:raw")...)...)
 }
-
