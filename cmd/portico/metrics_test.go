@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -315,4 +319,101 @@ func pep3333raw(t *testing.T, args ...string) *proc {
 	t.Helper()
 	python := needPython(t)
 	return startPortico(t, append([]string{"--python", python, "--chdir", repoPath(t, "internal/worker/testdata")}, append(args, "pep3333:raw")...)...)
+}
+
+// TestMetricsAcrossReload: a reload that replaces an app's pool (its
+// settings changed) keeps the route's and the app's counters going: they
+// never go backwards, and count every request once.
+func TestMetricsAcrossReload(t *testing.T) {
+	python := needPython(t)
+	dir := t.TempDir()
+	text := func(workers int) string {
+		return fmt.Sprintf(`
+access_log = "off"
+[admin]
+addr = "127.0.0.1:0"
+[[listener]]
+addr = "127.0.0.1:0"
+[app.hello]
+module = %q
+python = %q
+workers = %d
+[[site]]
+hosts = ["default"]
+[[site.route]]
+path = "/"
+name = "web"
+app = "hello"
+`, repoPath(t, "examples/hello/app.py"), python, workers)
+	}
+	cfg := writeFile(t, dir, "portico.toml", text(1))
+	p := startServe(t, cfg)
+	admin := p.adminAddr(t)
+	c := newClient(t)
+	route := []string{"site", "default", "route", "web", "method", "GET", "code", "2xx"}
+	sent := 0
+	send := func(n int) {
+		t.Helper()
+		for range n {
+			resp, body := get(t, c, p.URL("/"))
+			wantStatus(t, resp, body, 200)
+			sent++
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		s := scrapeMetrics(t, c, admin)
+		if got := s.value(t, "portico_http_requests_total", route...); got != float64(sent) {
+			t.Errorf("%s: requests %v, want %d", when, got, sent)
+		}
+		if got := s.value(t, "portico_app_queue_wait_seconds", "app", "hello"); got != float64(sent) {
+			t.Errorf("%s: queue-wait observations %v, want %d", when, got, sent)
+		}
+	}
+	send(10)
+	check("before the reload")
+	for i, workers := range []int{2, 1, 2} {
+		writeFile(t, dir, "portico.toml", text(workers))
+		req, _ := http.NewRequest("POST", "http://"+admin+"/reload", nil)
+		resp, body := do(t, c, req)
+		wantStatus(t, resp, body, 200)
+		check(fmt.Sprintf("right after reload %d", i+1))
+		send(5)
+		check(fmt.Sprintf("after reload %d", i+1))
+	}
+	// Once the old generations are gone their counts are carried.
+	porticotest.WaitFor(t, "the old workers to exit", 30*time.Second, func() bool {
+		return len(liveChildren(p.cmd.Process.Pid)) == 2
+	})
+	check("at the end")
+	send(5)
+	check("at the very end")
+}
+
+// liveChildren lists the pids of pid's children that are not zombies.
+func liveChildren(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:])) // state ppid ...
+		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
