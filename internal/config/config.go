@@ -98,7 +98,8 @@ type Listener struct {
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
-// POST /reload. It is for the machine itself and its orchestrator, so it
+// GET /metrics (Prometheus), POST /reload (`portico run --admin ADDR`).
+// It is for the machine itself and its orchestrator, so it
 // listens only on a unix socket or a loopback address.
 type Admin struct {
 	// Addr is unix:/path or a loopback host:port (127.0.0.1, [::1],
