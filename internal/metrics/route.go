@@ -294,8 +294,8 @@ type RouteStats struct {
 	Site string `json:"site"`
 	// Route is the route's name, or its index in the site ("0", "1", ...).
 	Route string `json:"route"`
-	// Requests is the number of requests the route has answered since it
-	// was first configured.
+	// Requests is the number of requests answered in the window: the last
+	// minute (the second under way and the 59 before it).
 	Requests int64 `json:"requests"`
 	// RPS is the request rate over the last minute, or since the route was
 	// configured if that is shorter.
@@ -313,11 +313,6 @@ func (rt *Route) stats(now time.Time) RouteStats {
 	var inWindow uint64
 	nowSec := now.Unix()
 	rt.mu.Lock()
-	for _, byCode := range rt.requests {
-		for _, n := range byCode {
-			st.Requests += int64(n)
-		}
-	}
 	for i := range rt.win.slots {
 		s := &rt.win.slots[i]
 		if s.sec <= nowSec-windowSeconds || s.sec > nowSec {
@@ -331,6 +326,7 @@ func (rt *Route) stats(now time.Time) RouteStats {
 	rt.mu.Unlock()
 	span := min(now.Sub(rt.created), windowSeconds*time.Second)
 	span = max(span, time.Second)
+	st.Requests = int64(inWindow)
 	st.RPS = float64(inWindow) / span.Seconds()
 	if inWindow > 0 {
 		st.P50 = quantile(&hist, inWindow, 0.50)
