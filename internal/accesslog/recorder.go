@@ -107,3 +107,9 @@ func (r *recorder) statusCode() int {
 	}
 	return r.status
 }
+
+// Status is the final status sent so far, 0 if none; Written is the body
+// bytes written. A middleware inside the access log (the per-route
+// metrics) reads them instead of wrapping the writer a second time.
+func (r *recorder) Status() int    { return r.status }
+func (r *recorder) Written() int64 { return r.bytes }

@@ -27,10 +27,14 @@ import (
 //	GET  /config   the running config as JSON (durations in nanoseconds)
 //	POST /reload   re-read the config, as SIGHUP does; 200, or 422 with
 //	               the errors when the running config stays
+//	GET  /metrics  Prometheus metrics (README.md, "### Metrics")
 func (e *engine) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", e.serveStatusPage)
 	mux.HandleFunc("GET /status", e.serveStatus)
+	if e.metrics != nil {
+		mux.Handle("GET /metrics", e.metrics.Handler())
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"portico/internal/accesslog"
@@ -179,9 +180,12 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 	rt := &router{}
 	for _, sc := range cfg.Sites {
 		s := rt.addSite(sc.Hosts)
-		for _, rc := range sc.Routes {
+		for j, rc := range sc.Routes {
 			kind, p := rc.PathKind()
-			r := &route{kind: kind, path: p, methods: rc.Methods, header: rc.Header}
+			r := &route{kind: kind, path: p, methods: rc.Methods, header: rc.Header, label: rc.Name}
+			if r.label == "" {
+				r.label = strconv.Itoa(j)
+			}
 			switch kind {
 			case config.PathRegex:
 				re, err := regexp.Compile(p)
@@ -240,7 +244,7 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				}
 				closers = append(closers, closeRoute)
 				r.h, r.desc = h, describeProxy(rc.Proxy)
-				rt.proxies = append(rt.proxies, proxyRoute{site: sc.Hosts[0], path: rc.Path, handler: ph})
+				rt.proxies = append(rt.proxies, proxyRoute{site: sc.Hosts[0], path: rc.Path, route: r.label, handler: ph})
 			case rc.Redirect != nil:
 				r.h = redirectHandler{to: rc.Redirect.To, status: rc.Redirect.Status}
 				r.desc = fmt.Sprintf("redirect %d %s", rc.Redirect.Status, rc.Redirect.To)

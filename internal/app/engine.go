@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"portico/internal/config"
+	"portico/internal/metrics"
 	"portico/internal/realip"
 	"portico/internal/server"
 	"portico/internal/systemd"
@@ -55,6 +56,10 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	e.reloadReq = make(chan chan error)
 	e.notify = opt.Notify
 	e.inherited = opt.Inherited
+	if cfg.Admin != nil {
+		e.metrics = metrics.New()
+		e.routeStats = e.metricsRouteStats
+	}
 
 	// Sockets first, so that a port in use is reported before a slow
 	// import, and so that connections made while the apps start wait in
@@ -116,7 +121,9 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 		return err
 	}
 	e.cur.Store(gen)
+	e.attachMetrics(gen)
 	e.serve(added)
+	e.metricsListeners()
 	if e.admin != nil {
 		e.serve([]*listener{e.admin})
 	}
@@ -210,6 +217,7 @@ type engine struct {
 	admin     *listener            // nil: none
 	reloadReq chan chan error      // POST /reload asks Run's loop
 	draining  atomic.Bool          // a stop has begun: /readyz says 503
+	metrics   *metrics.Metrics     // nil without an admin listener
 	serving   sync.WaitGroup       // Serve goroutines
 	retiring  sync.WaitGroup       // goroutines retiring old generations
 
@@ -250,6 +258,7 @@ type generation struct {
 	logs    []*LogFile          // the access log files, for reopening
 	pools   map[string]*appPool // by app name
 	trusted *realip.Matcher     // trusted_proxies, for PROXY protocol headers
+	metrics *metrics.Sources    // what the metrics read (nil: no metrics)
 
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -380,6 +389,7 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (g *generation, f
 		return nil, nil, nil, err
 	}
 	g.handler, g.router, g.close, g.logs = h, rt, closeChain, logs
+	e.instrument(g)
 	g.trusted, _ = realip.ParseTrusted(cfg.TrustedProxies) // chain checked it
 	return g, fresh, restart, nil
 }
@@ -467,6 +477,7 @@ func (e *engine) stopGeneration(g, next *generation) {
 		}
 		e.stopPool(ap)
 	}
+	e.detachMetrics(g)
 }
 
 // reloadWorkers restarts the workers of every app (portico run's SIGHUP).
@@ -543,6 +554,7 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 	}
 	e.cur.Store(gen)
 	e.reloads.Add(1)
+	e.attachMetrics(gen)
 	for l, cert := range certs {
 		l.cert.Store(cert)
 	}
@@ -560,6 +572,7 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 			delete(e.listeners, k)
 		}
 	}
+	e.metricsListeners()
 	e.retiring.Add(1)
 	go func() {
 		defer e.retiring.Done()
@@ -591,6 +604,7 @@ type listener struct {
 	serve    func() error
 	shutdown func(context.Context) error
 	close    func() error
+	stats    func() metrics.ListenerStats // for the metrics
 }
 
 // listenerKeys identifies the listeners of cfg across configs: protocol,
@@ -660,6 +674,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		case config.ProtoUWSGI:
 			s := &uwsgi.Server{Handler: e, Logger: e.log}
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
+			l.stats = uwsgiStats(s, nl)
 		default:
 			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log})
 			serve := s.Serve
@@ -667,6 +682,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
 			}
 			l.serve, l.shutdown, l.close = func() error { return serve(nl) }, s.Shutdown, s.Close
+			l.stats = httpStats(s)
 		}
 		added = append(added, l)
 		proto := lc.Protocol

@@ -21,6 +21,7 @@ func TestImportRules(t *testing.T) {
 		"portico/internal/server": true, "portico/internal/static": true, "portico/internal/worker": true,
 		"portico/internal/accesslog": true, "portico/internal/uwsgi": true, "portico/internal/spool": true,
 		"portico/internal/proxy": true, "portico/internal/realip": true, "portico/internal/fastcgi": true,
+		"portico/internal/metrics": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)

@@ -19,6 +19,7 @@ import (
 type proxyRoute struct {
 	site    string // the site's first host
 	path    string // the route's path as configured
+	route   string // the route's name or index, for the metrics
 	handler *proxy.Handler
 }
 

@@ -57,6 +57,7 @@ type route struct {
 	h       http.Handler
 	static  *static.Handler // a static route's handler, for internal redirects
 	root    string          // a static route's directory
+	label   string          // the route's name, or its index in the site (metrics)
 }
 
 func (rt *router) addSite(hosts []string) *site {

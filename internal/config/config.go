@@ -138,7 +138,8 @@ type Listener struct {
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
-// POST /reload. It is for the machine itself and its orchestrator, so it
+// GET /metrics (Prometheus), POST /reload (`portico run --admin ADDR`).
+// It is for the machine itself and its orchestrator, so it
 // listens only on a unix socket or a loopback address.
 type Admin struct {
 	// Addr is unix:/path or a loopback host:port (127.0.0.1, [::1],
@@ -237,6 +238,13 @@ type Route struct {
 	// /xy), "=/x" (exactly /x) or "~REGEX" (Go RE2 syntax, unanchored unless
 	// it says ^ or $). Required.
 	Path string
+	// Name labels the route in the metrics and on the status page (the
+	// label "route"): letters, digits, '_', '-' and '.', not only digits,
+	// unique in its site. Default "": the route's index in its site ("0",
+	// "1", ...). Never the request path, so that the number of series
+	// stays bounded. (nginx has no equivalent; its stub_status is per
+	// server.)
+	Name string
 	// Methods, when set, restrict the route to these methods (upper case).
 	Methods []string
 	// Header, when set, restricts the route to requests whose headers have

@@ -58,9 +58,15 @@ func TestParseRun(t *testing.T) {
 	if f, err := ParseRun([]string{"--forwarded-allow-ips", "10.0.0.0/8, ::1,unix", "hello:app"}, nil); err != nil || strings.Join(f.TrustedProxies, " ") != "10.0.0.0/8 ::1 unix" {
 		t.Errorf("--forwarded-allow-ips: %q, %v", f.TrustedProxies, err)
 	}
+	if a, err := ParseRun([]string{"--admin", "127.0.0.1:9100", "hello:app"}, nil); err != nil || a.Admin == nil || a.Admin.Addr != "127.0.0.1:9100" {
+		t.Errorf("--admin: %+v, %v", a, err)
+	}
 	d, err := ParseRun([]string{"hello:app"}, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.Admin != nil {
+		t.Errorf("no --admin, admin %+v", d.Admin)
 	}
 	if len(d.Listeners) != 1 || d.Listeners[0].Addr != DefaultBind || d.Apps[0].Timeout != DefaultTimeout || d.Apps[0].MaxBody != DefaultMaxBody || d.Apps[0].Threads != 1 {
 		t.Errorf("defaults %+v", d)
@@ -89,6 +95,7 @@ func TestParseRunErrors(t *testing.T) {
 		{[]string{"--tls-key", "key.pem", "a:b"}, "--tls-cert and --tls-key go together"},
 		{[]string{"--tls-cert", "/no/cert.pem", "--tls-key", "/no/key.pem", "a:b"}, "tls-cert: stat /no/cert.pem"},
 		{[]string{"--uwsgi-socket", ":9000", "--tls-cert", "c", "--tls-key", "k", "a:b"}, "no --bind listener"},
+		{[]string{"--admin", "0.0.0.0:9000", "a:b"}, "admin: \"0.0.0.0:9000\": the admin listener must be"},
 	}
 	for _, c := range cases {
 		_, err := ParseRun(c.args, nil)

@@ -81,6 +81,10 @@ Files and logs:
       --error-log PATH      Portico's own log to a file, "-" for stderr (default -)
                             [nginx error_log, gunicorn --error-logfile, uwsgi --logto]
       --log-format F        Portico's own log: text or json (default text)
+      --admin ADDR          admin listener (unix:/path or a loopback host:port): the status
+                            page at /, /status, /metrics (Prometheus), /healthz, /readyz,
+                            /reload (default none)
+                            [uwsgi --stats, nginx stub_status]
 
 Process:
       --user USER           after binding the listeners as root, run portico and its workers
@@ -199,6 +203,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.PIDFile, "pidfile", c.PIDFile, "")
 	fs.StringVar(&c.ErrorLog, "error-log", c.ErrorLog, "")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "")
+	var admin string
+	fs.StringVar(&admin, "admin", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -244,6 +250,10 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	}
 	for _, k := range []string{"python", "chdir", "env", "workers", "threads", "timeout", "grace", "max_requests", "max_rss", "max_body", "queue_size", "queue_timeout", "sched"} {
 		c.names["app."+RunAppName+"."+k] = strings.ReplaceAll(k, "_", "-")
+	}
+	if admin != "" {
+		c.Admin = &Admin{Addr: admin}
+		c.names["admin.addr"] = "admin"
 	}
 	if len(binds) == 0 && len(uwsgiSockets) == 0 {
 		binds = append(binds, DefaultBind)

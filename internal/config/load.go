@@ -309,7 +309,7 @@ const (
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
 	siteKeys     = "hosts, [[site.route]]"
-	routeKeys    = "path, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
+	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
 )
 
 func (d *decoder) config(root *value) {
@@ -442,6 +442,7 @@ func (d *decoder) route(t *value, p string) Route {
 	d.c.lines[p] = t.line
 	var r Route
 	d.str(t, p, "path", &r.Path)
+	d.str(t, p, "name", &r.Name)
 	d.strings(t, p, "methods", &r.Methods)
 	_, r.Header = d.stringTable(t, p, "header")
 	if st := d.get(t, p, "static", kTable); st != nil {

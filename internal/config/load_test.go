@@ -193,6 +193,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{"1: trusted_proxies[0]: \"10.0.0.0/33\" is not a CIDR prefix", "1: trusted_proxies[2]: \"nonsense\" is not an address", "1: trusted_proxies[3]: want a string", "13: listener[1].proxy_protocol: want a boolean"}},
 		{"logs", "log_format = \"xml\"\nerror_log = \"off\"\nlog_level = \"loud\"\n" + base,
 			[]string{"1: log_format: \"xml\" is not text or json", "2: error_log: cannot be \"off\"", "3: log_level: \"loud\" is not debug"}},
+		{"route names", base + "[[site.route]]\npath = \"/a\"\nname = \"api\"\nrespond = {}\n[[site.route]]\npath = \"/b\"\nname = \"api\"\nrespond = {}\n[[site.route]]\npath = \"/c\"\nname = \"12\"\nrespond = {}\n[[site.route]]\npath = \"/d\"\nname = \"a b\"\nrespond = {}\n",
+			[]string{"16: site[0].route[2].name: \"api\" names site[0].route[1] too", "20: site[0].route[3].name: \"12\": a name of digits only", "24: site[0].route[4].name: \"a b\": use letters"}},
 		{"nothing", "", []string{"listener: no listener", "site: no site"}},
 		{"redirect_https", base + "[[listener]]\naddr = \":0\"\nprotocol = \"uwsgi\"\nredirect_https = true\n[[listener]]\naddr = \":0\"\ntls = { cert = \"app.py\", key = \"app.py\" }\nredirect_https = true\n[[listener]]\naddr = \":0\"\nredirect_https = \"yes\"\n",
 			[]string{"13: listener[1].redirect_https: is for HTTP listeners", "17: listener[2].redirect_https: is for plain HTTP listeners", "20: listener[3].redirect_https: want a boolean"}},

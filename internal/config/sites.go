@@ -50,10 +50,20 @@ func (c *Config) validateSites(errs *[]error) {
 			bad(key, "no route: add [[site.route]] tables")
 		}
 		seen := map[string]string{}
+		names := map[string]string{}
 		for j := range s.Routes {
 			r := &s.Routes[j]
 			rkey := fmt.Sprintf("%s.route[%d]", key, j)
 			c.validateRoute(errs, rkey, r, used, mounts)
+			if r.Name != "" {
+				if err := checkRouteName(r.Name); err != nil {
+					bad(rkey+".name", "%v", err)
+				} else if first, ok := names[r.Name]; ok {
+					bad(rkey+".name", "%q names %s too", r.Name, first)
+				} else {
+					names[r.Name] = rkey
+				}
+			}
 			// Two routes with the same path and the same conditions: the
 			// second is never chosen.
 			kind, p := r.PathKind()
@@ -319,4 +329,23 @@ func (c *Config) validateProxy(errs *[]error, key string, px *Proxy) {
 			}
 		}
 	}
+}
+
+// checkRouteName accepts a route name: a metrics label value that cannot
+// be taken for a route's index.
+func checkRouteName(n string) error {
+	digits := true
+	for _, c := range n {
+		switch {
+		case c >= '0' && c <= '9':
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_', c == '-', c == '.':
+			digits = false
+		default:
+			return fmt.Errorf("%q: use letters, digits, '_', '-' and '.'", n)
+		}
+	}
+	if digits {
+		return fmt.Errorf("%q: a name of digits only would read as a route's index", n)
+	}
+	return nil
 }

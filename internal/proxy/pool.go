@@ -91,6 +91,56 @@ type Pool struct {
 
 	stop chan struct{}
 	done chan struct{}
+
+	// For QueueStats: requests shed (ErrQueueFull, ErrQueueTimeout) and
+	// the waits of Acquire, by QueueWaitBounds (the last: above them all).
+	shed    atomic.Int64
+	waits   [len(QueueWaitBounds) + 1]atomic.Int64
+	waitSum atomic.Int64 // nanoseconds
+}
+
+// QueueWaitBounds are the upper bounds of the queue-wait histogram of
+// QueueStats: from a wait for a slot freed at once to the default 30s
+// queue timeout.
+var QueueWaitBounds = [...]time.Duration{
+	time.Millisecond, 5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
+	5 * time.Second, 10 * time.Second, 30 * time.Second,
+}
+
+// QueueStats counts what the queue did since the pool was created.
+type QueueStats struct {
+	// Shed is the number of requests refused because the queue was full or
+	// their wait passed the queue timeout (answered 503).
+	Shed int64
+	// Waits counts Acquire's waits by QueueWaitBounds: Waits[i] were at
+	// most QueueWaitBounds[i] (and above the bound before); the last, those
+	// above every bound. A request that found capacity at once counts in
+	// Waits[0]. WaitSum is their total.
+	Waits   [len(QueueWaitBounds) + 1]int64
+	WaitSum time.Duration
+}
+
+// QueueStats returns the queue's counters.
+func (p *Pool) QueueStats() QueueStats {
+	st := QueueStats{Shed: p.shed.Load(), WaitSum: time.Duration(p.waitSum.Load())}
+	for i := range p.waits {
+		st.Waits[i] = p.waits[i].Load()
+	}
+	return st
+}
+
+// observeWait counts one wait of Acquire.
+func (p *Pool) observeWait(d time.Duration) {
+	i := len(QueueWaitBounds)
+	for j, b := range QueueWaitBounds {
+		if d <= b {
+			i = j
+			break
+		}
+	}
+	p.waits[i].Add(1)
+	p.waitSum.Add(int64(d))
 }
 
 // upstreamSet is one version of the pool's upstreams.
@@ -346,9 +396,11 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 		if len(set.all) == 1 && len(avoid) == 0 {
 			// One upstream: no choice to make.
 			if u := set.all[0]; f.OK(u) && u.claim() {
+				p.waits[0].Add(1)
 				return Lease{u: u, pool: p}, nil
 			}
 		} else if u := p.pick(set, r, f); u != nil {
+			p.waits[0].Add(1)
 			return Lease{u: u, pool: p}, nil
 		}
 		if canAhead && p.noffers.Load() > 0 {
@@ -359,6 +411,7 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 			}
 			p.mu.Unlock()
 			if ok {
+				p.waits[0].Add(1)
 				return l, nil
 			}
 		}
@@ -375,11 +428,13 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 	}
 
 	// Every usable upstream is full: wait.
+	start := p.opt.Now()
 	w := newWaiter(avoid, canAhead)
 	p.mu.Lock()
 	if p.n >= p.opt.QueueSize {
 		p.mu.Unlock()
 		waiterPool.Put(w)
+		p.shed.Add(1)
 		return Lease{}, ErrQueueFull
 	}
 	p.pushLocked(w, front)
@@ -389,6 +444,7 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 		p.removeLocked(w)
 		p.mu.Unlock()
 		waiterPool.Put(w)
+		p.observeWait(p.opt.Now().Sub(start))
 		return Lease{u: u, pool: p}, nil
 	}
 	if canAhead && p.head == w {
@@ -396,11 +452,14 @@ func (p *Pool) Acquire(ctx context.Context, r *http.Request, avoid []*Upstream, 
 			p.removeLocked(w)
 			p.mu.Unlock()
 			waiterPool.Put(w)
+			p.observeWait(p.opt.Now().Sub(start))
 			return l, nil
 		}
 	}
 	p.mu.Unlock()
-	return p.wait(ctx, w)
+	l, err := p.wait(ctx, w)
+	p.observeWait(p.opt.Now().Sub(start))
+	return l, err
 }
 
 // Requeue gives back l, which the transport could not use (ErrRequeue),
@@ -473,6 +532,9 @@ func (p *Pool) wait(ctx context.Context, w *waiter) (Lease, error) {
 	if w.queued {
 		p.removeLocked(w)
 		p.mu.Unlock()
+		if quit == ErrQueueTimeout {
+			p.shed.Add(1)
+		}
 		return Lease{}, quit
 	}
 	p.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,5 +145,54 @@ func TestPoolDynamicSet(t *testing.T) {
 	q := NewPool(nil, &LeastConn{}, PoolOptions{QueueSize: 10, Logger: slog.New(slog.DiscardHandler)})
 	if _, err := q.Acquire(t.Context(), httptest.NewRequest("GET", "/", nil), nil, false, false); err != ErrNoUpstream {
 		t.Errorf("empty pool: %v", err)
+	}
+}
+
+// QueueStats: a request that finds capacity counts a zero wait; one that
+// waits counts its wait (by the pool's clock); a full queue and a queue
+// timeout each count one shed request.
+func TestPoolQueueStats(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1000, 0)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	u := &Upstream{Name: "u", MaxConns: 1}
+	p := NewPool([]*Upstream{u}, &LeastConn{}, PoolOptions{QueueSize: 1, QueueTimeout: time.Minute, Now: clock, Logger: slog.New(slog.DiscardHandler)})
+	first := got(t, acquireAsync(p, false, false))
+	waiting := acquireAsync(p, false, false)
+	queued(t, p, 1)
+	if _, err := p.Acquire(context.Background(), httptest.NewRequest("GET", "/", nil), nil, false, false); err != ErrQueueFull {
+		t.Fatalf("third request: %v, want ErrQueueFull", err)
+	}
+	mu.Lock()
+	now = now.Add(300 * time.Millisecond)
+	mu.Unlock()
+	first.Release()
+	got(t, waiting).Release()
+	st := p.QueueStats()
+	var want [len(QueueWaitBounds) + 1]int64
+	want[0] = 1 // the first, at once
+	want[7] = 1 // 300ms: at most 500ms, above 250ms
+	if st.Shed != 1 || st.Waits != want || st.WaitSum != 300*time.Millisecond {
+		t.Errorf("QueueStats %+v, want shed 1, waits %v, sum 300ms", st, want)
+	}
+
+	// A queue timeout.
+	q := NewPool([]*Upstream{{Name: "v", MaxConns: 1}}, &LeastConn{}, PoolOptions{QueueSize: 1, QueueTimeout: time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	l := got(t, acquireAsync(q, false, false))
+	defer l.Release()
+	if _, err := q.Acquire(context.Background(), httptest.NewRequest("GET", "/", nil), nil, false, false); err != ErrQueueTimeout {
+		t.Fatalf("%v, want ErrQueueTimeout", err)
+	}
+	st = q.QueueStats()
+	var n int64
+	for _, w := range st.Waits {
+		n += w
+	}
+	if st.Shed != 1 || st.Waits[0] < 1 || n != 2 {
+		t.Errorf("after a queue timeout: %+v", st)
 	}
 }

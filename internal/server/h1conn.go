@@ -134,6 +134,7 @@ func (c *conn) serve() {
 	}()
 	if c.proxy != nil {
 		if c.proxy.handshake() != nil {
+			c.srv.stats.refused.Add(1)
 			return // logged by handshake
 		}
 		c.remote = c.proxy.RemoteAddr().String()

@@ -109,6 +109,8 @@ type HTTP struct {
 	parkOnce  sync.Once
 	park      *parker       // nil until needed, or if epoll is unavailable
 	parkAfter time.Duration // zero: the parkAfter constant
+
+	stats stats // see Stats
 }
 
 // parker returns the server's parker, creating it on first use; nil if
@@ -145,6 +147,7 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    s.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ConnState:         s.stats.tlsConnState,
 	}
 	return s
 }
@@ -198,6 +201,7 @@ func (s *HTTP) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
+		s.stats.accepted.Add(1)
 		c := newConn(s, rw)
 		if !s.track(c) {
 			rw.Close()

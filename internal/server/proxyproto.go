@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -304,7 +305,8 @@ func ProxyListener(l net.Listener, opt ProxyOptions) net.Listener {
 
 type proxyListener struct {
 	net.Listener
-	opt ProxyOptions
+	opt     ProxyOptions
+	refused atomic.Int64
 }
 
 func (l *proxyListener) Accept() (net.Conn, error) {
@@ -312,16 +314,22 @@ func (l *proxyListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &proxyConn{Conn: c, opt: &l.opt}, nil
+	return &proxyConn{Conn: c, opt: &l.opt, refused: &l.refused}, nil
 }
+
+// Refused counts the connections closed for a missing or broken PROXY
+// header (for the metrics of listeners whose server does not count them:
+// the uwsgi listener; HTTP.Stats counts them already).
+func (l *proxyListener) Refused() int64 { return l.refused.Load() }
 
 // proxyConn is a connection whose PROXY header is read on first use.
 type proxyConn struct {
 	net.Conn
-	opt    *ProxyOptions
-	once   sync.Once
-	err    error
-	remote net.Addr
+	opt     *ProxyOptions
+	once    sync.Once
+	err     error
+	remote  net.Addr
+	refused *atomic.Int64
 }
 
 // handshake reads the header once; afterwards it returns the outcome.
@@ -335,6 +343,9 @@ func (c *proxyConn) handshake() error {
 		h, err := readProxyHeader(c.Conn, peekFunc(c.Conn))
 		if err != nil {
 			c.err = err
+			if c.refused != nil {
+				c.refused.Add(1)
+			}
 			c.opt.Logger.Info("closing a connection: broken PROXY protocol header", "remote", addrString(peer), "err", err)
 			c.Conn.Close()
 			return

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
@@ -197,14 +198,18 @@ type compressor struct {
 
 	mu       sync.Mutex
 	inflight map[compressKey]*flight
+
+	hits, misses atomic.Int64 // for CacheStats
 }
 
 // get returns the compressed form of a file version, compressing src()
 // only when the cache lacks it and no other request is compressing it.
 func (c *compressor) get(k compressKey, src func() ([]byte, error)) (compressed, error) {
 	if res, ok := c.cache.get(k); ok {
+		c.hits.Add(1)
 		return res, nil
 	}
+	c.misses.Add(1)
 	c.mu.Lock()
 	if f, ok := c.inflight[k]; ok {
 		c.mu.Unlock()

@@ -67,8 +67,11 @@ func (h *Handler) stat(name string, sibling bool) (fileState, error) {
 		if old.missing {
 			return fileState{}, fs.ErrNotExist
 		}
+		h.countLookup(sibling, true)
 		return old.state, nil
 	}
+	hit := false
+	defer func() { h.countLookup(sibling, hit) }()
 	fi, err := h.root.Stat(name)
 	if err != nil {
 		if sibling && errors.Is(err, fs.ErrNotExist) {
@@ -81,6 +84,7 @@ func (h *Handler) stat(name string, sibling bool) (fileState, error) {
 	cost := entryOverhead + int64(len(name))
 	if cached && !old.missing && old.state.same(fi) {
 		h.files.add(name, &cachedFile{state: old.state, checked: now}, cost+int64(len(old.state.data)))
+		hit = true
 		return old.state, nil
 	}
 	st := stateOf(fi)
@@ -136,4 +140,38 @@ func (h *Handler) readFile(name string, max int64) ([]byte, fs.FileInfo, error) 
 func (h *Handler) open(name string) (*os.File, error) {
 	h.opens.Add(1)
 	return h.root.Open(name)
+}
+
+// countLookup counts a lookup of a requested path (not of a precompressed
+// sibling) in the file cache: a hit is answered from the cache, without
+// reading the file (a revalidation's stat aside).
+func (h *Handler) countLookup(sibling, hit bool) {
+	switch {
+	case sibling:
+	case hit:
+		h.memHits.Add(1)
+	default:
+		h.memMisses.Add(1)
+	}
+}
+
+// CacheStats counts the lookups in the handler's caches since it was
+// created.
+type CacheStats struct {
+	// MemoryHits and MemoryMisses: lookups of requested paths in the file
+	// cache (metadata, and the contents of small files); none without it.
+	MemoryHits, MemoryMisses int64
+	// CompressionHits and CompressionMisses: requests for an on-the-fly compressed
+	// form found in the compression cache, or compressed (or waited for
+	// while another request compressed it).
+	CompressionHits, CompressionMisses int64
+}
+
+// CacheStats returns the cache counters.
+func (h *Handler) CacheStats() CacheStats {
+	st := CacheStats{MemoryHits: h.memHits.Load(), MemoryMisses: h.memMisses.Load()}
+	if h.compress != nil {
+		st.CompressionHits, st.CompressionMisses = h.compress.hits.Load(), h.compress.misses.Load()
+	}
+	return st
 }

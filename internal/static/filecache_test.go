@@ -156,3 +156,26 @@ func TestLRU(t *testing.T) {
 		t.Errorf("after remove: size = %d, %d; want 1, 4", n, cost)
 	}
 }
+
+// CacheStats counts the lookups of requested paths in the file cache and
+// of compressed forms in the compression cache.
+func TestCacheStats(t *testing.T) {
+	css := strings.Repeat("body { color: red }\n", 100)
+	root := writeFiles(t, map[string]string{"site.css": css})
+	h := newWith(t, Options{Root: root})
+	addr := server(t, h)
+	for range 3 {
+		if resp := raw(t, addr, "GET", "/site.css"); resp.status != 200 {
+			t.Fatalf("GET: %d", resp.status)
+		}
+	}
+	for range 2 {
+		if resp := raw(t, addr, "GET", "/site.css", "Accept-Encoding: gzip"); resp.status != 200 || resp.header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("GET gzip: %d %q", resp.status, resp.header.Get("Content-Encoding"))
+		}
+	}
+	want := CacheStats{MemoryHits: 4, MemoryMisses: 1, CompressionHits: 1, CompressionMisses: 1}
+	if st := h.CacheStats(); st != want {
+		t.Errorf("CacheStats %+v, want %+v", st, want)
+	}
+}

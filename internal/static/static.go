@@ -216,6 +216,8 @@ type Handler struct {
 	now          func() time.Time // time.Now; a fake in tests
 	opens        atomic.Int64     // files opened (tests check the cache saves them)
 	compressions atomic.Int64     // on-the-fly compressions done
+	memHits      atomic.Int64     // for CacheStats
+	memMisses    atomic.Int64
 }
 
 var _ http.Handler = (*Handler)(nil)

@@ -96,6 +96,18 @@ type Server struct {
 
 	idleOnce  sync.Once
 	idleConns chan *conn // goroutines waiting for a connection to serve
+
+	accepted atomic.Int64 // for Stats
+}
+
+// Stats returns the number of connections open now and of those accepted
+// since the server was made. (A connection carries one request: none is
+// ever idle.)
+func (s *Server) Stats() (open, accepted int64) {
+	s.mu.Lock()
+	open = int64(len(s.conns))
+	s.mu.Unlock()
+	return open, s.accepted.Load()
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -176,6 +188,7 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
+		s.accepted.Add(1)
 		c := &conn{srv: s, rwc: rwc}
 		if !s.trackConn(c, true) {
 			rwc.Close()

@@ -197,6 +197,10 @@ type Pool struct {
 	serviceTime atomic.Int64
 	ready       atomic.Bool
 
+	// Event counters, for Counts.
+	crashes, timeoutsUnwound, timeoutsKilled            atomic.Int64
+	recycledMaxRequests, recycledMaxRSS, recycledReload atomic.Int64
+
 	events chan event
 	done   chan struct{} // closed when the manager loop has ended
 
@@ -472,6 +476,9 @@ func (pl *Pool) handle(ctx context.Context, m *manager, ev event) {
 		if m.stopping || !known || !serving {
 			return // stopping, retired, or never admitted
 		}
+		if !ev.proc.killed.Load() {
+			pl.crashes.Add(1) // a death Portico did not cause
+		}
 		lived := time.Since(ev.proc.started)
 		if lived > 30*time.Second {
 			m.crashes = 0
@@ -608,6 +615,7 @@ func (pl *Pool) started(m *manager, ev event) {
 			delete(m.serving, p)
 			p.retire(pl.opt.Timeout + pl.opt.Grace)
 		}
+		pl.recycledReload.Add(int64(len(old)))
 		pl.log.Info("workers ready", "generation", b.gen, "workers", len(b.started), "threads", pl.opt.Threads, "retired", len(old),
 			"python", b.started[0].python, "python_version", b.started[0].pyVersion)
 		if b.reply != nil {
@@ -639,6 +647,12 @@ func (pl *Pool) started(m *manager, ev event) {
 		if _, ok := m.serving[old]; ok {
 			delete(m.serving, old)
 			old.retire(pl.opt.Timeout + pl.opt.Grace)
+			switch ev.reason {
+			case "max-requests":
+				pl.recycledMaxRequests.Add(1)
+			case "max-rss":
+				pl.recycledMaxRSS.Add(1)
+			}
 		}
 	}
 }

@@ -142,11 +142,13 @@ func (pl *Pool) drainAfterTimeout(s *slot, bodyDone <-chan error, r *http.Reques
 		}
 		s.state.Store(slotClosed)
 		p.killed.Store(true)
+		pl.timeoutsKilled.Add(1)
 		p.kill()
 		s.resolveNext(pl.afterKill(s))
 		s.close()
 		return
 	}
+	pl.timeoutsUnwound.Add(1)
 	attrs = append(attrs, slog.String("outcome", "unwound"))
 	if tb != "" {
 		attrs = append(attrs, slog.String("traceback", tb))

@@ -3,6 +3,8 @@ package worker
 import (
 	"slices"
 	"time"
+
+	"portico/internal/proxy"
 )
 
 // Worker states in Status (and in the metrics and status page).
@@ -98,3 +100,36 @@ func (pl *Pool) Workers() []WorkerStatus {
 
 // Queued returns the number of requests waiting for a free worker.
 func (pl *Pool) Queued() int { return pl.pp.Queued() }
+
+// Counts are the pool's event counters since it was created, for the
+// metrics.
+type Counts struct {
+	// Crashes counts serving workers that died on their own (a worker
+	// killed because a request did not unwind after its timeout is not
+	// one; a worker that broke the protocol is).
+	Crashes int64
+	// TimeoutsUnwound counts requests answered 504 at their timeout whose
+	// app code unwound after its interrupt; TimeoutsKilled those whose
+	// worker was killed instead (it did not unwind within the grace, or
+	// died meanwhile).
+	TimeoutsUnwound, TimeoutsKilled int64
+	// Recycles counts workers replaced: past max-requests, past max-rss,
+	// or retired by a reload (once the new generation was ready).
+	RecyclesMaxRequests, RecyclesMaxRSS, RecyclesReload int64
+	// Queue is the queue's counters: 503s shed, and the waits for a free
+	// worker.
+	Queue proxy.QueueStats
+}
+
+// Counts returns the pool's event counters.
+func (pl *Pool) Counts() Counts {
+	return Counts{
+		Crashes:             pl.crashes.Load(),
+		TimeoutsUnwound:     pl.timeoutsUnwound.Load(),
+		TimeoutsKilled:      pl.timeoutsKilled.Load(),
+		RecyclesMaxRequests: pl.recycledMaxRequests.Load(),
+		RecyclesMaxRSS:      pl.recycledMaxRSS.Load(),
+		RecyclesReload:      pl.recycledReload.Load(),
+		Queue:               pl.pp.QueueStats(),
+	}
+}
