@@ -184,7 +184,11 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 		output.Wait()
 		p.exitErr = cmd.Wait()
 		p.state.Store(stateDead)
-		statusR.Close()
+		// What the worker wrote before it exited is in the pipe: let the
+		// reader have it (closing the pipe here once cut an import
+		// traceback short), but not wait for ever for an EOF that a child
+		// of the worker holding the pipe's write end would hold back.
+		_ = statusR.SetReadDeadline(time.Now().Add(time.Second))
 		ctlW.Close()
 		close(p.exited)
 		pl.send(event{kind: evExit, proc: p})
@@ -192,6 +196,7 @@ func (pl *Pool) spawn(ctx context.Context, id, gen int) (_ *process, err error) 
 
 	ready := make(chan error, 1)
 	go func() {
+		defer statusR.Close()
 		var err error
 		p.python, p.pyVersion, err = readStatus(statusR, opt.App)
 		ready <- err
