@@ -57,9 +57,11 @@ workers = 3
 hosts = ["default"]
 [[site.route]]
 path = "/api"
+name = "api"
 proxy = { upstreams = ["`+upstream.URL+`"] }
 [[site.route]]
 path = "/"
+name = "shop"
 app = "shop"
 `)
 	p := startServe(t, cfg)
@@ -274,6 +276,16 @@ func TestStatusPageInChromium(t *testing.T) {
 	// The proxy route's upstream, healthy, and the app's queue.
 	if !regexp.MustCompile(`<tr data-upstream="http://127\.0\.0\.1:\d+" data-healthy="true">`).MatchString(dom) {
 		t.Errorf("the page has no healthy upstream row")
+	}
+	// The routes table, from the last minute's window: the one request
+	// sent to the proxy route, and the app's route.
+	for _, route := range []string{"api", "shop"} {
+		m := regexp.MustCompile(`<tr data-site="default" data-route="` + route + `">(.*?)</tr>`).FindStringSubmatch(dom)
+		if m == nil {
+			t.Errorf("the routes table has no row for route %s", route)
+		} else if route == "api" && !strings.Contains(m[1], ">1<") {
+			t.Errorf("route api's row %q does not count its one request", m[1])
+		}
 	}
 	if !strings.Contains(dom, `<span class="queue" id="queue-shop">0 / 1024</span>`) {
 		t.Errorf("the page does not show the queue as 0 / 1024")
