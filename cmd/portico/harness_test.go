@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -312,13 +313,19 @@ func waitGroupEmpty(pgid int, timeout time.Duration) []string {
 	}
 }
 
-// liveGroupMembers lists the processes of group pgid that are not zombies.
-func liveGroupMembers(pgid int) []string {
+// procStat is a process as /proc/PID/stat describes it.
+type procStat struct {
+	pid, ppid, pgrp int
+	state           string
+}
+
+// liveProcs lists the processes that are not zombies, from /proc.
+func liveProcs() []procStat {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var left []string
+	var out []procStat
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -334,11 +341,39 @@ func liveGroupMembers(pgid int) []string {
 			continue
 		}
 		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[2] != strconv.Itoa(pgid) {
+		if len(f) < 3 || f[0] == "Z" {
 			continue
 		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		left = append(left, fmt.Sprintf("%d %s", pid, strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))))
+		ppid, _ := strconv.Atoi(f[1])
+		pgrp, _ := strconv.Atoi(f[2])
+		out = append(out, procStat{pid: pid, ppid: ppid, pgrp: pgrp, state: f[0]})
+	}
+	return out
+}
+
+// liveChildren lists the pids of pid's children that are not zombies (a
+// portico's Python workers), sorted.
+func liveChildren(pid int) []int {
+	var out []int
+	for _, p := range liveProcs() {
+		if p.ppid == pid {
+			out = append(out, p.pid)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// liveGroupMembers lists the processes of group pgid that are not zombies,
+// as "pid cmdline".
+func liveGroupMembers(pgid int) []string {
+	var left []string
+	for _, p := range liveProcs() {
+		if p.pgrp != pgid {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.pid), "cmdline"))
+		left = append(left, fmt.Sprintf("%d %s", p.pid, strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))))
 	}
 	return left
 }

@@ -130,31 +130,7 @@ func (s *statusServer) hold(t *testing.T) (uri string, pid int, release func()) 
 // are checked against.
 func (s *statusServer) workerPIDs(t *testing.T) []int {
 	t.Helper()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:])) // state ppid ...
-		if len(f) >= 2 && f[0] != "Z" && f[1] == strconv.Itoa(s.cmd.Process.Pid) {
-			pids = append(pids, pid)
-		}
-	}
-	slices.Sort(pids)
-	return pids
+	return liveChildren(s.cmd.Process.Pid)
 }
 
 // chromium runs Debian's headless Chromium with args and returns its

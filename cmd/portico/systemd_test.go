@@ -488,25 +488,6 @@ func procStatusIDs(t *testing.T, pid int) (uid, gid string) {
 	return uid, gid
 }
 
-// childPIDs lists the children of pid, from every thread's children file.
-func childPIDs(t *testing.T, pid int) []int {
-	t.Helper()
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pids []int
-	for _, f := range tasks {
-		b, _ := os.ReadFile(f)
-		for _, s := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(s); err == nil {
-				pids = append(pids, n)
-			}
-		}
-	}
-	return pids
-}
-
 // TestUserSwitch: started as root with --user nobody, portico binds its
 // port, then it and its workers run as nobody (read from /proc), requests
 // work, and the pidfile (in a directory nobody may write, as systemd's
@@ -536,7 +517,7 @@ func TestUserSwitch(t *testing.T) {
 	if uid, gid := procStatusIDs(t, pid); uid != nobody || gid != nobody {
 		t.Errorf("portico: Uid %q Gid %q, want %q", uid, gid, nobody)
 	}
-	workers := childPIDs(t, pid)
+	workers := liveChildren(pid)
 	if len(workers) != 2 {
 		t.Errorf("portico has children %v, want 2 workers", workers)
 	}
