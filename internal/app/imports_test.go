@@ -16,12 +16,12 @@ func TestImportRules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true, "portico/internal/proxy": true, "portico/internal/realip": true}
+	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true, "portico/internal/proxy": true, "portico/internal/realip": true, "portico/internal/requestid": true}
 	features := map[string]bool{
 		"portico/internal/server": true, "portico/internal/static": true, "portico/internal/worker": true,
 		"portico/internal/accesslog": true, "portico/internal/uwsgi": true, "portico/internal/spool": true,
 		"portico/internal/proxy": true, "portico/internal/realip": true, "portico/internal/fastcgi": true,
-		"portico/internal/metrics": true,
+		"portico/internal/metrics": true, "portico/internal/requestid": true, "portico/internal/systemd": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)
