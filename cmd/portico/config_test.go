@@ -407,6 +407,17 @@ respond = { body = "` + body + `" }
 	if !strings.Contains(string(body), "path: want a string") {
 		t.Errorf("POST /reload of an invalid config: %q", body)
 	}
+	// A setting that only a restart applies is refused, not ignored.
+	writeFile(t, dir, "portico.toml", "log_level = \"debug\"\n"+text("four"))
+	req, _ = http.NewRequest("POST", "http://admin/reload", nil)
+	resp, body = do(t, admin, req)
+	wantStatus(t, resp, body, http.StatusUnprocessableEntity)
+	if !strings.Contains(string(body), "log_level changed; restart portico to apply it") {
+		t.Errorf("POST /reload of a new log_level: %q", body)
+	}
+	if resp, body := get(t, c, p.URL("/v")); string(body) != "two" {
+		t.Errorf("after a refused reload, /v = %d %q, want two", resp.StatusCode, body)
+	}
 
 	// SIGTERM: /readyz turns 503 while the HTTP listener still answers.
 	if err := p.Signal(syscall.SIGTERM); err != nil {

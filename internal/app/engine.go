@@ -514,7 +514,12 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 		e.log.Error("reload failed; the running config stays", "err", err)
 		return err
 	}
-	for _, k := range []struct{ key, old, new string }{{"user", old.cfg.User, cfg.User}, {"group", old.cfg.Group, cfg.Group}, {"pidfile", old.cfg.PIDFile, cfg.PIDFile}} {
+	for _, k := range []struct{ key, old, new string }{
+		{"user", old.cfg.User, cfg.User}, {"group", old.cfg.Group, cfg.Group}, {"pidfile", old.cfg.PIDFile, cfg.PIDFile},
+		// Portico's own log is set up once, by the command, before the
+		// config is served (SIGUSR1 and SIGHUP reopen its file).
+		{"error_log", old.cfg.ErrorLog, cfg.ErrorLog}, {"log_format", old.cfg.LogFormat, cfg.LogFormat}, {"log_level", old.cfg.LogLevel, cfg.LogLevel},
+	} {
 		if k.old != k.new {
 			err := fmt.Errorf("app: %s changed; restart portico to apply it", k.key)
 			e.log.Error("reload failed; the running config stays", "err", err)
