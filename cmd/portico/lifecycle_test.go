@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -203,4 +204,44 @@ func TestAccessLogCombined(t *testing.T) {
 	req.Header.Set("Referer", "http://ref.example/")
 	do(t, newClient(t), req)
 	p.waitLog(t, `"GET /status?x=1 HTTP/1.1" 418 6 "http://ref.example/" "portico-test/1"`, 5*time.Second)
+}
+
+// TestRunReloadBrokenCode: under portico run, POST /reload of code that
+// cannot be imported answers 422 with the traceback, the old workers keep
+// serving, and a fixed deploy then loads.
+func TestRunReloadBrokenCode(t *testing.T) {
+	python := needPython(t)
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "admin.sock")
+	writeFile(t, dir, "app.py", "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'v1']\n")
+	p := startPortico(t, "--python", python, "--chdir", dir, "--workers", "1", "--admin", "unix:"+sock, "app:application")
+	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	t.Cleanup(admin.CloseIdleConnections)
+	c := newClient(t)
+	reload := func() (*http.Response, []byte) {
+		req, _ := http.NewRequest("POST", "http://admin/reload", nil)
+		return do(t, admin, req)
+	}
+
+	writeFile(t, dir, "app.py", "def application(environ, start_response)\n")
+	resp, body := reload()
+	wantStatus(t, resp, body, http.StatusUnprocessableEntity)
+	for _, want := range []string{"SyntaxError", "old workers keep serving"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("POST /reload of broken code: body lacks %q:\n%s", want, body)
+		}
+	}
+	if resp, body := get(t, c, p.URL("/")); string(body) != "v1" {
+		t.Errorf("after the failed reload: %d %q, want v1", resp.StatusCode, body)
+	}
+
+	writeFile(t, dir, "app.py", "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'v2']\n")
+	resp, body = reload()
+	wantStatus(t, resp, body, http.StatusOK)
+	if resp, body := get(t, c, p.URL("/")); string(body) != "v2" {
+		t.Errorf("after the fixed deploy: %d %q, want v2", resp.StatusCode, body)
+	}
 }

@@ -162,8 +162,7 @@ loop:
 		case <-opt.Reload:
 			e.notifyErr(e.notify.Reloading("reloading"))
 			if opt.Load == nil {
-				e.reloadWorkers(ctx)
-				e.notifyErr(e.notify.Ready(e.sdStatus()))
+				e.reloaded(e.reloadWorkers(ctx))
 			} else {
 				e.reloaded(e.reload(ctx, opt.Load))
 			}
@@ -176,9 +175,9 @@ loop:
 		case reply := <-e.reloadReq:
 			e.notifyErr(e.notify.Reloading("reloading"))
 			if opt.Load == nil {
-				e.reloadWorkers(ctx)
-				e.notifyErr(e.notify.Ready(e.sdStatus()))
-				reply <- nil
+				err := e.reloadWorkers(ctx)
+				e.reloaded(err)
+				reply <- err
 			} else {
 				err := e.reload(ctx, opt.Load)
 				e.reloaded(err)
@@ -481,19 +480,21 @@ func (e *engine) stopGeneration(g, next *generation) {
 }
 
 // reloadWorkers restarts the workers of every app (portico run's SIGHUP).
-func (e *engine) reloadWorkers(ctx context.Context) {
+func (e *engine) reloadWorkers(ctx context.Context) error {
 	g := e.cur.Load()
-	ok := true
+	var errs []error
 	for _, a := range g.cfg.Apps {
 		e.log.Info("reloading workers", "app", a.Name)
 		if err := g.pools[a.Name].pool.Reload(ctx); err != nil {
 			e.log.Error("reload failed; the old workers keep serving", "app", a.Name, "err", err)
-			ok = false
+			errs = append(errs, fmt.Errorf("reloading app %s: %w; its old workers keep serving", a.Name, err))
 		}
 	}
-	if ok {
-		e.reloads.Add(1)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
+	e.reloads.Add(1)
+	return nil
 }
 
 // reload re-reads the config and switches to it if it is valid and its
