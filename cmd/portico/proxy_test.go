@@ -266,29 +266,39 @@ func TestProxyWebSocket(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	p := startPortico(t, "--proxy", "/ws=http://"+l.Addr().String())
-	conn, err := net.Dial("tcp", p.HTTPAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET /ws/chat HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 101 || resp.Header.Get("Sec-Websocket-Accept") != "abc-ok" || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
-		t.Fatalf("handshake answer %d %v", resp.StatusCode, resp.Header)
-	}
-	for _, msg := range []string{"hello", "again"} {
-		io.WriteString(conn, msg)
-		want := "echo:" + msg
-		buf := make([]byte, len(want))
-		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != want {
-			t.Fatalf("got %q, %v; want %q", buf, err, want)
-		}
+	// Through the access log's recorder (the default), and through the
+	// metrics' writer (an admin listener, no access log): both must keep
+	// the connection's Hijack reachable.
+	for name, extra := range map[string][]string{
+		"access log": nil,
+		"metrics":    {"--admin", "unix:" + filepath.Join(t.TempDir(), "admin.sock"), "--access-log", "off"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := startPortico(t, append([]string{"--proxy", "/ws=http://" + l.Addr().String()}, extra...)...)
+			conn, err := net.Dial("tcp", p.HTTPAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET /ws/chat HTTP/1.1\r\nHost: example\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\n")
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 101 || resp.Header.Get("Sec-Websocket-Accept") != "abc-ok" || !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
+				t.Fatalf("handshake answer %d %v", resp.StatusCode, resp.Header)
+			}
+			for _, msg := range []string{"hello", "again"} {
+				io.WriteString(conn, msg)
+				want := "echo:" + msg
+				buf := make([]byte, len(want))
+				conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(br, buf); err != nil || string(buf) != want {
+					t.Fatalf("got %q, %v; want %q", buf, err, want)
+				}
+			}
+		})
 	}
 }
 
