@@ -19,7 +19,8 @@ before the old ones retire, so new code is loaded with no failed request
 (an app with reload_code = false keeps its workers when its settings did
 not change). An invalid file, or new code that cannot be imported, is
 logged and the running config and workers stay. The admin listener's
-POST /reload does the same and answers 422 with the errors.
+POST /reload does the same and answers 422 with the errors. SIGUSR1
+reopens the log files (logrotate).
 `
 
 // checkUsage is the help text of `portico check` (check --help, help check).
