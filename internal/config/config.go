@@ -97,6 +97,11 @@ type Config struct {
 	// none.
 	PIDFile string
 
+	// MaxConnections is the max_connections of every [[listener]] that
+	// does not set its own: open connections past it are closed at
+	// accept. Default 0: no bound (nginx bounds by worker_connections).
+	MaxConnections int
+
 	// lines maps a key path ("site[0].route[1].path") to its line in File.
 	lines map[string]int
 	// names maps a key path to the flag that set it (configs from flags).
@@ -135,6 +140,18 @@ type Listener struct {
 	// nginx: `return 308 https://$host$request_uri;`. Not for TLS or
 	// uwsgi listeners. Default off.
 	RedirectHTTPS bool
+
+	// LimitConn bounds the open connections of one client address
+	// (nginx's limit_conn with a $binary_remote_addr zone): a connection
+	// past it is closed at accept, without a byte, and counted. Not on
+	// proxy_protocol or uwsgi listeners, whose peer is the proxy in front
+	// (use a site's limit_conn there). Default 0: no bound.
+	LimitConn int
+	// MaxConnections bounds the open connections of the listener: past
+	// it, new ones are closed at accept instead of waiting in the
+	// kernel's backlog (nginx's worker_connections). Default 0: the
+	// top-level max_connections, else no bound.
+	MaxConnections int
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
@@ -223,6 +240,14 @@ type Site struct {
 	Hosts []string
 	// Routes, in file order. See Route.Path for how one is chosen.
 	Routes []Route
+
+	// LimitReq, when set, limits the rate of requests to every route of
+	// the site, one budget per key across them (nginx's limit_req in a
+	// server block). Nil: none.
+	LimitReq *LimitReq
+	// LimitConn, when set, limits the requests in progress per key across
+	// the site's routes (nginx's limit_conn in a server block). Nil: none.
+	LimitConn *LimitConn
 }
 
 // Path kinds of a route.
@@ -269,6 +294,13 @@ type Route struct {
 	HeadersAdd map[string]string
 	// HeadersRemove are response headers deleted from every answer.
 	HeadersRemove []string
+
+	// LimitReq, when set, limits the rate of requests to the route
+	// (nginx's limit_req in a location); a site's applies too. Nil: none.
+	LimitReq *LimitReq
+	// LimitConn, when set, limits the route's requests in progress per key
+	// (nginx's limit_conn in a location). Nil: none.
+	LimitConn *LimitConn
 }
 
 // PathKind returns PathPrefix, PathExact or PathRegex, and the path
@@ -646,6 +678,7 @@ func (c *Config) Validate() error {
 		c.validateApp(&errs, key, &a)
 	}
 	c.validateSites(&errs)
+	c.validateLimits(&errs)
 	if c.Admin != nil {
 		if err := checkLoopback(c.Admin.Addr); err != nil {
 			bad("admin.addr", "%v", err)

@@ -67,6 +67,12 @@ Limits and timeouts:
                             do not preempt the front) or normal (default batch)
       --graceful-timeout DUR  time in-flight requests get on stop (default 30s)
                             [gunicorn --graceful-timeout]
+      --limit-req RATE      requests per client address: "5r/s" or "30r/m"; past the burst,
+                            429 with Retry-After (default: no limit) [nginx limit_req]
+      --limit-burst N       requests a client may send at once beyond --limit-req, passed
+                            without delay (default 0) [nginx limit_req burst=N nodelay]
+      --limit-conn N        open connections per client address on each --bind listener;
+                            more are closed at accept (default 0: no limit) [nginx limit_conn]
 
 Files and logs:
       --static PREFIX=DIR   serve DIR under URL PREFIX without Python; repeatable
@@ -205,6 +211,11 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "")
 	var admin string
 	fs.StringVar(&admin, "admin", "", "")
+	var limitReq string
+	var limitBurst, limitConn int
+	fs.StringVar(&limitReq, "limit-req", "", "")
+	fs.IntVar(&limitBurst, "limit-burst", 0, "")
+	fs.IntVar(&limitConn, "limit-conn", 0, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -270,7 +281,10 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	for _, b := range binds {
 		i := len(c.Listeners)
 		c.names[fmt.Sprintf("listener[%d]", i)] = "bind"
-		l := Listener{Addr: b, Protocol: ProtoHTTP, SocketMode: os.FileMode(m)}
+		l := Listener{Addr: b, Protocol: ProtoHTTP, SocketMode: os.FileMode(m), LimitConn: limitConn}
+		if limitConn != 0 {
+			c.names[fmt.Sprintf("listener[%d].limit_conn", i)] = "limit-conn"
+		}
 		if tlsFiles != nil {
 			files := *tlsFiles
 			l.TLS = &files
@@ -323,6 +337,18 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		// route on "/" loses to every longer prefix.
 		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "app"
 		site.Routes = append(site.Routes, Route{Path: "/", App: RunAppName})
+	}
+	switch {
+	case limitReq != "":
+		// On the site: one budget per client across the routes run makes.
+		site.LimitReq = &LimitReq{Rate: limitReq, Burst: limitBurst, Key: "ip", MaxKeys: DefaultLimitKeys}
+		c.names["site[0].limit_req"] = "limit-req"
+		c.names["site[0].limit_req.burst"] = "limit-burst"
+	case limitBurst != 0:
+		return nil, errors.New("--limit-burst needs --limit-req")
+	}
+	if limitConn != 0 && len(binds) == 0 {
+		return nil, errors.New("--limit-conn: no --bind listener (a uwsgi socket's peer is the nginx in front)")
 	}
 	c.Sites = []Site{site}
 	if err := c.Validate(); err != nil {

@@ -305,11 +305,11 @@ func (d *decoder) tables(t *value, key string) []*value {
 }
 
 const (
-	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, [admin], [[listener]], [app.NAME], [[site]]"
-	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https"
+	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, max_connections, [admin], [[listener]], [app.NAME], [[site]]"
+	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https, limit_conn, max_connections"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
-	siteKeys     = "hosts, [[site.route]]"
-	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
+	siteKeys     = "hosts, limit_req, limit_conn, [[site.route]]"
+	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, limit_req, limit_conn"
 )
 
 func (d *decoder) config(root *value) {
@@ -330,6 +330,7 @@ func (d *decoder) config(root *value) {
 	d.str(root, "", "user", &c.User)
 	d.str(root, "", "group", &c.Group)
 	d.path(root, "", "pidfile", &c.PIDFile)
+	d.integer(root, "", "max_connections", &c.MaxConnections)
 	if t := d.get(root, "", "admin", kTable); t != nil {
 		c.Admin = &Admin{}
 		d.str(t, "admin", "addr", &c.Admin.Addr)
@@ -396,6 +397,7 @@ func (d *decoder) listener(t *value, p string) {
 	}
 	d.boolean(t, p, "proxy_protocol", &l.ProxyProtocol)
 	d.boolean(t, p, "redirect_https", &l.RedirectHTTPS)
+	d.listenerLimits(t, p, &l)
 	d.unknown(t, p, listenerKeys)
 	d.c.Listeners = append(d.c.Listeners, l)
 }
@@ -434,6 +436,7 @@ func (d *decoder) site(t *value, p string) {
 			s.Routes = append(s.Routes, d.route(e, rp))
 		}
 	}
+	d.limits(t, p, &s.LimitReq, &s.LimitConn)
 	d.unknown(t, p, siteKeys)
 	d.c.Sites = append(d.c.Sites, s)
 }
@@ -477,6 +480,7 @@ func (d *decoder) route(t *value, p string) Route {
 	}
 	_, r.HeadersAdd = d.stringTable(t, p, "headers_add")
 	d.strings(t, p, "headers_remove", &r.HeadersRemove)
+	d.limits(t, p, &r.LimitReq, &r.LimitConn)
 	d.unknown(t, p, routeKeys)
 	return r
 }
