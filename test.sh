@@ -26,7 +26,7 @@ STATICCHECK_VERSION=v0.8.2
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10 iproute2 chromium)
+packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10 iproute2 chromium redis-server)
 missing=()
 for pkg in "${packages[@]}"; do
 	if command -v dpkg-query >/dev/null 2>&1; then
@@ -40,6 +40,7 @@ for pkg in "${packages[@]}"; do
 		php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("$pkg") ;;
 		tomcat10) [[ -x /usr/share/tomcat10/bin/catalina.sh ]] || missing+=("$pkg") ;;
 		iproute2) command -v ip >/dev/null 2>&1 || missing+=("$pkg") ;;
+		redis-server) command -v redis-server >/dev/null 2>&1 || missing+=("$pkg") ;;
 		esac
 	fi
 done

@@ -180,6 +180,12 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 	rt := &router{}
 	for _, sc := range cfg.Sites {
 		s := rt.addSite(sc.Hosts)
+		sl, err := newSiteLimits(sc, log)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		closers = append(closers, sl.closeFunc)
 		for j, rc := range sc.Routes {
 			kind, p := rc.PathKind()
 			r := &route{kind: kind, path: p, methods: rc.Methods, header: rc.Header, label: rc.Name}
@@ -264,6 +270,12 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				slices.Sort(add)
 				r.desc += fmt.Sprintf(" headers_add=[%s] headers_remove=[%s]", strings.Join(add, " "), strings.Join(rc.HeadersRemove, " "))
 			}
+			closeLimits, err := wrapLimits(r, sl, rc, log)
+			if err != nil {
+				closeAll()
+				return nil, nil, err
+			}
+			closers = append(closers, closeLimits)
 			s.add(r)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"portico/internal/config"
+	"portico/internal/limit"
 	"portico/internal/metrics"
 	"portico/internal/realip"
 	"portico/internal/server"
@@ -527,6 +528,10 @@ func (e *engine) reload(ctx context.Context, load func() (*config.Config, error)
 			return err
 		}
 	}
+	if err := e.checkListenerLimits(cfg); err != nil {
+		e.log.Error("reload failed; the running config stays", "err", err)
+		return err
+	}
 	// TLS listeners that stay get their certificate re-read (renewals).
 	certs := map[*listener]*tls.Certificate{}
 	for i, key := range listenerKeys(cfg) {
@@ -611,6 +616,7 @@ type listener struct {
 	shutdown func(context.Context) error
 	close    func() error
 	stats    func() metrics.ListenerStats // for the metrics
+	limits   *limit.Listener              // limit_conn, max_connections; nil: none
 }
 
 // listenerKeys identifies the listeners of cfg across configs: protocol,
@@ -649,6 +655,9 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			addr = "unix:" + addr
 		}
 		l := &listener{key: key, addr: addr}
+		if l.limits = listenerLimits(cfg, lc, nl, e.log); l.limits != nil {
+			nl = l.limits
+		}
 		if lc.ProxyProtocol {
 			// Under TLS: the header comes before the handshake. The
 			// trusted list is the current generation's, so a reload that
@@ -690,6 +699,9 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			l.serve, l.shutdown, l.close = func() error { return serve(nl) }, s.Shutdown, s.Close
 			l.stats = httpStats(s)
 		}
+		if lim, stats := l.limits, l.stats; lim != nil {
+			l.stats = func() metrics.ListenerStats { st := stats(); st.Refused += lim.Rejected(); return st }
+		}
 		added = append(added, l)
 		proto := lc.Protocol
 		if lc.TLS != nil {
@@ -701,6 +713,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		e.listeners[l.key] = l
 	}
 	e.setRedirects(cfg)
+	e.setListenerLimits(cfg)
 	return added, nil
 }
 

@@ -31,6 +31,9 @@ func (e *engine) instrument(g *generation) {
 			for _, r := range group {
 				r.h = e.metrics.Route(site, r.label).Wrap(r.h)
 				src.Routes = append(src.Routes, [2]string{site, r.label})
+				for _, lc := range r.limits {
+					src.Limits = append(src.Limits, metrics.Limit{Site: site, Route: r.label, Limit: lc.limit, Key: lc.n, Rejected: lc.n.Load})
+				}
 				if r.static != nil {
 					h := r.static
 					src.Static = append(src.Static, metrics.Static{Site: site, Route: r.label, Key: h,

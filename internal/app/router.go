@@ -58,6 +58,7 @@ type route struct {
 	static  *static.Handler // a static route's handler, for internal redirects
 	root    string          // a static route's directory
 	label   string          // the route's name, or its index in the site (metrics)
+	limits  []limitCounter  // the limits around h, for the metrics (limits.go)
 }
 
 func (rt *router) addSite(hosts []string) *site {

@@ -41,7 +41,9 @@ type ListenerOptions struct {
 // syscall.Conn (the idle-connection parker), CloseWrite and SetLinger.
 type Listener struct {
 	net.Listener
-	opt     ListenerOptions
+	log     *slog.Logger
+	perAddr atomic.Int64
+	max     atomic.Int64
 	refused atomic.Int64
 	open    atomic.Int64
 	rl      rejectLog
@@ -55,7 +57,16 @@ func NewListener(l net.Listener, opt ListenerOptions) *Listener {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	return &Listener{Listener: l, opt: opt, byAddr: map[string]int{}}
+	ll := &Listener{Listener: l, log: opt.Logger, byAddr: map[string]int{}}
+	ll.SetLimits(opt.PerAddr, opt.Max)
+	return ll
+}
+
+// SetLimits replaces the limits (a reload); connections already open stay
+// open, and count.
+func (l *Listener) SetLimits(perAddr, max int) {
+	l.perAddr.Store(int64(perAddr))
+	l.max.Store(int64(max))
 }
 
 // Accept returns the next connection within the limits.
@@ -76,8 +87,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 			if l.rl.sample(addr, time.Now()) {
 				level = slog.LevelInfo
 			}
-			l.opt.Logger.Log(context.Background(), level, "connection refused by a limit", "listener", l.Addr().String(), "client", addr, "limit", why,
-				"per_addr", l.opt.PerAddr, "max_connections", l.opt.Max)
+			l.log.Log(context.Background(), level, "connection refused by a limit", "listener", l.Addr().String(), "client", addr, "limit", why,
+				"limit_conn", l.perAddr.Load(), "max_connections", l.max.Load())
 			continue
 		}
 		return &limitConn{Conn: c, l: l, addr: addr}, nil
@@ -89,10 +100,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) take(addr string, isIP bool) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.opt.Max > 0 && l.open.Load() >= int64(l.opt.Max) {
+	if m := l.max.Load(); m > 0 && l.open.Load() >= m {
 		return "max_connections"
 	}
-	if isIP && l.opt.PerAddr > 0 && l.byAddr[addr] >= l.opt.PerAddr {
+	if p := l.perAddr.Load(); isIP && p > 0 && int64(l.byAddr[addr]) >= p {
 		return "limit_conn"
 	}
 	l.open.Add(1)
@@ -109,8 +120,8 @@ func (l *Listener) release(addr string) {
 	}
 }
 
-// Refused counts the connections refused by the limits.
-func (l *Listener) Refused() int64 { return l.refused.Load() }
+// Rejected counts the connections refused by the limits.
+func (l *Listener) Rejected() int64 { return l.refused.Load() }
 
 // Open is the number of connections accepted and not yet closed.
 func (l *Listener) Open() int64 { return l.open.Load() }

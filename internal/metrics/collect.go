@@ -55,12 +55,15 @@ var (
 	descAccepted = prometheus.NewDesc("portico_listener_accepted_total",
 		"Connections accepted.", []string{"listener"}, nil)
 	descRefused = prometheus.NewDesc("portico_listener_refused_total",
-		"Connections closed before a request could be read: a PROXY protocol header refused, a TLS handshake failed.", []string{"listener"}, nil)
+		"Connections closed before a request could be read: a PROXY protocol header refused, a TLS handshake failed, a connection limit (limit_conn, max_connections).", []string{"listener"}, nil)
 
 	descCacheHits = prometheus.NewDesc("portico_static_cache_hits_total",
 		"Static route lookups answered from a cache: memory (file contents and metadata) or compression (compressed forms).", []string{"site", "route", "cache"}, nil)
 	descCacheMisses = prometheus.NewDesc("portico_static_cache_misses_total",
 		"Static route lookups the cache could not answer.", []string{"site", "route", "cache"}, nil)
+
+	descLimitRejected = prometheus.NewDesc("portico_limit_rejected_total",
+		"Requests refused by a limit (429 from limit_req, 503 from limit_conn), by site, route and limit (site.limit_req, route.limit_req, site.limit_conn, route.limit_conn).", []string{"site", "route", "limit"}, nil)
 )
 
 // series is one counter or histogram series, summed over sources.
@@ -148,6 +151,7 @@ var allDescs = []*prometheus.Desc{
 	descWorkers, descQueue, descQueueWait, descShed, descTimeouts, descCrashes, descRecycles, descWorkerRSS, descWorkerRequests,
 	descUpstreamUp, descUpstreamInFlight, descUpstreamRequests, descUpstreamFailures, descUpstreamRetries, descUpstreamLatency,
 	descConns, descAccepted, descRefused, descCacheHits, descCacheMisses,
+	descLimitRejected,
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -207,6 +211,13 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[st.Key] = true
 			staticCounters(acc, st.Site, st.Route, st.Stats())
+		}
+		for _, l := range g.Limits {
+			if seen[l.Key] {
+				continue
+			}
+			seen[l.Key] = true
+			acc.counter(descLimitRejected, l.Rejected(), l.Site, l.Route, l.Limit)
 		}
 	}
 	for k, b := range m.base {

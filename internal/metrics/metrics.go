@@ -137,6 +137,18 @@ type Sources struct {
 	// Routes are the (site, route) pairs configured; the others' counters
 	// go away.
 	Routes [][2]string
+	// Limits are the request limits of the routes.
+	Limits []Limit
+}
+
+// Limit is one limit (limit_req, limit_conn) on one route.
+type Limit struct {
+	Site, Route string
+	// Limit names it: "site.limit_req", "route.limit_req",
+	// "site.limit_conn", "route.limit_conn".
+	Limit    string
+	Key      any
+	Rejected func() int64 // requests refused since the limit was built
 }
 
 // App is one app's worker pool.
@@ -294,6 +306,9 @@ func (s *Sources) keys(f func(any)) {
 	for _, st := range s.Static {
 		f(st.Key)
 	}
+	for _, l := range s.Limits {
+		f(l.Key)
+	}
 }
 
 // counters adds the counters of s's sources not in skip to acc.
@@ -313,6 +328,11 @@ func (s *Sources) counters(acc *accumulator, skip map[any]bool) {
 	for _, st := range s.Static {
 		if !skip[st.Key] {
 			staticCounters(acc, st.Site, st.Route, st.Stats())
+		}
+	}
+	for _, l := range s.Limits {
+		if !skip[l.Key] {
+			acc.counter(descLimitRejected, l.Rejected(), l.Site, l.Route, l.Limit)
 		}
 	}
 }
