@@ -145,9 +145,16 @@ func rawGet(t *testing.T, c net.Conn, br *bufio.Reader) bool {
 func TestLimitConnListener(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "portico.toml", `
+trusted_proxies = ["127.0.0.1"]
+
 [[listener]]
 addr = "127.0.0.1:0"
 limit_conn = 2
+
+[[listener]]
+addr = "127.0.0.1:0"
+proxy_protocol = true
+max_connections = 1
 
 [[site]]
 hosts = ["default"]
@@ -157,8 +164,14 @@ path = "/"
 respond = { body = "ok\n" }
 `)
 	p := startServe(t, cfg)
-	dial := func() (net.Conn, *bufio.Reader) {
-		c, err := net.Dial("tcp", p.HTTPAddr)
+	var proxyAddr string
+	for _, line := range p.log.snapshot() {
+		if kv := logfmt(line); kv["msg"] == "listening" && kv["proxy_protocol"] == "true" {
+			proxyAddr = kv["addr"]
+		}
+	}
+	dialTo := func(addr string) (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", addr)
 		if errors.Is(err, syscall.ECONNRESET) {
 			return nil, nil
 		}
@@ -168,6 +181,7 @@ respond = { body = "ok\n" }
 		t.Cleanup(func() { c.Close() })
 		return c, bufio.NewReader(c)
 	}
+	dial := func() (net.Conn, *bufio.Reader) { return dialTo(p.HTTPAddr) }
 	c1, br1 := dial()
 	c2, br2 := dial()
 	if !rawGet(t, c1, br1) || !rawGet(t, c2, br2) {
@@ -193,6 +207,21 @@ respond = { body = "ok\n" }
 			t.Fatal("no connection served after one of the two closed")
 		}
 	}
+
+	// max_connections on a PROXY protocol listener: the limit sits under
+	// the PROXY wrapper, whose header still reaches it intact.
+	pc, pbr := dialTo(proxyAddr)
+	fmt.Fprint(pc, "PROXY TCP4 203.0.113.9 127.0.0.1 4000 80\r\n")
+	if !rawGet(t, pc, pbr) {
+		t.Fatal("the PROXY protocol connection was not served")
+	}
+	if c, br := dialTo(proxyAddr); c != nil {
+		fmt.Fprint(c, "PROXY TCP4 203.0.113.10 127.0.0.1 4000 80\r\n")
+		if rawGet(t, c, br) {
+			t.Fatal("a second connection was served past max_connections = 1")
+		}
+	}
+	p.waitLog(t, "203.0.113.9 - - [", 5*time.Second)
 }
 
 // TestLimitRunFlags: portico run --limit-req/--limit-burst limit the app
