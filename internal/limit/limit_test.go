@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -308,4 +309,34 @@ func ExampleParseRate() {
 	r, _ := ParseRate("30r/m")
 	fmt.Println(r, r.interval())
 	// Output: 30r/m 2s
+}
+
+// TestMiddlewareDelay: with Delay, a request beyond the rate waits for its
+// turn; one whose client leaves while it waits is not served.
+func TestMiddlewareDelay(t *testing.T) {
+	l := newLimiter(t, Options{Rate: Rate{1, time.Minute}, Burst: 2, Delay: true})
+	key, _ := ParseKey("route")
+	var served atomic.Int64
+	h := l.Middleware(HTTPOptions{Key: key, Route: "r"})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+	}))
+	r := httptest.NewRequest("GET", "/", nil)
+	start := time.Now()
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if served.Load() != 1 || time.Since(start) > 30*time.Second {
+		t.Fatal("the first request was not served at once")
+	}
+	// The second is a minute ahead of the rate: it waits, and its client
+	// leaves.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(httptest.NewRecorder(), r.WithContext(ctx))
+	}()
+	cancel()
+	<-done
+	if served.Load() != 1 {
+		t.Fatal("a delayed request whose client left was served")
+	}
 }
