@@ -12,7 +12,7 @@ func TestHelp(t *testing.T) {
 	runFlags := []string{"--bind", "--uwsgi-socket", "--socket-mode", "--forwarded-allow-ips", "--workers", "--threads",
 		"--python", "--chdir", "--env", "--reload", "--tls-cert", "--tls-key", "--timeout", "--grace", "--max-requests", "--max-rss", "--max-body",
 		"--queue-size", "--queue-timeout", "--sched", "--graceful-timeout", "--static", "--proxy", "--access-log",
-		"--access-log-format", "--log-level"}
+		"--access-log-format", "--log-level", "--limit-req", "--limit-burst", "--limit-conn"}
 	cases := []struct {
 		args  []string
 		flags []string
