@@ -258,3 +258,65 @@ func TestLimitRunFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLimitConnReload: a reload changes a listener's limit_conn in place;
+// adding limits to a listener that had none is refused until a restart.
+func TestLimitConnReload(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(limitConn int, second string) string {
+		return fmt.Sprintf(`
+[[listener]]
+addr = "127.0.0.1:0"
+limit_conn = %d
+
+[[listener]]
+addr = "unix:%s/second.sock"
+%s
+
+[[site]]
+hosts = ["default"]
+
+[[site.route]]
+path = "/"
+respond = { body = "ok\n" }
+`, limitConn, dir, second)
+	}
+	cfg := writeFile(t, dir, "portico.toml", conf(1, ""))
+	p := startServe(t, cfg)
+	dial := func() (net.Conn, *bufio.Reader) {
+		c, err := net.Dial("tcp", p.HTTPAddr)
+		if errors.Is(err, syscall.ECONNRESET) {
+			return nil, nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	c1, br1 := dial()
+	if !rawGet(t, c1, br1) {
+		t.Fatal("the first connection was not served")
+	}
+	if c, br := dial(); c != nil && rawGet(t, c, br) {
+		t.Fatal("a second connection was served with limit_conn = 1")
+	}
+
+	writeFile(t, dir, "portico.toml", conf(2, ""))
+	p.Signal(syscall.SIGHUP)
+	p.waitLog(t, "msg=reloaded", 30*time.Second)
+	c2, br2 := dial()
+	if c2 == nil || !rawGet(t, c2, br2) {
+		t.Fatal("a second connection was refused after the reload to limit_conn = 2")
+	}
+	if c, br := dial(); c != nil && rawGet(t, c, br) {
+		t.Fatal("a third connection was served with limit_conn = 2")
+	}
+
+	writeFile(t, dir, "portico.toml", conf(2, "max_connections = 5"))
+	p.Signal(syscall.SIGHUP)
+	p.waitLog(t, "limit_conn or max_connections added to the open listener unix:", 30*time.Second)
+	if !rawGet(t, c1, br1) || !rawGet(t, c2, br2) {
+		t.Fatal("the open connections stopped being served after the refused reload")
+	}
+}
