@@ -607,10 +607,13 @@ type listener struct {
 	addr     string
 	cert     atomic.Pointer[tls.Certificate] // TLS listeners
 	redirect atomic.Pointer[httpsRedirect]   // redirect_https listeners; nil: serve
-	serve    func() error
-	shutdown func(context.Context) error
-	close    func() error
-	stats    func() metrics.ListenerStats // for the metrics
+	// setLimits applies the listener's limits (max_header_fields) from a
+	// config, at start and on every reload; nil for uwsgi listeners.
+	setLimits func(config.Listener)
+	serve     func() error
+	shutdown  func(context.Context) error
+	close     func() error
+	stats     func() metrics.ListenerStats // for the metrics
 }
 
 // listenerKeys identifies the listeners of cfg across configs: protocol,
@@ -682,7 +685,8 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
 			l.stats = uwsgiStats(s, nl)
 		default:
-			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log})
+			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log, MaxHeaderFields: lc.MaxHeaderFields})
+			l.setLimits = func(lc config.Listener) { s.SetMaxHeaderFields(lc.MaxHeaderFields) }
 			serve := s.Serve
 			if lc.TLS != nil {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
@@ -701,6 +705,11 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		e.listeners[l.key] = l
 	}
 	e.setRedirects(cfg)
+	for i, key := range listenerKeys(cfg) {
+		if l := e.listeners[key]; l != nil && l.setLimits != nil {
+			l.setLimits(cfg.Listeners[i])
+		}
+	}
 	return added, nil
 }
 

@@ -308,6 +308,7 @@ func (c *conn) readHead() (*requestHead, error) {
 	scan := 0
 	armed := false
 	checked, fields := 0, 0 // see checkLines
+	maxFields := int(c.srv.maxHeaderFields.Load())
 	for {
 		for c.r < c.w && (c.buf[c.r] == '\r' || c.buf[c.r] == '\n') {
 			c.r++
@@ -317,7 +318,7 @@ func (c *conn) readHead() (*requestHead, error) {
 			if end > limit {
 				return nil, tooLarge(data[:end])
 			}
-			head, herr := parseHead(data[:end], c.srv.maxHeaderFields)
+			head, herr := parseHead(data[:end], maxFields)
 			c.r += end
 			if herr != nil {
 				return nil, herr
@@ -329,7 +330,7 @@ func (c *conn) readHead() (*requestHead, error) {
 			return nil, tooLarge(data)
 		}
 		var herr *headError
-		if checked, fields, herr = checkLines(data, checked, fields, c.srv.maxHeaderFields); herr != nil {
+		if checked, fields, herr = checkLines(data, checked, fields, maxFields); herr != nil {
 			return nil, herr
 		}
 		scan = max(len(data)-3, 0)

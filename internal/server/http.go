@@ -109,7 +109,7 @@ type HTTP struct {
 	bodyTimeout       time.Duration
 	writeTimeout      time.Duration
 	maxHeaderBytes    int
-	maxHeaderFields   int
+	maxHeaderFields   atomic.Int64 // see SetMaxHeaderFields
 
 	tls *http.Server // for ServeTLS
 
@@ -151,12 +151,12 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		bodyTimeout:       timeout(opt.BodyTimeout, DefaultBodyTimeout),
 		writeTimeout:      timeout(opt.SendTimeout, DefaultSendTimeout),
 		maxHeaderBytes:    maxHeaderBytes(opt.MaxHeaderBytes),
-		maxHeaderFields:   maxHeaderFields(opt.MaxHeaderFields),
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
 	}
+	s.SetMaxHeaderFields(opt.MaxHeaderFields)
 	s.tls = &http.Server{
-		Handler:           h,
+		Handler:           s.strictTLS(h),
 		ReadHeaderTimeout: s.readHeaderTimeout,
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    s.maxHeaderBytes,
@@ -188,11 +188,13 @@ func (s *HTTP) waitTimeout(served bool) time.Duration {
 	return s.readHeaderTimeout
 }
 
-func maxHeaderFields(n int) int {
+// SetMaxHeaderFields sets Options.MaxHeaderFields for the requests to come
+// (a config reload changes it on a listener that stays).
+func (s *HTTP) SetMaxHeaderFields(n int) {
 	if n <= 0 {
-		return DefaultMaxHeaderFields
+		n = DefaultMaxHeaderFields
 	}
-	return n
+	s.maxHeaderFields.Store(int64(n))
 }
 
 func maxHeaderBytes(n int) int {
