@@ -607,13 +607,14 @@ type listener struct {
 	addr     string
 	cert     atomic.Pointer[tls.Certificate] // TLS listeners
 	redirect atomic.Pointer[httpsRedirect]   // redirect_https listeners; nil: serve
+	serve    func() error
+	shutdown func(context.Context) error
+	close    func() error
+	stats    func() metrics.ListenerStats // for the metrics
+
 	// setLimits applies the listener's limits (max_header_fields) from a
 	// config, at start and on every reload; nil for uwsgi listeners.
 	setLimits func(config.Listener)
-	serve     func() error
-	shutdown  func(context.Context) error
-	close     func() error
-	stats     func() metrics.ListenerStats // for the metrics
 }
 
 // listenerKeys identifies the listeners of cfg across configs: protocol,
