@@ -96,8 +96,8 @@ func parseHead(b []byte, maxFields int) (*requestHead, *headError) {
 		if colon <= 0 {
 			return nil, badRequest("malformed header line")
 		}
-		name, value, tab := line[:colon], line[colon+1:], false
-		value, tab = trimOWSTab(value)
+		name, raw := line[:colon], line[colon+1:]
+		value := trimOWS(raw)
 		if !isToken(name) {
 			return nil, badRequest("invalid header name " + quoteName(name))
 		}
@@ -105,10 +105,13 @@ func parseHead(b []byte, maxFields int) (*requestHead, *headError) {
 			return nil, badRequest("invalid value of header " + quoteName(name))
 		}
 		key := canonicalKey(name, &lower)
-		if tab && (key == "Content-Length" || key == "Transfer-Encoding") {
-			// RFC 9110 allows it; nginx refuses it, and a proxy that
-			// does not strip tabs may read another length.
-			return nil, badRequest("tab around the value of " + key)
+		if (len(raw) != len(value)+1 || raw[0] != ' ') && (key == "Content-Length" || key == "Transfer-Encoding") {
+			// Not the usual one space: RFC 9110 allows tabs too, nginx
+			// refuses them here, and a proxy that does not strip them
+			// may read another length.
+			if _, tab := trimOWSTab(raw); tab {
+				return nil, badRequest("tab around the value of " + key)
+			}
 		}
 		if len(values) == 0 {
 			values = make([]string, 4)
