@@ -34,12 +34,10 @@ type parker struct {
 	srv  *HTTP
 	epfd int
 
-	mu    sync.Mutex
-	conns map[int32]*conn // by file descriptor
-	queue []parkedConn    // in parking order, so in expiry order
-	// fresh is queue for the connections that have not sent a request
-	// yet, which expire at the header timeout instead.
-	fresh  []parkedConn
+	mu     sync.Mutex
+	conns  map[int32]*conn // by file descriptor
+	queue  []parkedConn    // in parking order, so in expiry order
+	fresh  []parkedConn    // the same for the not yet served: header timeout
 	gen    uint64
 	active bool // the loop goroutine runs
 

@@ -107,10 +107,11 @@ func h2Get(t *testing.T, addr, path string) (int, error) {
 // TestTLSStrict: the requests net/http reads on a TLS listener get the
 // plain front's refusals that net/http does not make itself.
 func TestTLSStrict(t *testing.T) {
-	var leaked atomic.Value
+	var leaked atomic.Pointer[string] // a refused request the handler saw
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "refused") || r.Method == http.MethodConnect {
-			leaked.Store(r.Method + " " + r.URL.Path + " " + r.Host)
+			l := r.Method + " " + r.URL.Path + " " + r.Host
+			leaked.Store(&l)
 		}
 		io.WriteString(w, "ok")
 	})
@@ -135,6 +136,7 @@ func TestTLSStrict(t *testing.T) {
 		{"11 header fields", "GET /refused HTTP/1.1\r\nHost: x\r\n" + fields(10) + "\r\n", 431},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			leaked.Store(nil)
 			c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 			if err != nil {
 				t.Fatal(err)
@@ -151,7 +153,7 @@ func TestTLSStrict(t *testing.T) {
 				t.Errorf("got %d close=%v, want %d and the connection closed", resp.StatusCode, resp.Close, tt.status)
 			}
 			if l := leaked.Load(); l != nil {
-				t.Fatalf("a refused request reached the handler: %v", l)
+				t.Errorf("a refused request reached the handler: %s", *l)
 			}
 		})
 	}

@@ -77,8 +77,8 @@ type Options struct {
 
 	// MaxHeaderFields bounds the number of header lines of a request
 	// (trailers aside). A request past it is answered 431 Request Header
-	// Fields Too Large on plain listeners, at the line past the bound.
-	// Zero or negative means DefaultMaxHeaderFields (100).
+	// Fields Too Large (on plain listeners as soon as the line past the
+	// bound arrives). Zero or negative means DefaultMaxHeaderFields (100).
 	MaxHeaderFields int
 
 	// Logger receives the server's warnings (handler panics, accept errors,
@@ -98,7 +98,7 @@ type Options struct {
 // keep-alive connection costs a few KiB instead of about 20. TLS listeners
 // (ServeTLS) are served by net/http, which brings HTTP/2.
 //
-// A malformed request gets its status (400, 414, 431, 501, 505) and the
+// A malformed request gets its status (400, 405, 414, 431, 501, 505) and the
 // connection is closed while the server keeps serving others; the cause is
 // logged at info level.
 type HTTP struct {
