@@ -6,7 +6,8 @@
 #      iproute2 for the network-namespace test, Chromium for the status
 #      page's browser test), if any is missing;
 #   2. gofmt (fails listing the unformatted files), go vet, staticcheck;
-#   3. go test -race on every package, with PORTICO_REQUIRE_INTEROP=1 so a
+#   3. h2spec against a Portico TLS listener and net/http (the counts);
+#   4. go test -race on every package, with PORTICO_REQUIRE_INTEROP=1 so a
 #      test that needs one of those programs fails instead of skipping.
 #
 # Run it from anywhere: ./test.sh
@@ -82,6 +83,17 @@ echo ok
 step "staticcheck $STATICCHECK_VERSION"
 go run "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" ./...
 echo ok
+
+# h2spec (github.com/summerwind/h2spec), built into a temporary GOBIN: not a
+# dependency of the module, so not in go.mod. TestH2Spec runs it against a
+# Portico TLS listener and against net/http; here it prints the counts.
+H2SPEC_VERSION=v2.2.1+incompatible
+step "h2spec $H2SPEC_VERSION"
+h2spec_bin=$(mktemp -d)
+trap 'rm -rf "$h2spec_bin"' EXIT
+GOBIN=$h2spec_bin go install "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION"
+export H2SPEC=$h2spec_bin/h2spec
+PORTICO_REQUIRE_INTEROP=1 go test -count=1 -run '^TestH2Spec$' -v ./internal/server | grep -E 'h2spec against|failed http2/|^(--- |ok|FAIL)'
 
 step "go test -race"
 PORTICO_REQUIRE_INTEROP=1 go test -race -count=1 -timeout 20m ./...

@@ -617,6 +617,10 @@ type listener struct {
 	close    func() error
 	stats    func() metrics.ListenerStats // for the metrics
 	limits   *limit.Listener              // limit_conn, max_connections; nil: none
+
+	// setLimits applies the listener's limits (max_header_fields) from a
+	// config, at start and on every reload; nil for uwsgi listeners.
+	setLimits func(config.Listener)
 }
 
 // listenerKeys identifies the listeners of cfg across configs: protocol,
@@ -691,7 +695,8 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
 			l.stats = uwsgiStats(s, nl)
 		default:
-			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log})
+			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log, MaxHeaderFields: lc.MaxHeaderFields})
+			l.setLimits = func(lc config.Listener) { s.SetMaxHeaderFields(lc.MaxHeaderFields) }
 			serve := s.Serve
 			if lc.TLS != nil {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN
@@ -714,6 +719,11 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 	}
 	e.setRedirects(cfg)
 	e.setListenerLimits(cfg)
+	for i, key := range listenerKeys(cfg) {
+		if l := e.listeners[key]; l != nil && l.setLimits != nil {
+			l.setLimits(cfg.Listeners[i])
+		}
+	}
 	return added, nil
 }
 

@@ -32,6 +32,8 @@ const (
 	DefaultQueueTimeout    = 30 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultSocketMode      = 0o666
+	// DefaultMaxHeaderFields is server.DefaultMaxHeaderFields.
+	DefaultMaxHeaderFields = 100
 )
 
 // Config is everything one Portico process serves. The TOML file (Load)
@@ -152,6 +154,14 @@ type Listener struct {
 	// kernel's backlog (nginx's worker_connections). Default 0: the
 	// top-level max_connections, else no bound.
 	MaxConnections int
+	// MaxHeaderFields bounds the header lines of a request on an HTTP
+	// listener: one more is answered 431 Request Header Fields Too Large
+	// and the connection closed. A count; default DefaultMaxHeaderFields
+	// (100; a browser sends about 20). 0 means the default; negative is
+	// an error. nginx counts no fields (its large_client_header_buffers
+	// bound the head's bytes, as Portico's fixed 64 KiB does), so this is
+	// the stricter bound. A reload applies it to the listeners that stay.
+	MaxHeaderFields int
 }
 
 // Admin is the admin listener: GET /healthz, GET /readyz, GET /config,
@@ -546,7 +556,7 @@ func DefaultApp(name string) App {
 // DefaultListener returns a Listener on addr with the default protocol and
 // socket mode.
 func DefaultListener(addr string) Listener {
-	return Listener{Addr: addr, Protocol: ProtoHTTP, SocketMode: DefaultSocketMode}
+	return Listener{Addr: addr, Protocol: ProtoHTTP, SocketMode: DefaultSocketMode, MaxHeaderFields: DefaultMaxHeaderFields}
 }
 
 func defaultPython() string {
@@ -655,6 +665,12 @@ func (c *Config) Validate() error {
 		}
 		if l.RedirectHTTPS && l.TLS != nil {
 			bad(key+".redirect_https", "is for plain HTTP listeners; this one serves TLS")
+		}
+		if l.MaxHeaderFields < 0 {
+			bad(key+".max_header_fields", "must not be negative (0: the default, %d)", DefaultMaxHeaderFields)
+		}
+		if l.MaxHeaderFields > 0 && l.MaxHeaderFields != DefaultMaxHeaderFields && l.Protocol == ProtoUWSGI {
+			bad(key+".max_header_fields", "is for HTTP listeners; a uwsgi listener's nginx bounds the headers")
 		}
 		if l.RedirectHTTPS && l.Protocol == ProtoUWSGI {
 			bad(key+".redirect_https", "is for HTTP listeners; a uwsgi listener's nginx redirects itself")

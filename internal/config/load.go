@@ -306,7 +306,7 @@ func (d *decoder) tables(t *value, key string) []*value {
 
 const (
 	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, max_connections, [admin], [[listener]], [app.NAME], [[site]]"
-	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https, limit_conn, max_connections"
+	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https, max_header_fields, limit_conn, max_connections"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
 	siteKeys     = "hosts, limit_req, limit_conn, [[site.route]]"
 	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, limit_req, limit_conn"
@@ -397,6 +397,10 @@ func (d *decoder) listener(t *value, p string) {
 	}
 	d.boolean(t, p, "proxy_protocol", &l.ProxyProtocol)
 	d.boolean(t, p, "redirect_https", &l.RedirectHTTPS)
+	d.integer(t, p, "max_header_fields", &l.MaxHeaderFields)
+	if l.MaxHeaderFields == 0 {
+		l.MaxHeaderFields = DefaultMaxHeaderFields
+	}
 	d.listenerLimits(t, p, &l)
 	d.unknown(t, p, listenerKeys)
 	d.c.Listeners = append(d.c.Listeners, l)

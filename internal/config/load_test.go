@@ -198,6 +198,8 @@ func TestLoadErrors(t *testing.T) {
 		{"nothing", "", []string{"listener: no listener", "site: no site"}},
 		{"redirect_https", base + "[[listener]]\naddr = \":0\"\nprotocol = \"uwsgi\"\nredirect_https = true\n[[listener]]\naddr = \":0\"\ntls = { cert = \"app.py\", key = \"app.py\" }\nredirect_https = true\n[[listener]]\naddr = \":0\"\nredirect_https = \"yes\"\n",
 			[]string{"13: listener[1].redirect_https: is for HTTP listeners", "17: listener[2].redirect_https: is for plain HTTP listeners", "20: listener[3].redirect_https: want a boolean"}},
+		{"max_header_fields", base + "[[listener]]\naddr = \":0\"\nmax_header_fields = -1\n[[listener]]\naddr = \":0\"\nprotocol = \"uwsgi\"\nmax_header_fields = 50\n[[listener]]\naddr = \":0\"\nmax_header_fields = \"many\"\n",
+			[]string{"12: listener[1].max_header_fields: must not be negative", "16: listener[2].max_header_fields: is for HTTP listeners", "19: listener[3].max_header_fields: want an integer"}},
 		{"reload_code and factory", "[[listener]]\naddr = \":0\"\n[app.a]\nmodule = \"app.py:create_app('x'\"\nreload_code = \"no\"\n[[site]]\nhosts = [\"default\"]\n[[site.route]]\npath = \"/\"\napp = \"a\"\n",
 			[]string{"4: app.a.module: \"app.py:create_app('x'\": the factory call", "5: app.a.reload_code: want a boolean"}},
 	}

@@ -154,7 +154,8 @@ func (b *body) readChunkSize() (int64, error) {
 		default:
 			goto end
 		}
-		if i >= 15 {
+		if size >= 1<<56 {
+			// A 16th significant digit; leading zeros do not count.
 			return 0, fmt.Errorf("%w: chunk size too large", errChunkedBody)
 		}
 		size = size<<4 | int64(d)

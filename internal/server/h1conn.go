@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -80,8 +81,12 @@ type conn struct {
 	explicitWrite  bool
 	keepAlive      bool
 	expectContinue bool
-	body           *body
-	resp           *response
+	// served is set once the connection's first request head has been
+	// read: before it, the wait for a byte is bounded by the header
+	// timeout, after it by the idle timeout.
+	served bool
+	body   *body
+	resp   *response
 
 	// The current request's context and client-gone monitor (see reqCtx).
 	ctx     *reqCtx
@@ -190,7 +195,7 @@ func (c *conn) waitRequest() int {
 		return waitClose
 	}
 	p := c.srv.parker()
-	wait := c.srv.idleTimeout
+	wait := c.srv.waitTimeout(c.served)
 	delay := c.srv.parkDelay()
 	canPark := p != nil && c.raw != nil && (wait <= 0 || wait > delay)
 	if canPark {
@@ -302,6 +307,8 @@ func (c *conn) readHead() (*requestHead, error) {
 	limit := c.srv.maxHeaderBytes
 	scan := 0
 	armed := false
+	checked, fields := 0, 0 // see checkLines
+	maxFields := int(c.srv.maxHeaderFields.Load())
 	for {
 		for c.r < c.w && (c.buf[c.r] == '\r' || c.buf[c.r] == '\n') {
 			c.r++
@@ -311,15 +318,20 @@ func (c *conn) readHead() (*requestHead, error) {
 			if end > limit {
 				return nil, tooLarge(data[:end])
 			}
-			head, herr := parseHead(data[:end])
+			head, herr := parseHead(data[:end], maxFields)
 			c.r += end
 			if herr != nil {
 				return nil, herr
 			}
+			c.served = true
 			return head, nil
 		}
 		if len(data) > limit {
 			return nil, tooLarge(data)
+		}
+		var herr *headError
+		if checked, fields, herr = checkLines(data, checked, fields, maxFields); herr != nil {
+			return nil, herr
 		}
 		scan = max(len(data)-3, 0)
 		if !armed {
@@ -337,6 +349,53 @@ func (c *conn) readHead() (*requestHead, error) {
 			}
 			return nil, err
 		}
+	}
+}
+
+// checkLines judges the complete lines of a head not received whole, from
+// offset from (where a line starts; 0 is the request line), as parseHead
+// will: a malformed head is refused at its first bad line, as nginx does,
+// instead of when it ends or its timeout passes. fields counts the header
+// lines seen. It returns the offset past the last complete line and the
+// new count. The head received in one read, the common case, never comes
+// here.
+func checkLines(data []byte, from, fields, maxFields int) (int, int, *headError) {
+	for {
+		i := bytes.IndexByte(data[from:], '\n')
+		if i < 0 {
+			return from, fields, nil
+		}
+		line, _, ok := nextLine(string(data[from : from+i+1]))
+		if !ok {
+			if from == 0 {
+				return 0, 0, badRequest("malformed request line")
+			}
+			return 0, 0, badRequest("malformed header line")
+		}
+		if from == 0 {
+			var h requestHead
+			if herr := h.parseRequestLine(line); herr != nil {
+				return 0, 0, herr
+			}
+		} else {
+			if line == "" {
+				return from, fields, nil // the end: parseHead judges the rest
+			}
+			if line[0] == ' ' || line[0] == '\t' {
+				return 0, 0, badRequest("obsolete line folding in header")
+			}
+			colon := strings.IndexByte(line, ':')
+			if colon <= 0 {
+				return 0, 0, badRequest("malformed header line")
+			}
+			if name := line[:colon]; !isToken(name) || !validHeaderValue(trimOWS(line[colon+1:])) {
+				return 0, 0, badRequest("invalid header " + quoteName(name))
+			}
+			if fields++; fields > maxFields {
+				return 0, 0, tooManyFields()
+			}
+		}
+		from += i + 1
 	}
 }
 

@@ -14,22 +14,34 @@ func FuzzParseHead(f *testing.F) {
 		"GET http://h/p HTTP/1.0\nConnection: keep-alive\n\n",
 		"OPTIONS * HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
 		"GET /%zz HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+		"GET http://a<b>/env HTTP/1.1\r\nHost: good\r\n\r\n",
+		"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+		"get /env%00x HTTP/1.1\r\nHost: :x\r\nContent-Length:\t0005\r\n\r\n",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := parseHead(b)
+		h, err := parseHead(b, DefaultMaxHeaderFields)
 		if err != nil {
 			if err.status < 400 || err.status > 599 || err.reason == "" {
 				t.Fatalf("error %d %q", err.status, err.reason)
 			}
 			return
 		}
-		if !isToken(h.method) {
-			t.Fatalf("method %q is not a token", h.method)
+		if !isMethod(h.method) || h.method == "CONNECT" {
+			t.Fatalf("method %q accepted", h.method)
 		}
 		if h.minor >= 1 && !strings.Contains(strings.ToLower(string(b)), "\nhost:") {
-			t.Fatalf("HTTP/1.1 request without a Host header accepted") // (an empty one is valid)
+			t.Fatalf("HTTP/1.1 request without a Host header accepted")
+		}
+		if (h.minor >= 1 || h.host != "") && !validAuthority(h.host) {
+			t.Fatalf("host %q accepted", h.host)
+		}
+		if strings.IndexByte(h.url.Path, 0) >= 0 {
+			t.Fatalf("NUL in the path %q", h.url.Path)
+		}
+		if n := strings.Count(string(b), "\n") - 2; n > DefaultMaxHeaderFields {
+			t.Fatalf("%d header lines accepted", n)
 		}
 		if h.chunked && h.contentLength != -1 || !h.chunked && h.contentLength < 0 {
 			t.Fatalf("framing: chunked %v, length %d", h.chunked, h.contentLength)

@@ -37,6 +37,7 @@ type parker struct {
 	mu     sync.Mutex
 	conns  map[int32]*conn // by file descriptor
 	queue  []parkedConn    // in parking order, so in expiry order
+	fresh  []parkedConn    // the same for the not yet served: header timeout
 	gen    uint64
 	active bool // the loop goroutine runs
 
@@ -97,7 +98,11 @@ func (p *parker) park(c *conn) bool {
 	c.parkFD, c.parkGen = fd, p.gen
 	p.conns[fd] = c
 	now := time.Now()
-	p.queue = append(p.queue, parkedConn{c: c, gen: p.gen, at: now})
+	if c.served {
+		p.queue = append(p.queue, parkedConn{c: c, gen: p.gen, at: now})
+	} else {
+		p.fresh = append(p.fresh, parkedConn{c: c, gen: p.gen, at: now})
+	}
 	p.parks++
 	p.lastPark = now
 	if !p.active {
@@ -130,6 +135,25 @@ func (p *parker) forget(c *conn) bool {
 	return p.takeLocked(c, 0)
 }
 
+// expireLocked takes the connections of q parked for longer than wait
+// (counting the wait before parking) out of the parker, appends them to
+// expired and returns it.
+func (p *parker) expireLocked(q *[]parkedConn, wait time.Duration, expired []*conn) []*conn {
+	if wait <= 0 {
+		return expired
+	}
+	limit := time.Now().Add(-(wait - p.srv.parkDelay()))
+	i := 0
+	for ; i < len(*q) && (*q)[i].at.Before(limit); i++ {
+		if pc := (*q)[i]; p.takeLocked(pc.c, pc.gen) {
+			expired = append(expired, pc.c)
+		}
+		(*q)[i] = parkedConn{} // no reference left behind
+	}
+	*q = (*q)[i:]
+	return expired
+}
+
 // loop waits for parked connections to become readable and resumes them in
 // new goroutines; once a second it closes those past the idle timeout. It
 // ends when nothing is parked, and the next park starts it again.
@@ -149,19 +173,10 @@ func (p *parker) loop() {
 				resume = append(resume, c)
 			}
 		}
-		if idle := p.srv.idleTimeout; idle > 0 {
-			limit := time.Now().Add(-(idle - p.srv.parkDelay()))
-			i := 0
-			for ; i < len(p.queue) && p.queue[i].at.Before(limit); i++ {
-				if pc := p.queue[i]; p.takeLocked(pc.c, pc.gen) {
-					expired = append(expired, pc.c)
-				}
-				p.queue[i] = parkedConn{} // no reference left behind
-			}
-			p.queue = p.queue[i:]
-		}
+		expired = p.expireLocked(&p.queue, p.srv.waitTimeout(true), expired)
+		expired = p.expireLocked(&p.fresh, p.srv.waitTimeout(false), expired)
 		if len(p.conns) == 0 {
-			p.queue = nil
+			p.queue, p.fresh = nil, nil
 		}
 		release := false
 		if now := time.Now(); p.parks >= releaseAfterParks && now.Sub(p.lastPark) >= time.Second && now.Sub(p.lastRelease) >= releaseEvery {

@@ -41,14 +41,24 @@ func badRequest(reason string) *headError {
 	return &headError{status: http.StatusBadRequest, reason: reason}
 }
 
+func tooManyFields() *headError {
+	return &headError{status: http.StatusRequestHeaderFieldsTooLarge, reason: "too many header fields"}
+}
+
 // parseHead parses b, a request head: the request line, the header lines
 // and the empty line that ends them, each line ended by CRLF or a bare LF
 // (RFC 9112 2.2 allows the latter). It is strict where leniency lets a
-// request be read two ways (request smuggling): no whitespace before a
-// header's colon, no line folding, no control characters, one Host, one
-// Content-Length value, no Content-Length with Transfer-Encoding, and
-// "chunked" the only transfer coding.
-func parseHead(b []byte) (*requestHead, *headError) {
+// request be read two ways (request smuggling), and at least as strict as
+// nginx everywhere, so that a front before or behind another proxy is never
+// the lenient one: a method of upper-case letters, '_' and '-' only; a
+// validated authority in an absolute-form target and in Host; no NUL in the
+// decoded path; no CONNECT (405: there is no tunnel to offer); no
+// whitespace before a header's colon, no line folding, no control
+// characters; one Host, one Content-Length header, no tab around a
+// Content-Length or Transfer-Encoding value, no Content-Length with
+// Transfer-Encoding, and "chunked" the only transfer coding. A head of more
+// than maxFields header lines is answered 431.
+func parseHead(b []byte, maxFields int) (*requestHead, *headError) {
 	s := string(b)
 	h := &requestHead{}
 
@@ -64,6 +74,9 @@ func parseHead(b []byte) (*requestHead, *headError) {
 	n := strings.Count(rest, "\n") - 1
 	if n < 0 {
 		n = 0
+	}
+	if n > maxFields {
+		return nil, tooManyFields()
 	}
 	h.header = make(http.Header, n)
 	values := make([]string, n)
@@ -83,7 +96,8 @@ func parseHead(b []byte) (*requestHead, *headError) {
 		if colon <= 0 {
 			return nil, badRequest("malformed header line")
 		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
+		name, raw := line[:colon], line[colon+1:]
+		value := trimOWS(raw)
 		if !isToken(name) {
 			return nil, badRequest("invalid header name " + quoteName(name))
 		}
@@ -91,6 +105,14 @@ func parseHead(b []byte) (*requestHead, *headError) {
 			return nil, badRequest("invalid value of header " + quoteName(name))
 		}
 		key := canonicalKey(name, &lower)
+		if (len(raw) != len(value)+1 || raw[0] != ' ') && (key == "Content-Length" || key == "Transfer-Encoding") {
+			// Not the usual one space: RFC 9110 allows tabs too, nginx
+			// refuses them here, and a proxy that does not strip them
+			// may read another length.
+			if _, tab := trimOWSTab(raw); tab {
+				return nil, badRequest("tab around the value of " + key)
+			}
+		}
 		if len(values) == 0 {
 			values = make([]string, 4)
 		}
@@ -127,8 +149,13 @@ func nextLine(s string) (line, rest string, ok bool) {
 func (h *requestHead) parseRequestLine(line string) *headError {
 	method, rest, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest, " ")
-	if !ok1 || !ok2 || !isToken(method) || target == "" || !validTarget(target) {
+	if !ok1 || !ok2 || target == "" || !validTarget(target) {
 		return badRequest("malformed request line")
+	}
+	if !isMethod(method) {
+		// nginx's set: the remnant of a body the server did not expect
+		// ("helloGET") is never taken for a method.
+		return badRequest("invalid method " + quoteName(method))
 	}
 	h.method, h.target, h.proto = method, target, proto
 	switch {
@@ -152,8 +179,10 @@ func (h *requestHead) parseRequestLine(line string) *headError {
 			return badRequest("request target * is only for OPTIONS")
 		}
 		h.url.Path = "*"
-	case method == http.MethodConnect && target[0] != '/':
-		h.url.Host = target // authority-form
+	case method == http.MethodConnect:
+		// No handler tunnels, and an app must not see an authority the
+		// front never checked; nginx answers 405 too.
+		return &headError{status: http.StatusMethodNotAllowed, reason: "CONNECT is not served"}
 	case target[0] == '/' && strings.IndexByte(target, '%') < 0:
 		// The common case, without url.Parse: nothing to unescape.
 		path, query, _ := strings.Cut(target, "?")
@@ -177,6 +206,12 @@ func (h *requestHead) parseTargetSlow() *headError {
 	if u.Scheme != "" && u.Host == "" || u.User != nil {
 		return badRequest("malformed request target")
 	}
+	if u.Host != "" && !validAuthority(u.Host) {
+		return badRequest("invalid host in the request target " + quoteName(u.Host))
+	}
+	if strings.IndexByte(u.Path, 0) >= 0 {
+		return badRequest("NUL in the request path")
+	}
 	h.url = *u
 	return nil
 }
@@ -191,8 +226,8 @@ func (h *requestHead) parseFraming() *headError {
 		return badRequest("more than one Host header")
 	case len(hosts) == 0 && h.minor >= 1:
 		return badRequest("missing Host header")
-	case len(hosts) == 1 && !validHost(hosts[0]):
-		return badRequest("invalid Host header")
+	case len(hosts) == 1 && !validAuthority(hosts[0]):
+		return badRequest("invalid Host header " + quoteName(hosts[0]))
 	}
 	if len(hosts) == 1 {
 		h.host = hosts[0]
@@ -219,17 +254,14 @@ func (h *requestHead) parseFraming() *headError {
 		h.contentLength = -1
 		delete(h.header, "Transfer-Encoding")
 	case len(cl) > 0:
+		if len(cl) > 1 {
+			// RFC 9110 8.6 lets identical ones be merged; nginx refuses
+			// any second one.
+			return badRequest("more than one Content-Length header")
+		}
 		n, ok := parseContentLength(cl[0])
 		if !ok {
 			return badRequest("invalid Content-Length")
-		}
-		for _, v := range cl[1:] {
-			if v != cl[0] {
-				return badRequest("conflicting Content-Length headers")
-			}
-		}
-		if len(cl) > 1 {
-			h.header["Content-Length"] = cl[:1]
 		}
 		h.contentLength = n
 	}
@@ -259,10 +291,17 @@ func (h *requestHead) parseFraming() *headError {
 	return nil
 }
 
-// parseContentLength parses a non-negative decimal of at most 18 digits (no
-// sign, no spaces, no commas): anything else is a malformed request.
+// parseContentLength parses a non-negative decimal of at most 18 significant
+// digits (no sign, no spaces, no commas; leading zeros are valid and not
+// counted): anything else is a malformed request.
 func parseContentLength(s string) (int64, bool) {
-	if s == "" || len(s) > 18 {
+	if s == "" {
+		return 0, false
+	}
+	for len(s) > 1 && s[0] == '0' {
+		s = s[1:]
+	}
+	if len(s) > 18 {
 		return 0, false
 	}
 	var n int64
@@ -286,6 +325,42 @@ func trimOWS(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// trimOWSTab is trimOWS that also reports whether it trimmed a tab.
+func trimOWSTab(s string) (string, bool) {
+	tab := false
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		tab = tab || s[0] == '\t'
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		tab = tab || s[len(s)-1] == '\t'
+		s = s[:len(s)-1]
+	}
+	return s, tab
+}
+
+// methodChars marks the bytes nginx allows in a method: upper-case
+// letters, '_' and '-'.
+var methodChars = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	t['_'], t['-'] = true, true
+	return t
+}()
+
+func isMethod(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !methodChars[s[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 // tokenChars marks the bytes of an RFC 9110 token (tchar).
@@ -345,7 +420,7 @@ var hostChars = func() (t [256]bool) {
 	for c := 0; c < 256; c++ {
 		t[c] = tokenChars[c]
 	}
-	for _, c := range "[]:;=,()@" {
+	for _, c := range "[]:;=,()" {
 		t[c] = true
 	}
 	for c := 0x80; c < 256; c++ {
@@ -354,13 +429,54 @@ var hostChars = func() (t [256]bool) {
 	return t
 }()
 
-func validHost(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if !hostChars[s[i]] {
+// validAuthority reports whether s, a Host header or the authority of an
+// absolute-form target, is host[:port]: a non-empty reg-name or IPv4
+// address of hostChars other than brackets and ':', or an IP literal in
+// brackets ("[::1]"), then an optional port of digits. nginx refuses the
+// same empty, bracket-broken and quote- or angle-bracket-holding hosts.
+func validAuthority(s string) bool {
+	var host, port string
+	if len(s) > 0 && s[0] == '[' {
+		end := strings.IndexByte(s, ']')
+		if end < 2 {
 			return false
 		}
+		for i := 1; i < end; i++ {
+			if c := s[i]; !isHexDigit(c) && c != ':' && c != '.' {
+				return false
+			}
+		}
+		host, port = s[:end+1], s[end+1:]
+	} else {
+		i := strings.IndexByte(s, ':')
+		if i < 0 {
+			i = len(s)
+		}
+		host, port = s[:i], s[i:]
+		if host == "" {
+			return false
+		}
+		for j := 0; j < len(host); j++ {
+			if c := host[j]; !hostChars[c] || c == '[' || c == ']' {
+				return false
+			}
+		}
 	}
-	return true
+	if port != "" {
+		if port[0] != ':' {
+			return false
+		}
+		for j := 1; j < len(port); j++ {
+			if !isDigit(port[j]) {
+				return false
+			}
+		}
+	}
+	return host != ""
+}
+
+func isHexDigit(c byte) bool {
+	return isDigit(c) || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // quoteName quotes a client-supplied string for a log line, cut to 64

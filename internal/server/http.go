@@ -26,6 +26,9 @@ const (
 	// requests that overflow uWSGI's 4 KiB buffer-size default (a top
 	// complaint about it), small enough to bound memory per connection.
 	DefaultMaxHeaderBytes = 64 << 10
+	// DefaultMaxHeaderFields is 100 header lines: a browser sends about
+	// 20; net/http has no such limit, nginx bounds them by its buffers.
+	DefaultMaxHeaderFields = 100
 )
 
 // Options configure an HTTP server. The zero value gives nginx-like defaults.
@@ -39,13 +42,16 @@ const (
 type Options struct {
 	// ReadHeaderTimeout bounds the time a client takes to send the request
 	// line and headers, counted from the first byte of the request; a
-	// slow-headers client (slowloris) is dropped when it passes. Zero means
+	// slow-headers client (slowloris) is dropped when it passes. It also
+	// bounds the wait for a new connection's first byte (nginx's
+	// client_header_timeout runs from the accept). Zero means
 	// DefaultReadHeaderTimeout (60s, nginx's client_header_timeout);
 	// negative means no limit.
 	ReadHeaderTimeout time.Duration
 
 	// IdleTimeout bounds how long a keep-alive connection waits for its next
-	// request (and a new connection for its first) before it is closed.
+	// request before it is closed (a new connection waits for its first
+	// request ReadHeaderTimeout, or IdleTimeout if that is negative).
 	// Zero means DefaultIdleTimeout (75s, nginx's keepalive_timeout);
 	// negative means no limit.
 	IdleTimeout time.Duration
@@ -69,6 +75,12 @@ type Options struct {
 	// negative means DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int
 
+	// MaxHeaderFields bounds the number of header lines of a request
+	// (trailers aside). A request past it is answered 431 Request Header
+	// Fields Too Large (on plain listeners as soon as the line past the
+	// bound arrives). Zero or negative means DefaultMaxHeaderFields (100).
+	MaxHeaderFields int
+
 	// Logger receives the server's warnings (handler panics, accept errors,
 	// TLS handshake errors at warn level; malformed requests at info).
 	// Nil means slog.Default().
@@ -86,7 +98,7 @@ type Options struct {
 // keep-alive connection costs a few KiB instead of about 20. TLS listeners
 // (ServeTLS) are served by net/http, which brings HTTP/2.
 //
-// A malformed request gets its status (400, 414, 431, 501, 505) and the
+// A malformed request gets its status (400, 405, 414, 431, 501, 505) and the
 // connection is closed while the server keeps serving others; the cause is
 // logged at info level.
 type HTTP struct {
@@ -97,6 +109,7 @@ type HTTP struct {
 	bodyTimeout       time.Duration
 	writeTimeout      time.Duration
 	maxHeaderBytes    int
+	maxHeaderFields   atomic.Int64 // see SetMaxHeaderFields
 
 	tls *http.Server // for ServeTLS
 
@@ -141,8 +154,9 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
 	}
+	s.SetMaxHeaderFields(opt.MaxHeaderFields)
 	s.tls = &http.Server{
-		Handler:           h,
+		Handler:           s.strictTLS(h),
 		ReadHeaderTimeout: s.readHeaderTimeout,
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    s.maxHeaderBytes,
@@ -162,6 +176,25 @@ func timeout(d, def time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// waitTimeout is how long a connection waits for the first byte of a
+// request: the header timeout for a new connection's first, the idle
+// timeout between requests.
+func (s *HTTP) waitTimeout(served bool) time.Duration {
+	if served || s.readHeaderTimeout <= 0 {
+		return s.idleTimeout
+	}
+	return s.readHeaderTimeout
+}
+
+// SetMaxHeaderFields sets Options.MaxHeaderFields for the requests to come
+// (a config reload changes it on a listener that stays).
+func (s *HTTP) SetMaxHeaderFields(n int) {
+	if n <= 0 {
+		n = DefaultMaxHeaderFields
+	}
+	s.maxHeaderFields.Store(int64(n))
 }
 
 func maxHeaderBytes(n int) int {
