@@ -223,6 +223,9 @@ type Site struct {
 	Hosts []string
 	// Routes, in file order. See Route.Path for how one is chosen.
 	Routes []Route
+
+	// IP rules (README "### IP rules, WAF and bans"): see Access.
+	Access
 }
 
 // Path kinds of a route.
@@ -269,6 +272,13 @@ type Route struct {
 	HeadersAdd map[string]string
 	// HeadersRemove are response headers deleted from every answer.
 	HeadersRemove []string
+
+	// IP rules, applied after the site's (a client must pass both): see
+	// Access.
+	Access
+	// WAF, when set, inspects the route's requests (Coraza with the OWASP
+	// Core Rule Set). Nil (the default): no inspection.
+	WAF *WAF
 }
 
 // PathKind returns PathPrefix, PathExact or PathRegex, and the path

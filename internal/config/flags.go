@@ -86,6 +86,15 @@ Files and logs:
                             /reload (default none)
                             [uwsgi --stats, nginx stub_status]
 
+Protection:
+      --allow CIDR          only clients in CIDR (or an address, or "unix") may come in, on
+                            every route; repeatable [nginx allow ...; deny all;]
+      --deny CIDR           refuse clients in CIDR (403), on every route; wins over --allow;
+                            repeatable [nginx deny]
+      --waf MODE            inspect requests with the OWASP Core Rule Set (Coraza), paranoia 1,
+                            anomaly threshold 5: block (403) or detect (log only)
+                            (default: off) [ModSecurity-nginx + CRS]
+
 Process:
       --user USER           after binding the listeners as root, run portico and its workers
                             as USER, name or uid (default: stay as started) [uwsgi --uid,
@@ -205,6 +214,11 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "")
 	var admin string
 	fs.StringVar(&admin, "admin", "", "")
+	var allows, denies listValue
+	var wafMode string
+	fs.Var(&allows, "allow", "")
+	fs.Var(&denies, "deny", "")
+	fs.StringVar(&wafMode, "waf", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -323,6 +337,22 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		// route on "/" loses to every longer prefix.
 		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "app"
 		site.Routes = append(site.Routes, Route{Path: "/", App: RunAppName})
+	}
+	// --allow, --deny and --waf guard every route run creates.
+	for i := range site.Routes {
+		rt := &site.Routes[i]
+		rt.Allow, rt.Deny = allows, denies
+		for j := range allows {
+			c.names[fmt.Sprintf("site[0].route[%d].allow[%d]", i, j)] = "allow"
+		}
+		for j := range denies {
+			c.names[fmt.Sprintf("site[0].route[%d].deny[%d]", i, j)] = "deny"
+		}
+		if wafMode != "" {
+			rt.WAF = DefaultWAF()
+			rt.WAF.Mode = wafMode
+			c.names[fmt.Sprintf("site[0].route[%d].waf.mode", i)] = "waf"
+		}
 	}
 	c.Sites = []Site{site}
 	if err := c.Validate(); err != nil {

@@ -308,8 +308,8 @@ const (
 	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
-	siteKeys     = "hosts, [[site.route]]"
-	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove"
+	siteKeys     = "hosts, allow, deny, [[site.route]]"
+	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, allow, deny, waf"
 )
 
 func (d *decoder) config(root *value) {
@@ -434,6 +434,7 @@ func (d *decoder) site(t *value, p string) {
 			s.Routes = append(s.Routes, d.route(e, rp))
 		}
 	}
+	d.access(t, p, &s.Access)
 	d.unknown(t, p, siteKeys)
 	d.c.Sites = append(d.c.Sites, s)
 }
@@ -477,6 +478,8 @@ func (d *decoder) route(t *value, p string) Route {
 	}
 	_, r.HeadersAdd = d.stringTable(t, p, "headers_add")
 	d.strings(t, p, "headers_remove", &r.HeadersRemove)
+	d.access(t, p, &r.Access)
+	r.WAF = d.waf(t, p)
 	d.unknown(t, p, routeKeys)
 	return r
 }
