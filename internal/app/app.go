@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 
+	"portico/internal/access"
 	"portico/internal/accesslog"
 	"portico/internal/config"
 	"portico/internal/realip"
@@ -21,6 +22,7 @@ import (
 	"portico/internal/static"
 	"portico/internal/systemd"
 	"portico/internal/uwsgi"
+	"portico/internal/waf"
 	"portico/internal/worker"
 )
 
@@ -178,8 +180,14 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 		}
 	}
 	rt := &router{}
+	wafs := map[string]*waf.WAF{} // one per distinct settings: the CRS loads once
 	for _, sc := range cfg.Sites {
 		s := rt.addSite(sc.Hosts)
+		siteAccess, err := access.ParseList("site", sc.Allow, sc.Deny)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("site %s: %w", sc.Hosts[0], err)
+		}
 		for j, rc := range sc.Routes {
 			kind, p := rc.PathKind()
 			r := &route{kind: kind, path: p, methods: rc.Methods, header: rc.Header, label: rc.Name}
@@ -263,6 +271,10 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				}
 				slices.Sort(add)
 				r.desc += fmt.Sprintf(" headers_add=[%s] headers_remove=[%s]", strings.Join(add, " "), strings.Join(rc.HeadersRemove, " "))
+			}
+			if err := guard(r, rc, sc.Access, siteAccess, wafs, log); err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
 			}
 			s.add(r)
 		}
