@@ -287,8 +287,8 @@ func (w *WAF) log(r *http.Request, tx types.Transaction) {
 	var matched []string
 	for _, m := range tx.MatchedRules() {
 		id := m.Rule().ID()
-		if m.Message() == "" || id == 0 {
-			continue // setup and scoring rules that say nothing
+		if m.Message() == "" || id == 0 || id >= 900000 && id < 902000 {
+			continue // setup and initialization rules: nothing about the request
 		}
 		ids = append(ids, id)
 		if id >= 949000 && id < 950000 {
