@@ -71,6 +71,10 @@ func wafs(t testing.TB) (block, detect *WAF) {
 // backend is an upstream that records the bodies it receives, behind a
 // real proxy.Handler (which spools, then calls the inspector).
 func proxied(t *testing.T) (http.Handler, *[]string) {
+	return proxiedB(t)
+}
+
+func proxiedB(t testing.TB) (http.Handler, *[]string) {
 	t.Helper()
 	var mu sync.Mutex
 	var bodies []string
