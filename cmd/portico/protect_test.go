@@ -1,17 +1,20 @@
 //go:build linux
 
 // End-to-end tests of "who may come in": IP rules on the real client
-// address (behind a trusted proxy) and the WAF, on the hello app and on a
-// Django admin session.
+// address (behind a trusted proxy), the WAF on the hello app and on a
+// Django admin session, and bans an app asks for.
 
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -297,4 +300,87 @@ func TestDjangoAdminWAF(t *testing.T) {
 
 	// The same site, an attack: still refused.
 	page("/admin/auth/user/?q=%27%20OR%201%3D1--", 403)
+}
+
+// banApp asks Portico to ban the client on /login?fail=1.
+const banApp = `def application(environ, start_response):
+    headers = [("Content-Type", "text/plain")]
+    if environ.get("PATH_INFO") == "/login" and "fail=1" in environ.get("QUERY_STRING", ""):
+        headers.append(("X-Portico-Block", "60"))
+    start_response("200 OK", headers)
+    return [b"app"]
+`
+
+// TestBans: X-Portico-Block from the app (a worker) or a proxy upstream
+// bans the client's real address on every route; the header never
+// reaches the client; the admin listener lists and lifts bans.
+func TestBans(t *testing.T) {
+	python := needPython(t)
+	app := writeFile(t, t.TempDir(), "banapp.py", banApp)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/ban" {
+			w.Header().Set("X-Portico-Block", "30")
+		}
+		io.WriteString(w, "upstream")
+	}))
+	defer up.Close()
+	p := startPortico(t, "--python", python, "--workers", "1", "--forwarded-allow-ips", "127.0.0.1/32",
+		"--admin", "127.0.0.1:0", "--proxy", "/api="+up.URL, app)
+	admin := "http://" + p.adminAddr(t)
+	c := newClient(t)
+	from := func(addr, path string) (*http.Response, []byte) {
+		t.Helper()
+		return getWith(t, c, p.URL(path), map[string]string{"X-Forwarded-For": addr})
+	}
+	const a, b = "198.51.100.1", "2001:db8::2"
+
+	resp, body := from(a, "/login?fail=1")
+	wantStatus(t, resp, body, 200)
+	if v := resp.Header.Values("X-Portico-Block"); len(v) != 0 {
+		t.Errorf("the client saw X-Portico-Block: %q", v)
+	}
+	p.waitLog(t, `msg="client banned" client=198.51.100.1 seconds=60`, 5*time.Second)
+	for _, path := range []string{"/", "/login", "/api/x"} {
+		resp, body = from(a, path)
+		wantStatus(t, resp, body, 403)
+	}
+	resp, body = from(b, "/api/x")
+	wantStatus(t, resp, body, 200)
+	resp, body = from(b, "/api/ban")
+	wantStatus(t, resp, body, 200)
+	if v := resp.Header.Values("X-Portico-Block"); len(v) != 0 {
+		t.Errorf("the client saw the upstream's X-Portico-Block: %q", v)
+	}
+	resp, body = from(b, "/")
+	wantStatus(t, resp, body, 403)
+
+	resp, body = get(t, c, admin+"/bans")
+	wantStatus(t, resp, body, 200)
+	var list struct {
+		Bans []struct {
+			Addr      string  `json:"addr"`
+			Remaining float64 `json:"remaining_seconds"`
+		} `json:"bans"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	if len(list.Bans) != 2 || list.Bans[0].Addr != b || list.Bans[1].Addr != a ||
+		list.Bans[0].Remaining > 30 || list.Bans[0].Remaining < 20 || list.Bans[1].Remaining > 60 || list.Bans[1].Remaining < 50 {
+		t.Errorf("GET /bans: %s", body)
+	}
+
+	lift := func(addr string, want int) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodDelete, admin+"/bans/"+addr, nil)
+		resp, body := do(t, c, req)
+		wantStatus(t, resp, body, want)
+	}
+	lift(a, 200)
+	lift(a, 404)
+	lift("not-an-address", 400)
+	resp, body = from(a, "/")
+	wantStatus(t, resp, body, 200)
+	resp, body = from(b, "/")
+	wantStatus(t, resp, body, 403)
 }

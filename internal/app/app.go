@@ -16,6 +16,7 @@ import (
 
 	"portico/internal/access"
 	"portico/internal/accesslog"
+	"portico/internal/ban"
 	"portico/internal/config"
 	"portico/internal/realip"
 	"portico/internal/requestid"
@@ -110,14 +111,15 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 }
 
 // chain builds the fixed handler chain: real IP → request ID → access log
-// → router (site by Host, then route by path). The real-IP middleware
+// → bans (nil: none) → router (site by Host, then route by path; each
+// route guarded by its IP rules and WAF, see guard). The real-IP middleware
 // comes first so that the access log and everything after it see the real
 // client, and no untrusted forwarding header gets further; the request ID
 // is set before the access log writes it and the app or an upstream sees
 // it.
 //
 // The access log files it opens are returned for reopening.
-func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
+func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, bans *ban.Table, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
 	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -130,6 +132,9 @@ func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFu
 		}
 	}
 	var h http.Handler = r
+	if bans != nil {
+		h = bans.Middleware(h)
+	}
 	switch cfg.AccessLog {
 	case "off":
 	default:
