@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"portico/internal/requestid"
@@ -71,6 +72,9 @@ type Table struct {
 	opt Options
 	mu  sync.Mutex
 	m   map[netip.Addr]time.Time // address → end of its ban
+	// size is len(m), kept under mu and read without it: a request meets
+	// no lock while nobody is banned (the common case).
+	size atomic.Int64
 }
 
 // New returns an empty Table.
@@ -106,6 +110,7 @@ func (t *Table) Ban(a netip.Addr, d time.Duration) time.Time {
 		t.evictLocked(now)
 	}
 	t.m[a] = end
+	t.size.Store(int64(len(t.m)))
 	return end
 }
 
@@ -132,6 +137,9 @@ func (t *Table) evictLocked(now time.Time) {
 
 // Banned reports whether a is banned now, and until when.
 func (t *Table) Banned(a netip.Addr) (time.Time, bool) {
+	if t.size.Load() == 0 {
+		return time.Time{}, false
+	}
 	a = a.Unmap().WithZone("")
 	now := t.opt.Now()
 	t.mu.Lock()
@@ -142,6 +150,7 @@ func (t *Table) Banned(a netip.Addr) (time.Time, bool) {
 	}
 	if !end.After(now) {
 		delete(t.m, a)
+		t.size.Store(int64(len(t.m)))
 		return time.Time{}, false
 	}
 	return end, true
@@ -155,6 +164,7 @@ func (t *Table) Lift(a netip.Addr) bool {
 	defer t.mu.Unlock()
 	end, ok := t.m[a]
 	delete(t.m, a)
+	t.size.Store(int64(len(t.m)))
 	return ok && end.After(now)
 }
 
@@ -177,6 +187,7 @@ func (t *Table) List() []Entry {
 		}
 		out = append(out, Entry{Addr: a.String(), Until: end.UTC(), Remaining: end.Sub(now).Seconds()})
 	}
+	t.size.Store(int64(len(t.m)))
 	t.mu.Unlock()
 	slices.SortFunc(out, func(x, y Entry) int {
 		if c := x.Until.Compare(y.Until); c != 0 {
