@@ -277,7 +277,7 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				slices.Sort(add)
 				r.desc += fmt.Sprintf(" headers_add=[%s] headers_remove=[%s]", strings.Join(add, " "), strings.Join(rc.HeadersRemove, " "))
 			}
-			if err := guard(r, rc, sc.Access, siteAccess, wafs, log); err != nil {
+			if err := guard(r, rc, sc.Access, siteAccess, wafs, &closers, log); err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
 			}

@@ -14,8 +14,9 @@ import (
 // guard wraps a route's handler in its protections, outermost first: the
 // IP rules (the site's, then the route's; the cheapest refusal first),
 // then the WAF. wafs holds the generation's WAFs by settings, so that
-// routes with the same settings share one loaded rule set.
-func guard(r *route, rc config.Route, siteCfg config.Access, site *access.List, wafs map[string]*waf.WAF, log *slog.Logger) error {
+// routes with the same settings share one loaded rule set; a WAF it loads
+// gets its Close in closers (run when the generation retires).
+func guard(r *route, rc config.Route, siteCfg config.Access, site *access.List, wafs map[string]*waf.WAF, closers *[]func(), log *slog.Logger) error {
 	if rc.WAF != nil {
 		opt := waf.Options{Mode: rc.WAF.Mode, Paranoia: rc.WAF.Paranoia, AnomalyThreshold: rc.WAF.AnomalyThreshold,
 			ExcludeRules: rc.WAF.ExcludeRules, Logger: log}
@@ -27,6 +28,7 @@ func guard(r *route, rc config.Route, siteCfg config.Access, site *access.List, 
 				return err
 			}
 			wafs[key] = w
+			*closers = append(*closers, func() { _ = w.Close() })
 			log.Info("waf rules loaded", "mode", opt.Mode, "paranoia", rc.WAF.Paranoia,
 				"anomaly_threshold", rc.WAF.AnomalyThreshold, "exclude_rules", rc.WAF.ExcludeRules,
 				"load_time", w.LoadTime.Round(time.Millisecond).String())

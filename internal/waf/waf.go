@@ -159,6 +159,17 @@ func New(opt Options) (*WAF, error) {
 	return &WAF{opt: opt, waf: w, withID: withID, LoadTime: time.Since(start)}, nil
 }
 
+// Close releases what the rule set holds in Coraza's process-wide cache
+// of compiled patterns (shared with other WAFs loading the same
+// patterns), so that reloads do not grow it. Call it once no request
+// uses w.
+func (w *WAF) Close() error {
+	if c, ok := w.waf.(experimental.WAFCloser); ok {
+		return c.Close()
+	}
+	return nil
+}
+
 // Mode returns Block or Detect.
 func (w *WAF) Mode() string { return w.opt.Mode }
 

@@ -291,6 +291,19 @@ func TestExcludeRules(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("excluded rule still blocks: %d", rec.Code)
 	}
+	if err := w.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	again, err := New(Options{ExcludeRules: []int{913100}, Logger: log})
+	if err != nil {
+		t.Fatalf("loading again after Close: %v", err)
+	}
+	defer again.Close()
+	rec = httptest.NewRecorder()
+	again.Middleware(ok, false).ServeHTTP(rec, attacks[0].request())
+	if rec.Code != 403 {
+		t.Errorf("a WAF loaded after another's Close does not block: %d", rec.Code)
+	}
 	if _, err := New(Options{Mode: "on"}); err == nil {
 		t.Error("mode on accepted")
 	}
