@@ -33,8 +33,11 @@ func guard(r *route, rc config.Route, siteCfg config.Access, site *access.List, 
 				"anomaly_threshold", rc.WAF.AnomalyThreshold, "exclude_rules", rc.WAF.ExcludeRules,
 				"load_time", w.LoadTime.Round(time.Millisecond).String())
 		}
-		// Apps and proxies spool the body: the WAF reads it there.
-		deferred := rc.App != "" || rc.Proxy != nil
+		// Apps and proxies (and a static route falling through to an app)
+		// spool the body: the WAF reads it there. A request with a body
+		// that such a route answers without a proxy (a static file of a
+		// fallthrough or FastCGI route) runs no code and skips phase 2.
+		deferred := rc.App != "" || rc.Proxy != nil || rc.Static != nil && rc.Static.Fallthrough != ""
 		r.h = w.Middleware(r.h, deferred)
 		r.desc += fmt.Sprintf(" waf=%s/p%d/t%d", rc.WAF.Mode, rc.WAF.Paranoia, rc.WAF.AnomalyThreshold)
 		if len(rc.WAF.ExcludeRules) > 0 {
