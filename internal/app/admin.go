@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -28,6 +29,10 @@ import (
 //	POST /reload   re-read the config, as SIGHUP does; 200, or 422 with
 //	               the errors when the running config stays
 //	GET  /metrics  Prometheus metrics (README.md, "### Metrics")
+//	GET  /bans     the bans apps asked for (X-Portico-Block) as JSON,
+//	               the one ending soonest first
+//	DELETE /bans/ADDR  lift ADDR's ban: 200, 404 when it had none, 400
+//	               when ADDR is not an IP address
 func (e *engine) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", e.serveStatusPage)
@@ -35,6 +40,25 @@ func (e *engine) adminHandler() http.Handler {
 	if e.metrics != nil {
 		mux.Handle("GET /metrics", e.metrics.Handler())
 	}
+	mux.HandleFunc("GET /bans", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"bans": e.bans.List()})
+	})
+	mux.HandleFunc("DELETE /bans/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		a, err := netip.ParseAddr(r.PathValue("addr"))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("%q is not an IP address", r.PathValue("addr")), http.StatusBadRequest)
+			return
+		}
+		if !e.bans.Lift(a) {
+			http.Error(w, a.String()+" is not banned", http.StatusNotFound)
+			return
+		}
+		e.log.Info("ban lifted", "client", a.String(), "by", "admin")
+		fmt.Fprintln(w, "lifted", a)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -14,13 +14,16 @@ import (
 	"strconv"
 	"strings"
 
+	"portico/internal/access"
 	"portico/internal/accesslog"
+	"portico/internal/ban"
 	"portico/internal/config"
 	"portico/internal/realip"
 	"portico/internal/requestid"
 	"portico/internal/static"
 	"portico/internal/systemd"
 	"portico/internal/uwsgi"
+	"portico/internal/waf"
 	"portico/internal/worker"
 )
 
@@ -108,14 +111,15 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 }
 
 // chain builds the fixed handler chain: real IP → request ID → access log
-// → router (site by Host, then route by path). The real-IP middleware
+// → bans (nil: none) → router (site by Host, then route by path; each
+// route guarded by its IP rules and WAF, see guard). The real-IP middleware
 // comes first so that the access log and everything after it see the real
 // client, and no untrusted forwarding header gets further; the request ID
 // is set before the access log writes it and the app or an upstream sees
 // it.
 //
 // The access log files it opens are returned for reopening.
-func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
+func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, bans *ban.Table, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
 	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -128,6 +132,9 @@ func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFu
 		}
 	}
 	var h http.Handler = r
+	if bans != nil {
+		h = bans.Middleware(h)
+	}
 	switch cfg.AccessLog {
 	case "off":
 	default:
@@ -178,6 +185,7 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 		}
 	}
 	rt := &router{}
+	wafs := map[string]*waf.WAF{} // one per distinct settings: the CRS loads once
 	for _, sc := range cfg.Sites {
 		s := rt.addSite(sc.Hosts)
 		sl, err := newSiteLimits(sc, log)
@@ -186,6 +194,11 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 			return nil, nil, err
 		}
 		closers = append(closers, sl.closeFunc)
+		siteAccess, err := access.ParseList("site", sc.Allow, sc.Deny)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("site %s: %w", sc.Hosts[0], err)
+		}
 		for j, rc := range sc.Routes {
 			kind, p := rc.PathKind()
 			r := &route{kind: kind, path: p, methods: rc.Methods, header: rc.Header, label: rc.Name}
@@ -269,6 +282,13 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				}
 				slices.Sort(add)
 				r.desc += fmt.Sprintf(" headers_add=[%s] headers_remove=[%s]", strings.Join(add, " "), strings.Join(rc.HeadersRemove, " "))
+			}
+			// Outermost first: the rate and connection limits (cheap, and
+			// what turns a flood away), then the IP rules, then the WAF
+			// (the costly one), then the handler.
+			if err := guard(r, rc, sc.Access, siteAccess, wafs, &closers, log); err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
 			}
 			closeLimits, err := wrapLimits(r, sl, rc, log)
 			if err != nil {

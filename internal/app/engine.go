@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"portico/internal/ban"
 	"portico/internal/config"
 	"portico/internal/limit"
 	"portico/internal/metrics"
@@ -53,6 +54,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	if e.stderr == nil {
 		e.stderr = os.Stderr
 	}
+	e.bans = ban.New(ban.Options{Logger: e.log})
 	e.errc = make(chan error, 16)
 	e.reloadReq = make(chan chan error)
 	e.notify = opt.Notify
@@ -230,6 +232,8 @@ type engine struct {
 	notify    *systemd.Notifier // nil: not under systemd's Type=notify
 	inherited []systemd.Socket  // passed by systemd, not yet taken by a listener
 	identity  *config.Identity  // the user switched to at start; nil: none
+
+	bans *ban.Table // X-Portico-Block bans: the process's, kept across reloads
 }
 
 // sdStatus is the STATUS= line systemd shows for the running config.
@@ -384,7 +388,7 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (g *generation, f
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
 	}
-	h, rt, closeChain, logs, err := chain(cfg, apps, e.internalRedirect, e.log, e.stderr)
+	h, rt, closeChain, logs, err := chain(cfg, apps, e.internalRedirect, e.bans, e.log, e.stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -127,3 +127,40 @@ func TestRouting(t *testing.T) {
 		t.Errorf("headers %v", w.Header())
 	}
 }
+
+// Routes with the same WAF settings share one loaded rule set; the
+// generation's close releases them.
+func TestGuardSharesWAF(t *testing.T) {
+	cfg, err := config.Load("testdata/protect.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	rt, closeAll, err := buildRouter(cfg, map[string]http.Handler{"shop": fakeApp("shop")}, nil, slog.New(slog.NewTextHandler(&log, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll()
+	if n := strings.Count(log.String(), `msg="waf rules loaded"`); n != 2 {
+		t.Errorf("%d rule sets loaded for 2 distinct settings:\n%s", n, log.String())
+	}
+	for _, tt := range []struct {
+		remote, target string
+		status         int
+	}{
+		{"10.1.0.5:1", "/admin/", 200},
+		{"10.2.0.5:1", "/admin/", 403},                             // the route's allow list
+		{"10.9.0.5:1", "/", 403},                                   // the site's deny list
+		{"10.2.0.5:1", "/api?id=1%27%20OR%20%271%27=%271", 403},    // the WAF
+		{"10.2.0.5:1", "/search?id=1%27%20OR%20%271%27=%271", 200}, // detect mode
+		{"@", "/", 200},                                            // unix peer, "unix" in the site's allow list
+	} {
+		r := httptest.NewRequest("GET", "http://shop.example.com"+tt.target, nil)
+		r.RemoteAddr = tt.remote
+		w := httptest.NewRecorder()
+		rt.ServeHTTP(w, r)
+		if w.Code != tt.status {
+			t.Errorf("%s %s: %d, want %d", tt.remote, tt.target, w.Code, tt.status)
+		}
+	}
+}

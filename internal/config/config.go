@@ -258,6 +258,8 @@ type Site struct {
 	// LimitConn, when set, limits the requests in progress per key across
 	// the site's routes (nginx's limit_conn in a server block). Nil: none.
 	LimitConn *LimitConn
+	// IP rules (README "### IP rules, WAF and bans"): see Access.
+	Access
 }
 
 // Path kinds of a route.
@@ -311,6 +313,12 @@ type Route struct {
 	// LimitConn, when set, limits the route's requests in progress per key
 	// (nginx's limit_conn in a location). Nil: none.
 	LimitConn *LimitConn
+	// IP rules, applied after the site's (a client must pass both): see
+	// Access.
+	Access
+	// WAF, when set, inspects the route's requests (Coraza with the OWASP
+	// Core Rule Set). Nil (the default): no inspection.
+	WAF *WAF
 }
 
 // PathKind returns PathPrefix, PathExact or PathRegex, and the path

@@ -92,6 +92,15 @@ Files and logs:
                             /reload (default none)
                             [uwsgi --stats, nginx stub_status]
 
+Protection:
+      --allow CIDR          only clients in CIDR (or an address, or "unix") may come in, on
+                            every route; repeatable [nginx allow ...; deny all;]
+      --deny CIDR           refuse clients in CIDR (403), on every route; wins over --allow;
+                            repeatable [nginx deny]
+      --waf MODE            inspect requests with the OWASP Core Rule Set (Coraza), paranoia 1,
+                            anomaly threshold 5: block (403) or detect (log only)
+                            (default: off) [ModSecurity-nginx + CRS]
+
 Process:
       --user USER           after binding the listeners as root, run portico and its workers
                             as USER, name or uid (default: stay as started) [uwsgi --uid,
@@ -216,6 +225,11 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.StringVar(&limitReq, "limit-req", "", "")
 	fs.IntVar(&limitBurst, "limit-burst", 0, "")
 	fs.IntVar(&limitConn, "limit-conn", 0, "")
+	var allows, denies listValue
+	var wafMode string
+	fs.Var(&allows, "allow", "")
+	fs.Var(&denies, "deny", "")
+	fs.StringVar(&wafMode, "waf", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -349,6 +363,22 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	}
 	if limitConn != 0 && len(binds) == 0 {
 		return nil, errors.New("--limit-conn: no --bind listener (a uwsgi socket's peer is the nginx in front)")
+	}
+	// --allow, --deny and --waf guard every route run creates.
+	for i := range site.Routes {
+		rt := &site.Routes[i]
+		rt.Allow, rt.Deny = allows, denies
+		for j := range allows {
+			c.names[fmt.Sprintf("site[0].route[%d].allow[%d]", i, j)] = "allow"
+		}
+		for j := range denies {
+			c.names[fmt.Sprintf("site[0].route[%d].deny[%d]", i, j)] = "deny"
+		}
+		if wafMode != "" {
+			rt.WAF = DefaultWAF()
+			rt.WAF.Mode = wafMode
+			c.names[fmt.Sprintf("site[0].route[%d].waf.mode", i)] = "waf"
+		}
 	}
 	c.Sites = []Site{site}
 	if err := c.Validate(); err != nil {

@@ -308,8 +308,8 @@ const (
 	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, max_connections, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https, max_header_fields, limit_conn, max_connections"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
-	siteKeys     = "hosts, limit_req, limit_conn, [[site.route]]"
-	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, limit_req, limit_conn"
+	siteKeys     = "hosts, allow, deny, limit_req, limit_conn, [[site.route]]"
+	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, allow, deny, waf, limit_req, limit_conn"
 )
 
 func (d *decoder) config(root *value) {
@@ -441,6 +441,7 @@ func (d *decoder) site(t *value, p string) {
 		}
 	}
 	d.limits(t, p, &s.LimitReq, &s.LimitConn)
+	d.access(t, p, &s.Access)
 	d.unknown(t, p, siteKeys)
 	d.c.Sites = append(d.c.Sites, s)
 }
@@ -485,6 +486,8 @@ func (d *decoder) route(t *value, p string) Route {
 	_, r.HeadersAdd = d.stringTable(t, p, "headers_add")
 	d.strings(t, p, "headers_remove", &r.HeadersRemove)
 	d.limits(t, p, &r.LimitReq, &r.LimitConn)
+	d.access(t, p, &r.Access)
+	r.WAF = d.waf(t, p)
 	d.unknown(t, p, routeKeys)
 	return r
 }

@@ -49,12 +49,15 @@ func (c *Config) validateSites(errs *[]error) {
 		if len(s.Routes) == 0 {
 			bad(key, "no route: add [[site.route]] tables")
 		}
+		c.validateAccess(errs, key, s.Access)
 		seen := map[string]string{}
 		names := map[string]string{}
 		for j := range s.Routes {
 			r := &s.Routes[j]
 			rkey := fmt.Sprintf("%s.route[%d]", key, j)
 			c.validateRoute(errs, rkey, r, used, mounts)
+			c.validateAccess(errs, rkey, r.Access)
+			c.validateWAF(errs, rkey, r.WAF)
 			if r.Name != "" {
 				if err := checkRouteName(r.Name); err != nil {
 					bad(rkey+".name", "%v", err)

@@ -181,11 +181,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 	var body *spool.Buffer
 	length := int64(0)
 	streamBody := false
+	inspect := inspectorFrom(r.Context())
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		if h.opt.MaxBody > 0 && r.ContentLength > h.opt.MaxBody {
 			return errBodyTooLarge
 		}
-		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.Gateway) {
+		if h.opt.Unbuffered && (r.ContentLength > 0 || !h.opt.Gateway) && inspect == nil {
 			streamBody, length = true, r.ContentLength
 		} else {
 			body = spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxSize: max(h.opt.MaxBody, 0)})
@@ -198,6 +199,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 			}
 			_ = rc.SetReadDeadline(time.Time{})
 			length = body.Len()
+		}
+	}
+	if inspect != nil {
+		var rd io.Reader = http.NoBody
+		if body != nil {
+			rd = replay(body)
+		}
+		if refuse := inspect(r, rd, length); refuse != nil {
+			refuse(w, r)
+			return nil
 		}
 	}
 
