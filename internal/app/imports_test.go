@@ -22,7 +22,7 @@ func TestImportRules(t *testing.T) {
 		"portico/internal/accesslog": true, "portico/internal/uwsgi": true, "portico/internal/spool": true,
 		"portico/internal/proxy": true, "portico/internal/realip": true, "portico/internal/fastcgi": true,
 		"portico/internal/metrics": true, "portico/internal/requestid": true, "portico/internal/systemd": true,
-		"portico/internal/limit": true,
+		"portico/internal/limit":  true,
 		"portico/internal/access": true, "portico/internal/waf": true, "portico/internal/ban": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
