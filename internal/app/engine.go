@@ -668,7 +668,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 				return nil, fmt.Errorf("loading the certificate of %s: %w", lc.Addr, err)
 			}
 			l.cert.Store(&cert)
-			nl = tls.NewListener(nl, &tls.Config{
+			nl = server.TLSListener(nl, &tls.Config{
 				MinVersion: tls.VersionTLS12,
 				NextProtos: []string{"h2", "http/1.1"},
 				// The certificate is re-read on reload; the listener stays.

@@ -106,6 +106,8 @@ type HTTP struct {
 	conns     map[*conn]struct{}
 	tlsUsed   bool
 
+	warnTLSOnce sync.Once // see setTLSTimeouts
+
 	parkOnce  sync.Once
 	park      *parker       // nil until needed, or if epoll is unavailable
 	parkAfter time.Duration // zero: the parkAfter constant
@@ -142,12 +144,17 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		conns:             map[*conn]struct{}{},
 	}
 	s.tls = &http.Server{
-		Handler:           h,
+		Handler:           s.tlsHandler(h),
 		ReadHeaderTimeout: s.readHeaderTimeout,
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    s.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		ConnState:         s.stats.tlsConnState,
+		ConnState: func(c net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				s.setTLSTimeouts(c)
+			}
+			s.stats.tlsConnState(c, state)
+		},
 	}
 	return s
 }
@@ -211,8 +218,11 @@ func (s *HTTP) Serve(l net.Listener) error {
 	}
 }
 
-// ServeTLS serves l, a listener of TLS connections (tls.NewListener), with
+// ServeTLS serves l, a listener of TLS connections (TLSListener), with
 // net/http: HTTP/2 or HTTP/1.1 as ALPN decides. It returns as Serve does.
+// The body and send timeouts apply as on a plain listener (see
+// tlsconn.go); the send timeout needs the connections under TLS, which
+// TLSListener gives, and a plain tls.NewListener does not.
 func (s *HTTP) ServeTLS(l net.Listener) error {
 	s.mu.Lock()
 	s.tlsUsed = true
