@@ -55,6 +55,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	e.errc = make(chan error, 16)
 	e.reloadReq = make(chan chan error)
 	e.notify = opt.Notify
+	e.onIdleDrop = opt.OnIdleDrop
 	e.inherited = opt.Inherited
 	if cfg.Admin != nil {
 		e.metrics = metrics.New()
@@ -226,9 +227,10 @@ type engine struct {
 	reloads    atomic.Int64                      // reloads applied
 	routeStats func(now time.Time) []RouteStatus // per-route traffic; nil: none kept
 
-	notify    *systemd.Notifier // nil: not under systemd's Type=notify
-	inherited []systemd.Socket  // passed by systemd, not yet taken by a listener
-	identity  *config.Identity  // the user switched to at start; nil: none
+	notify     *systemd.Notifier // nil: not under systemd's Type=notify
+	onIdleDrop func()            // server.Options.OnIdleDrop of every HTTP listener
+	inherited  []systemd.Socket  // passed by systemd, not yet taken by a listener
+	identity   *config.Identity  // the user switched to at start; nil: none
 }
 
 // sdStatus is the STATUS= line systemd shows for the running config.
@@ -682,7 +684,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
 			l.stats = uwsgiStats(s, nl)
 		default:
-			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log})
+			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log, OnIdleDrop: e.onIdleDrop})
 			serve := s.Serve
 			if lc.TLS != nil {
 				serve = s.ServeTLS // HTTP/2 and HTTP/1.1 by ALPN

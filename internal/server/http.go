@@ -69,6 +69,15 @@ type Options struct {
 	// negative means DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int
 
+	// OnIdleDrop, when set, is called in a goroutine of its own after a
+	// burst of connections went idle (a thousand keep-alive connections
+	// parked since the last call, none for a second; at most once every
+	// 30s): the memory their requests used is garbage now, which an idle
+	// process may not collect for minutes. What to do about it (collect,
+	// return memory to the OS) is the program's policy, not the server's:
+	// cmd/portico collects and frees. Nil: nothing is called.
+	OnIdleDrop func()
+
 	// Logger receives the server's warnings (handler panics, accept errors,
 	// TLS handshake errors at warn level; malformed requests at info).
 	// Nil means slog.Default().
@@ -97,6 +106,7 @@ type HTTP struct {
 	bodyTimeout       time.Duration
 	writeTimeout      time.Duration
 	maxHeaderBytes    int
+	onIdleDrop        func()
 
 	tls *http.Server // for ServeTLS
 
@@ -108,9 +118,10 @@ type HTTP struct {
 
 	warnTLSOnce sync.Once // see setTLSTimeouts
 
-	parkOnce  sync.Once
-	park      *parker       // nil until needed, or if epoll is unavailable
-	parkAfter time.Duration // zero: the parkAfter constant
+	parkOnce      sync.Once
+	park          *parker       // nil until needed, or if epoll is unavailable
+	parkAfter     time.Duration // zero: the parkAfter constant
+	idleDropAfter int           // zero: the releaseAfterParks constant
 
 	stats stats // see Stats
 }
@@ -120,6 +131,15 @@ type HTTP struct {
 func (s *HTTP) parker() *parker {
 	s.parkOnce.Do(func() { s.park = newParker(s) })
 	return s.park
+}
+
+// stopParker closes the parker's epoll descriptor (see parker.close) and
+// makes sure none is created after the server stopped.
+func (s *HTTP) stopParker() {
+	s.parkOnce.Do(func() {})
+	if s.park != nil {
+		s.park.close()
+	}
 }
 
 // NewHTTP returns a server for h. Nothing is listening until Serve. A nil h
@@ -140,6 +160,7 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		bodyTimeout:       timeout(opt.BodyTimeout, DefaultBodyTimeout),
 		writeTimeout:      timeout(opt.SendTimeout, DefaultSendTimeout),
 		maxHeaderBytes:    maxHeaderBytes(opt.MaxHeaderBytes),
+		onIdleDrop:        opt.OnIdleDrop,
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
 	}
@@ -285,6 +306,7 @@ func (s *HTTP) Shutdown(ctx context.Context) error {
 	s.closeListenersLocked()
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
+	s.stopParker()
 
 	var tlsErr error
 	var wg sync.WaitGroup
@@ -351,6 +373,7 @@ func (s *HTTP) Close() error {
 	for _, c := range parked {
 		c.close()
 	}
+	s.stopParker()
 	if tlsUsed {
 		return s.tls.Close()
 	}
