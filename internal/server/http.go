@@ -111,6 +111,8 @@ type HTTP struct {
 	tls *http.Server // for ServeTLS
 
 	shutting  atomic.Bool
+	stopped   chan struct{} // closed with shutting set: ends accept backoffs
+	stopOnce  sync.Once
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -163,6 +165,7 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		onIdleDrop:        opt.OnIdleDrop,
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
+		stopped:           make(chan struct{}),
 	}
 	s.tls = &http.Server{
 		Handler:           s.tlsHandler(h),
@@ -225,7 +228,13 @@ func (s *HTTP) Serve(l net.Listener) error {
 			// as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			s.logger.Warn("accepting a connection failed; retrying", "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.stopped: // Shutdown does not wait out the backoff
+				t.Stop()
+				return http.ErrServerClosed
+			}
 			continue
 		}
 		delay = 0
@@ -256,6 +265,13 @@ func (s *HTTP) ServeTLS(l net.Listener) error {
 }
 
 func (s *HTTP) shuttingDown() bool { return s.shutting.Load() }
+
+// markShuttingLocked sets the server shutting down and wakes the Serve loops
+// that wait out an accept backoff. s.mu is held.
+func (s *HTTP) markShuttingLocked() {
+	s.shutting.Store(true)
+	s.stopOnce.Do(func() { close(s.stopped) })
+}
 
 func (s *HTTP) trackListener(l *net.Listener, add bool) bool {
 	s.mu.Lock()
@@ -302,7 +318,7 @@ func (s *HTTP) closeListenersLocked() {
 // remaining connections stay open until Close.
 func (s *HTTP) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.shutting.Store(true)
+	s.markShuttingLocked()
 	s.closeListenersLocked()
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
@@ -358,7 +374,7 @@ func (s *HTTP) closeIdle() bool {
 // requests included: the step after a Shutdown whose grace period ran out.
 func (s *HTTP) Close() error {
 	s.mu.Lock()
-	s.shutting.Store(true)
+	s.markShuttingLocked()
 	s.closeListenersLocked()
 	var parked []*conn
 	for c := range s.conns {
