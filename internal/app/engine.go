@@ -21,7 +21,6 @@ import (
 	"portico/internal/realip"
 	"portico/internal/server"
 	"portico/internal/systemd"
-	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
@@ -680,8 +679,8 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		l.l = nl
 		switch lc.Protocol {
 		case config.ProtoUWSGI:
-			s := &uwsgi.Server{Handler: e, Logger: e.log}
-			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
+			s := server.NewHTTP(e, server.Options{Logger: e.log})
+			l.serve, l.shutdown, l.close = func() error { return s.ServeUWSGI(nl) }, s.Shutdown, s.Close
 			l.stats = uwsgiStats(s, nl)
 		default:
 			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log, OnIdleDrop: e.onIdleDrop})
@@ -712,7 +711,7 @@ func (e *engine) serve(ls []*listener) {
 		e.serving.Add(1)
 		go func() {
 			defer e.serving.Done()
-			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, uwsgi.ErrServerClosed) {
+			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				select {
 				case e.errc <- err:
 				default:

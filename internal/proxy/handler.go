@@ -71,8 +71,7 @@ type Options struct {
 	// (There is no client timeout here: every listener bounds each read of
 	// a request body and each write of a response itself, as nginx's
 	// client_body_timeout and send_timeout: server.Options.BodyTimeout and
-	// SendTimeout on HTTP and HTTPS, uwsgi.Server's ReadTimeout and
-	// WriteTimeout.)
+	// SendTimeout on every listener, HTTP, HTTPS and uwsgi.)
 	//
 	// WebSocketTimeout closes a switched (WebSocket) connection after this
 	// long without a byte either way. Zero: 1h.

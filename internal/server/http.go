@@ -29,6 +29,8 @@ const (
 )
 
 // Options configure an HTTP server. The zero value gives nginx-like defaults.
+// The same limits apply to every protocol it serves; for the uwsgi listener
+// (ServeUWSGI) the "head" is the packet, timed from the accept.
 //
 // There is deliberately no timeout on the whole request or response: a long
 // upload or a long download is legitimate as long as it makes progress. The
@@ -116,9 +118,13 @@ type HTTP struct {
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
+	uwConns   map[*uwConn]struct{} // ServeUWSGI's; each carries one request
 	tlsUsed   bool
 
 	warnTLSOnce sync.Once // see setTLSTimeouts
+
+	uwIdleOnce  sync.Once
+	uwIdleConns chan *uwConn // goroutines waiting for a uwsgi connection to serve
 
 	parkOnce      sync.Once
 	park          *parker       // nil until needed, or if epoll is unavailable
@@ -165,6 +171,7 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		onIdleDrop:        opt.OnIdleDrop,
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
+		uwConns:           map[*uwConn]struct{}{},
 		stopped:           make(chan struct{}),
 	}
 	s.tls = &http.Server{
@@ -208,6 +215,21 @@ func maxHeaderBytes(n int) int {
 // its own goroutine. The listener is closed when Serve returns (for a Unix
 // socket from Listen, its file is removed).
 func (s *HTTP) Serve(l net.Listener) error {
+	return s.acceptLoop(l, func(rw net.Conn) bool {
+		c := newConn(s, rw)
+		if !s.track(c) {
+			return false
+		}
+		go c.serve()
+		return true
+	})
+}
+
+// acceptLoop is the accept loop of Serve and ServeUWSGI: it accepts
+// connections on l and hands each to serve, which reports false if the
+// server is shutting down (the connection is then closed), until l fails
+// or Shutdown or Close is called; l is closed when it returns.
+func (s *HTTP) acceptLoop(l net.Listener, serve func(net.Conn) bool) error {
 	if !s.trackListener(&l, true) {
 		l.Close()
 		return http.ErrServerClosed
@@ -239,12 +261,9 @@ func (s *HTTP) Serve(l net.Listener) error {
 		}
 		delay = 0
 		s.stats.accepted.Add(1)
-		c := newConn(s, rw)
-		if !s.track(c) {
+		if !serve(rw) {
 			rw.Close()
-			continue
 		}
-		go c.serve()
 	}
 }
 
@@ -362,7 +381,7 @@ func (s *HTTP) closeIdle() bool {
 			}
 		}
 	}
-	left := len(s.conns) - len(parked)
+	left := len(s.conns) - len(parked) + len(s.uwConns) // a uwsgi connection is never idle
 	s.mu.Unlock()
 	for _, c := range parked {
 		c.close()
@@ -383,6 +402,9 @@ func (s *HTTP) Close() error {
 		if s.park != nil && s.park.forget(c) {
 			parked = append(parked, c)
 		}
+	}
+	for c := range s.uwConns {
+		c.rwc.Close()
 	}
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()

@@ -189,7 +189,7 @@ func proxyServe(t *testing.T, h http.Handler, trusted bool, timeout time.Duratio
 // remoteHandler answers with the client's address and whether the
 // connection still has its raw TCP socket (sendfile, cork, parking).
 var remoteHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	c := r.Context().(*reqCtx).c
+	c := r.Context().(*reqCtx).c.(*conn)
 	fmt.Fprintf(w, "%s tcp=%t raw=%t", r.RemoteAddr, c.tcp != nil, c.raw != nil)
 })
 
@@ -294,7 +294,7 @@ func TestWireProxyProtocolSendfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c := r.Context().(*reqCtx).c; c.tcp == nil {
+		if c := r.Context().(*reqCtx).c.(*conn); c.tcp == nil {
 			t.Error("no raw TCP connection: no sendfile")
 		}
 		f, err := os.Open(path)
