@@ -13,7 +13,7 @@ import (
 )
 
 // uwServer builds the server of a uwsgi test from the fields the tests set
-// (a handler, a logger, one read timeout for the packet and each body
+// (a handler, a logger, one read timeout for the uwPacket and each body
 // read), on first use.
 type uwServer struct {
 	Handler     http.Handler
@@ -39,13 +39,13 @@ func (u *uwServer) Close() error { return u.srv().Close() }
 
 // The codec's test helpers, as internal/uwsgi's tests have them.
 
-type kv struct{ k, v string }
+type uwKV struct{ k, v string }
 
-// stockParams are the variables of nginx's stock /etc/nginx/uwsgi_params,
+// uwStockParams are the variables of nginx's stock /etc/nginx/uwsgi_params,
 // with values as nginx fills them for a GET of
 // http://example.com/hello%20world/caf%C3%A9?x=1&y=two from 203.0.113.7.
-func stockParams() []kv {
-	return []kv{
+func uwStockParams() []uwKV {
+	return []uwKV{
 		{"QUERY_STRING", "x=1&y=two"},
 		{"REQUEST_METHOD", "GET"},
 		{"CONTENT_TYPE", ""},
@@ -69,8 +69,8 @@ func stockParams() []kv {
 	}
 }
 
-// encodeVars encodes vars as a vars block.
-func encodeVars(vars []kv) []byte {
+// uwEncodeVars encodes vars as a vars block.
+func uwEncodeVars(vars []uwKV) []byte {
 	var b []byte
 	for _, v := range vars {
 		b = uwsgi.AppendVar(b, v.k, v.v)
@@ -78,18 +78,18 @@ func encodeVars(vars []kv) []byte {
 	return b
 }
 
-// packet encodes a whole packet with modifier1 mod1.
-func packet(mod1 uint8, vars []kv) []byte {
-	block := encodeVars(vars)
+// uwPacket encodes a whole uwPacket with modifier1 mod1.
+func uwPacket(mod1 uint8, vars []uwKV) []byte {
+	block := uwEncodeVars(vars)
 	return append(uwsgi.Header{Modifier1: mod1, Size: uint16(len(block))}.Append(nil), block...)
 }
 
-// decodeVars parses a vars block into a list.
-func decodeVars(t testing.TB, b []byte) []kv {
+// uwDecodeVars parses a vars block into a list.
+func uwDecodeVars(t testing.TB, b []byte) []uwKV {
 	t.Helper()
-	var out []kv
+	var out []uwKV
 	if err := uwsgi.ParseVars(b, func(k, v []byte) error {
-		out = append(out, kv{string(k), string(v)})
+		out = append(out, uwKV{string(k), string(v)})
 		return nil
 	}); err != nil {
 		t.Fatalf("ParseVars: %v", err)
@@ -97,7 +97,7 @@ func decodeVars(t testing.TB, b []byte) []kv {
 	return out
 }
 
-func equalKV(a, b []kv) bool {
+func uwEqualKV(a, b []uwKV) bool {
 	if len(a) != len(b) {
 		return false
 	}

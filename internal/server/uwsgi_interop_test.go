@@ -25,10 +25,10 @@ import (
 // are installed (Debian: nginx, uwsgi-core, uwsgi-plugin-python3), and skip
 // otherwise, or fail with PORTICO_REQUIRE_INTEROP=1 (porticotest.Missing).
 
-// uwsgiParams is the uwsgi_params file Debian's nginx ships.
+// uwUwsgiParams is the uwsgi_params file Debian's nginx ships.
 const uwUwsgiParams = "/etc/nginx/uwsgi_params"
 
-// startProcess starts cmd, stops it when the test ends, and waits until
+// uwStartProcess starts cmd, stops it when the test ends, and waits until
 // addr accepts connections.
 func uwStartProcess(t *testing.T, cmd *exec.Cmd, addr string, logPath string) {
 	t.Helper()
@@ -61,7 +61,7 @@ func uwStartProcess(t *testing.T, cmd *exec.Cmd, addr string, logPath string) {
 	}
 }
 
-// nginxEcho is what the nginx test's handler reports.
+// uwNginxEcho is what the nginx test's handler reports.
 type uwNginxEcho struct {
 	Method, Path, RawQuery, RequestURI, Host, RemoteAddr, Proto string
 	Header                                                      http.Header
@@ -71,7 +71,7 @@ type uwNginxEcho struct {
 	Env                                                         map[string]string
 }
 
-func TestNginxInterop(t *testing.T) {
+func TestUWSGINginxInterop(t *testing.T) {
 	porticotest.RequireProgram(t, "nginx")
 	if _, err := os.Stat(uwUwsgiParams); err != nil {
 		porticotest.Missing(t, "nginx's uwsgi_params: %v", err)
@@ -284,7 +284,7 @@ func TestNginxInterop(t *testing.T) {
 	}
 }
 
-// uwsgiApp is a WSGI app for uWSGI that answers the environ's strings (and
+// uwUwsgiApp is a WSGI app for uWSGI that answers the environ's strings (and
 // the body length) as JSON.
 const uwUwsgiApp = `
 import json
@@ -297,7 +297,7 @@ def application(environ, start_response):
     return [out]
 `
 
-func TestUWSGIInterop(t *testing.T) {
+func TestUWSGIBehindUWSGIInterop(t *testing.T) {
 	bin := porticotest.RequireProgram(t, "uwsgi")
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app.py")

@@ -23,7 +23,7 @@ import (
 	"portico/internal/uwsgi"
 )
 
-// testServer runs srv on a loopback listener (network "tcp" or "unix")
+// uwTestServer runs srv on a loopback listener (network "tcp" or "unix")
 // until the test ends, and returns the address to dial and the log.
 func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, logs *porticotest.LogRecorder) {
 	t.Helper()
@@ -53,7 +53,7 @@ func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, log
 	return ln.Addr().String(), logs
 }
 
-// seen is what a handler saw of its request.
+// uwSeen is what a handler saw of its request.
 type uwSeen struct {
 	req     *http.Request
 	body    []byte
@@ -64,7 +64,7 @@ type uwSeen struct {
 	envErr  error
 }
 
-// recorder is a handler that reports each request on a channel and answers
+// uwRecorder is a handler that reports each request on a channel and answers
 // 200 "ok".
 func uwRecorder(t *testing.T) (http.Handler, <-chan uwSeen) {
 	ch := make(chan uwSeen, 16)
@@ -76,7 +76,7 @@ func uwRecorder(t *testing.T) (http.Handler, <-chan uwSeen) {
 		s.envErr = err
 		if err == nil {
 			s.env = make(map[string]string)
-			for _, v := range decodeVars(t, pkt[uwsgi.HeaderSize:]) {
+			for _, v := range uwDecodeVars(t, pkt[uwsgi.HeaderSize:]) {
 				s.env[v.k] = v.v
 			}
 		}
@@ -85,7 +85,7 @@ func uwRecorder(t *testing.T) (http.Handler, <-chan uwSeen) {
 	}), ch
 }
 
-// exchange sends raw (and then body) on a new connection, half-closing
+// uwExchange sends raw (and then body) on a new connection, half-closing
 // after if closeWrite, and returns all the server sent.
 func uwExchange(t *testing.T, network, addr string, raw []byte, closeWrite bool) []byte {
 	t.Helper()
@@ -111,7 +111,7 @@ func uwExchange(t *testing.T, network, addr string, raw []byte, closeWrite bool)
 	return out
 }
 
-// parse parses a raw response to a request of method.
+// uwParse parses a raw response to a request of method.
 func uwParse(t *testing.T, raw []byte, method string) (*http.Response, string) {
 	t.Helper()
 	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), &http.Request{Method: method})
@@ -139,21 +139,21 @@ func uwReceive(t *testing.T, ch <-chan uwSeen) uwSeen {
 	}
 }
 
-// set returns vars with key set to value (appended if absent); an empty
+// uwSet returns vars with key set to value (appended if absent); an empty
 // value with del removes it.
-func uwSet(vars []kv, key, value string) []kv {
-	out := append([]kv(nil), vars...)
+func uwSet(vars []uwKV, key, value string) []uwKV {
+	out := append([]uwKV(nil), vars...)
 	for i := range out {
 		if out[i].k == key {
 			out[i].v = value
 			return out
 		}
 	}
-	return append(out, kv{key, value})
+	return append(out, uwKV{key, value})
 }
 
-func uwDel(vars []kv, key string) []kv {
-	var out []kv
+func uwDel(vars []uwKV, key string) []uwKV {
+	var out []uwKV
 	for _, v := range vars {
 		if v.k != key {
 			out = append(out, v)
@@ -162,10 +162,10 @@ func uwDel(vars []kv, key string) []kv {
 	return out
 }
 
-func TestServeNginxRequest(t *testing.T) {
+func TestUWSGIServeNginxRequest(t *testing.T) {
 	h, ch := uwRecorder(t)
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
-	resp, body := uwParse(t, uwExchange(t, "tcp", addr, packet(0, stockParams()), false), "GET")
+	resp, body := uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, uwStockParams()), false), "GET")
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("response %d %q, want 200 ok", resp.StatusCode, body)
 	}
@@ -219,23 +219,23 @@ func TestServeNginxRequest(t *testing.T) {
 	if p, ok := s.origin.Peer.(*net.TCPAddr); !ok || !p.IP.IsLoopback() {
 		t.Errorf("origin Peer = %v, want the loopback client", s.origin.Peer)
 	}
-	if extra := decodeVars(t, s.origin.Extra); !equalKV(extra, []kv{{"DOCUMENT_ROOT", "/usr/share/nginx/html"}}) {
+	if extra := uwDecodeVars(t, s.origin.Extra); !uwEqualKV(extra, []uwKV{{"DOCUMENT_ROOT", "/usr/share/nginx/html"}}) {
 		t.Errorf("origin Extra = %q, want only DOCUMENT_ROOT", extra)
 	}
 }
 
-func TestServeRequests(t *testing.T) {
+func TestUWSGIServeRequests(t *testing.T) {
 	body := "name=caf%C3%A9&x=1"
 	tests := []struct {
 		name  string
 		mod1  uint8
-		vars  []kv
+		vars  []uwKV
 		body  string
 		check func(t *testing.T, s uwSeen)
 	}{
 		{
 			name: "POST with a body",
-			vars: uwSet(uwSet(uwSet(stockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body))),
+			vars: uwSet(uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body))),
 				"CONTENT_TYPE", "application/x-www-form-urlencoded"),
 			body: body,
 			check: func(t *testing.T, s uwSeen) {
@@ -252,7 +252,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "HTTP_CONTENT_* ignored in favour of CONTENT_*",
-			vars: uwSet(uwSet(uwSet(stockParams(), "CONTENT_TYPE", "text/plain"), "HTTP_CONTENT_TYPE", "evil/type"),
+			vars: uwSet(uwSet(uwSet(uwStockParams(), "CONTENT_TYPE", "text/plain"), "HTTP_CONTENT_TYPE", "evil/type"),
 				"HTTP_CONTENT_LENGTH", "99"),
 			check: func(t *testing.T, s uwSeen) {
 				if got := s.req.Header.Values("Content-Type"); len(got) != 1 || got[0] != "text/plain" {
@@ -265,7 +265,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "HTTPS",
-			vars: uwSet(uwSet(stockParams(), "HTTPS", "on"), "REQUEST_SCHEME", "https"),
+			vars: uwSet(uwSet(uwStockParams(), "HTTPS", "on"), "REQUEST_SCHEME", "https"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.TLS == nil || s.origin.Scheme != "https" {
 					t.Errorf("TLS %v, origin scheme %q", s.req.TLS, s.origin.Scheme)
@@ -278,7 +278,7 @@ func TestServeRequests(t *testing.T) {
 		{
 			name: "modifier1 30 strips SCRIPT_NAME",
 			mod1: 30,
-			vars: uwSet(uwSet(uwSet(stockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x/y"), "REQUEST_URI", "/app/x/y?x=1&y=two"),
+			vars: uwSet(uwSet(uwSet(uwStockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x/y"), "REQUEST_URI", "/app/x/y?x=1&y=two"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/x/y" || s.req.RequestURI != "/app/x/y?x=1&y=two" {
 					t.Errorf("Path %q RequestURI %q", s.req.URL.Path, s.req.RequestURI)
@@ -294,7 +294,7 @@ func TestServeRequests(t *testing.T) {
 		{
 			name: "modifier1 30 strips only at a segment boundary",
 			mod1: 30,
-			vars: uwSet(uwSet(stockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/apple"),
+			vars: uwSet(uwSet(uwStockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/apple"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/apple" {
 					t.Errorf("Path %q", s.req.URL.Path)
@@ -303,7 +303,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "modifier1 0 leaves PATH_INFO alone",
-			vars: uwSet(uwSet(stockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x"),
+			vars: uwSet(uwSet(uwStockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/app/x" || !s.origin.HasScriptName || s.origin.ScriptName != "/app" {
 					t.Errorf("Path %q, origin script name %q (%v)", s.req.URL.Path, s.origin.ScriptName, s.origin.HasScriptName)
@@ -312,7 +312,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no PATH_INFO: decoded from REQUEST_URI",
-			vars: uwDel(stockParams(), "PATH_INFO"),
+			vars: uwDel(uwStockParams(), "PATH_INFO"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/hello world/caf\xc3\xa9" {
 					t.Errorf("Path %q", s.req.URL.Path)
@@ -321,7 +321,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no QUERY_STRING: taken from REQUEST_URI",
-			vars: uwDel(stockParams(), "QUERY_STRING"),
+			vars: uwDel(uwStockParams(), "QUERY_STRING"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.RawQuery != "x=1&y=two" {
 					t.Errorf("RawQuery %q", s.req.URL.RawQuery)
@@ -330,7 +330,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no REQUEST_URI: rebuilt",
-			vars: uwDel(stockParams(), "REQUEST_URI"),
+			vars: uwDel(uwStockParams(), "REQUEST_URI"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.RequestURI != "/hello%20world/caf%C3%A9?x=1&y=two" {
 					t.Errorf("RequestURI %q", s.req.RequestURI)
@@ -339,7 +339,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no REMOTE_ADDR: the socket peer",
-			vars: uwDel(uwDel(stockParams(), "REMOTE_ADDR"), "REMOTE_PORT"),
+			vars: uwDel(uwDel(uwStockParams(), "REMOTE_ADDR"), "REMOTE_PORT"),
 			check: func(t *testing.T, s uwSeen) {
 				host, _, err := net.SplitHostPort(s.req.RemoteAddr)
 				if err != nil || host != "127.0.0.1" {
@@ -352,7 +352,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no HTTP_HOST: SERVER_NAME",
-			vars: uwDel(stockParams(), "HTTP_HOST"),
+			vars: uwDel(uwStockParams(), "HTTP_HOST"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.Host != "example.com" {
 					t.Errorf("Host %q", s.req.Host)
@@ -361,7 +361,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no SERVER_PROTOCOL: HTTP/1.1; HTTP/2.0 parsed",
-			vars: uwSet(stockParams(), "SERVER_PROTOCOL", "HTTP/2.0"),
+			vars: uwSet(uwStockParams(), "SERVER_PROTOCOL", "HTTP/2.0"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.Proto != "HTTP/2.0" || s.req.ProtoMajor != 2 || s.req.ProtoMinor != 0 {
 					t.Errorf("Proto %q %d.%d", s.req.Proto, s.req.ProtoMajor, s.req.ProtoMinor)
@@ -370,7 +370,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "header names canonicalised, odd ones dropped",
-			vars: uwSet(uwSet(uwSet(uwSet(stockParams(), "HTTP_X_REQUESTED_WITH", "XMLHttpRequest"), "HTTP_X_ODD", "a\r\nInjected: 1"),
+			vars: uwSet(uwSet(uwSet(uwSet(uwStockParams(), "HTTP_X_REQUESTED_WITH", "XMLHttpRequest"), "HTTP_X_ODD", "a\r\nInjected: 1"),
 				"HTTP_X_B@D", "v"), "HTTP_X_CUSTOM_ID", "42"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.req.Header.Get("X-Requested-With") != "XMLHttpRequest" || s.req.Header.Get("X-Custom-Id") != "42" {
@@ -385,8 +385,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "uWSGI magic variables ignored",
-			vars: append(stockParams(), kv{"UWSGI_SCRIPT", "evil"}, kv{"UWSGI_CHDIR", "/"}, kv{"uwsgi_setenv", "A=1"},
-				kv{"UWSGI_SETENV", "PYTHONPATH=/tmp"}, kv{"wsgi.input", "x"}, kv{"SERVER_SOFTWARE", "nginx"}),
+			vars: append(uwStockParams(), uwKV{"UWSGI_SCRIPT", "evil"}, uwKV{"UWSGI_CHDIR", "/"}, uwKV{"uwsgi_setenv", "A=1"},
+				uwKV{"UWSGI_SETENV", "PYTHONPATH=/tmp"}, uwKV{"wsgi.input", "x"}, uwKV{"SERVER_SOFTWARE", "nginx"}),
 			check: func(t *testing.T, s uwSeen) {
 				for k := range s.env {
 					if strings.HasPrefix(strings.ToUpper(k), "UWSGI_") || k == "wsgi.input" {
@@ -400,7 +400,7 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "nginx SERVER_NAME and SERVER_PORT reach the environ",
-			vars: uwSet(uwSet(stockParams(), "SERVER_NAME", "front.example"), "SERVER_PORT", "8443"),
+			vars: uwSet(uwSet(uwStockParams(), "SERVER_NAME", "front.example"), "SERVER_PORT", "8443"),
 			check: func(t *testing.T, s uwSeen) {
 				if s.env["SERVER_NAME"] != "front.example" || s.env["SERVER_PORT"] != "8443" || s.env["HTTP_HOST"] != "example.com" {
 					t.Errorf("env SERVER_NAME %q SERVER_PORT %q HTTP_HOST %q", s.env["SERVER_NAME"], s.env["SERVER_PORT"], s.env["HTTP_HOST"])
@@ -412,7 +412,7 @@ func TestServeRequests(t *testing.T) {
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			raw := append(packet(tt.mod1, tt.vars), tt.body...)
+			raw := append(uwPacket(tt.mod1, tt.vars), tt.body...)
 			resp, body := uwParse(t, uwExchange(t, "tcp", addr, raw, false), "GET")
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("response %d %q", resp.StatusCode, body)
@@ -422,27 +422,27 @@ func TestServeRequests(t *testing.T) {
 	}
 }
 
-func TestServeRejects(t *testing.T) {
-	short := packet(0, stockParams())
+func TestUWSGIServeRejects(t *testing.T) {
+	short := uwPacket(0, uwStockParams())
 	tests := []struct {
 		name   string
 		raw    []byte
 		status int
 		log    string
 	}{
-		{"modifier1 5", packet(5, stockParams()), 501, "modifier1=5"},
+		{"modifier1 5", uwPacket(5, uwStockParams()), 501, "modifier1=5"},
 		{"header cut short", []byte{0, 10}, 400, "malformed"},
 		{"vars cut short", short[:len(short)/2], 400, "malformed"},
 		{"key length past the end", append([]byte{0, 3, 0, 0}, 9, 0, 'K'), 400, "malformed"},
 		{"empty key", append([]byte{0, 6, 0, 0}, 0, 0, 2, 0, 'a', 'b'), 400, "empty key"},
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), 400, "malformed"},
-		{"no REQUEST_METHOD", packet(0, uwDel(stockParams(), "REQUEST_METHOD")), 400, "REQUEST_METHOD"},
-		{"bad REQUEST_METHOD", packet(0, uwSet(stockParams(), "REQUEST_METHOD", "GE T")), 400, "REQUEST_METHOD"},
-		{"negative CONTENT_LENGTH", packet(0, uwSet(stockParams(), "CONTENT_LENGTH", "-1")), 400, "CONTENT_LENGTH"},
-		{"non-numeric CONTENT_LENGTH", packet(0, uwSet(stockParams(), "CONTENT_LENGTH", "12abc")), 400, "CONTENT_LENGTH"},
-		{"conflicting CONTENT_LENGTH", packet(0, append(uwSet(stockParams(), "CONTENT_LENGTH", "1"), kv{"CONTENT_LENGTH", "2"})), 400, "conflicting"},
-		{"no path", packet(0, uwDel(uwDel(stockParams(), "PATH_INFO"), "REQUEST_URI")), 400, "PATH_INFO"},
-		{"bad SERVER_PROTOCOL", packet(0, uwSet(stockParams(), "SERVER_PROTOCOL", "SPDY")), 400, "SERVER_PROTOCOL"},
+		{"no REQUEST_METHOD", uwPacket(0, uwDel(uwStockParams(), "REQUEST_METHOD")), 400, "REQUEST_METHOD"},
+		{"bad REQUEST_METHOD", uwPacket(0, uwSet(uwStockParams(), "REQUEST_METHOD", "GE T")), 400, "REQUEST_METHOD"},
+		{"negative CONTENT_LENGTH", uwPacket(0, uwSet(uwStockParams(), "CONTENT_LENGTH", "-1")), 400, "CONTENT_LENGTH"},
+		{"non-numeric CONTENT_LENGTH", uwPacket(0, uwSet(uwStockParams(), "CONTENT_LENGTH", "12abc")), 400, "CONTENT_LENGTH"},
+		{"conflicting CONTENT_LENGTH", uwPacket(0, append(uwSet(uwStockParams(), "CONTENT_LENGTH", "1"), uwKV{"CONTENT_LENGTH", "2"})), 400, "conflicting"},
+		{"no path", uwPacket(0, uwDel(uwDel(uwStockParams(), "PATH_INFO"), "REQUEST_URI")), 400, "PATH_INFO"},
+		{"bad SERVER_PROTOCOL", uwPacket(0, uwSet(uwStockParams(), "SERVER_PROTOCOL", "SPDY")), 400, "SERVER_PROTOCOL"},
 	}
 	h, ch := uwRecorder(t)
 	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h})
@@ -456,7 +456,7 @@ func TestServeRejects(t *testing.T) {
 				t.Errorf("log lacks %q, the peer or the level:\n%s", tt.log, l)
 			}
 			// The server still serves.
-			resp, body = uwParse(t, uwExchange(t, "tcp", addr, packet(0, stockParams()), false), "GET")
+			resp, body = uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, uwStockParams()), false), "GET")
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("next request: %d %q", resp.StatusCode, body)
 			}
@@ -470,11 +470,11 @@ func TestServeRejects(t *testing.T) {
 	}
 }
 
-func TestServeReadTimeout(t *testing.T) {
+func TestUWSGIServeReadTimeout(t *testing.T) {
 	h, ch := uwRecorder(t)
 	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h, ReadTimeout: 100 * time.Millisecond})
-	pkt := packet(0, stockParams())
-	// Half a packet, then silence (the connection stays open).
+	pkt := uwPacket(0, uwStockParams())
+	// Half a uwPacket, then silence (the connection stays open).
 	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, pkt[:len(pkt)/2], false), "GET")
 	if resp.StatusCode != 400 {
 		t.Errorf("status %d, want 400", resp.StatusCode)
@@ -489,7 +489,7 @@ func TestServeReadTimeout(t *testing.T) {
 	uwReceive(t, ch)
 }
 
-func TestServeProbe(t *testing.T) {
+func TestUWSGIServeProbe(t *testing.T) {
 	h, _ := uwRecorder(t)
 	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h})
 	if out := uwExchange(t, "tcp", addr, nil, true); len(out) != 0 {
@@ -500,17 +500,17 @@ func TestServeProbe(t *testing.T) {
 	}
 }
 
-func TestServeLargeVars(t *testing.T) {
-	vars := stockParams()
-	size := len(encodeVars(vars)) + 4 + len("HTTP_X_BIG")
+func TestUWSGIServeLargeVars(t *testing.T) {
+	vars := uwStockParams()
+	size := len(uwEncodeVars(vars)) + 4 + len("HTTP_X_BIG")
 	big := strings.Repeat("b", uwsgi.MaxVarsSize-size)
-	vars = append(vars, kv{"HTTP_X_BIG", big})
-	if n := len(encodeVars(vars)); n != uwsgi.MaxVarsSize {
+	vars = append(vars, uwKV{"HTTP_X_BIG", big})
+	if n := len(uwEncodeVars(vars)); n != uwsgi.MaxVarsSize {
 		t.Fatalf("test bug: vars block of %d bytes", n)
 	}
 	h, ch := uwRecorder(t)
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
-	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, packet(0, vars), false), "GET")
+	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, vars), false), "GET")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -524,7 +524,7 @@ func TestServeLargeVars(t *testing.T) {
 	}
 }
 
-func TestServeLargeBody(t *testing.T) {
+func TestUWSGIServeLargeBody(t *testing.T) {
 	body := make([]byte, 1<<20)
 	rand.Read(body)
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -537,8 +537,8 @@ func TestServeLargeBody(t *testing.T) {
 			t.Error("the handler read a different body")
 		}
 	})})
-	vars := uwSet(uwSet(stockParams(), "REQUEST_METHOD", "PUT"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
-	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(packet(0, vars), body...), false), "PUT")
+	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "PUT"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
+	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), body...), false), "PUT")
 	if resp.StatusCode != 200 || got != string(body) {
 		t.Errorf("status %d, echoed %d bytes equal=%v", resp.StatusCode, len(got), got == string(body))
 	}
@@ -549,15 +549,15 @@ func uwSha256Sum(b []byte) []byte {
 	return s[:]
 }
 
-func TestServeBodyCutShort(t *testing.T) {
+func TestUWSGIServeBodyCutShort(t *testing.T) {
 	errc := make(chan error, 1)
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		errc <- err
 		w.WriteHeader(http.StatusBadRequest)
 	})})
-	vars := uwSet(stockParams(), "CONTENT_LENGTH", "100")
-	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, append(packet(0, vars), "only ten.."...), true), "GET")
+	vars := uwSet(uwStockParams(), "CONTENT_LENGTH", "100")
+	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), "only ten.."...), true), "GET")
 	if resp.StatusCode != 400 {
 		t.Errorf("status %d", resp.StatusCode)
 	}
@@ -566,21 +566,21 @@ func TestServeBodyCutShort(t *testing.T) {
 	}
 }
 
-func TestServeBodyUnread(t *testing.T) {
+func TestUWSGIServeBodyUnread(t *testing.T) {
 	// The handler answers without reading a large body: the response must
 	// still arrive whole (the server lingers instead of resetting).
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 	})})
 	body := make([]byte, 1<<20)
-	vars := uwSet(uwSet(stockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
-	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(packet(0, vars), body...), false), "POST")
+	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
+	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), body...), false), "POST")
 	if resp.StatusCode != 413 || got != "too large\n" {
 		t.Errorf("response %d %q", resp.StatusCode, got)
 	}
 }
 
-func TestServeResponses(t *testing.T) {
+func TestUWSGIServeResponses(t *testing.T) {
 	tests := []struct {
 		name    string
 		method  string
@@ -704,7 +704,7 @@ func TestServeResponses(t *testing.T) {
 			if method == "" {
 				method = "GET"
 			}
-			raw := uwExchange(t, "tcp", addr, packet(0, uwSet(stockParams(), "REQUEST_METHOD", method)), false)
+			raw := uwExchange(t, "tcp", addr, uwPacket(0, uwSet(uwStockParams(), "REQUEST_METHOD", method)), false)
 			if string(raw) != tt.want {
 				t.Errorf("response\n got %q\nwant %q", raw, tt.want)
 			}
@@ -712,7 +712,7 @@ func TestServeResponses(t *testing.T) {
 	}
 }
 
-func TestServeStreamingFlush(t *testing.T) {
+func TestUWSGIServeStreamingFlush(t *testing.T) {
 	release := make(chan struct{})
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")
@@ -733,7 +733,7 @@ func TestServeStreamingFlush(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(packet(0, stockParams())); err != nil {
+	if _, err := c.Write(uwPacket(0, uwStockParams())); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -752,7 +752,7 @@ func TestServeStreamingFlush(t *testing.T) {
 	}
 }
 
-func TestServePanic(t *testing.T) {
+func TestUWSGIServePanic(t *testing.T) {
 	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/before":
@@ -768,7 +768,7 @@ func TestServePanic(t *testing.T) {
 		}
 	})})
 	get := func(path string) []byte {
-		return uwExchange2(t, addr, packet(0, uwSet(uwSet(stockParams(), "PATH_INFO", path), "REQUEST_URI", path)))
+		return uwExchange2(t, addr, uwPacket(0, uwSet(uwSet(uwStockParams(), "PATH_INFO", path), "REQUEST_URI", path)))
 	}
 
 	raw := get("/before")
@@ -798,7 +798,7 @@ func TestServePanic(t *testing.T) {
 	}
 }
 
-// exchange2 is exchange that tolerates a connection reset: it returns what
+// uwExchange2 is exchange that tolerates a connection reset: it returns what
 // arrived before it.
 func uwExchange2(t *testing.T, addr string, raw []byte) []byte {
 	t.Helper()
@@ -809,7 +809,7 @@ func uwExchange2(t *testing.T, addr string, raw []byte) []byte {
 	return out
 }
 
-// rawExchange sends raw on a new TCP connection and returns what arrives
+// uwRawExchange sends raw on a new TCP connection and returns what arrives
 // until the server closes or resets it. Safe off the test goroutine.
 func uwRawExchange(addr string, raw []byte) ([]byte, error) {
 	c, err := net.Dial("tcp", addr)
@@ -828,7 +828,7 @@ func uwRawExchange(addr string, raw []byte) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-func TestServeClientGone(t *testing.T) {
+func TestUWSGIServeClientGone(t *testing.T) {
 	started := make(chan struct{})
 	cancelled := make(chan error, 1)
 	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -844,7 +844,7 @@ func TestServeClientGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Write(packet(0, stockParams())); err != nil {
+	if _, err := c.Write(uwPacket(0, uwStockParams())); err != nil {
 		t.Fatal(err)
 	}
 	<-started
@@ -854,11 +854,11 @@ func TestServeClientGone(t *testing.T) {
 	}
 }
 
-func TestServeUnixSocket(t *testing.T) {
+func TestUWSGIServeUnixSocket(t *testing.T) {
 	h, ch := uwRecorder(t)
 	addr, _ := uwTestServer(t, "unix", &uwServer{Handler: h})
-	vars := uwSet(uwDel(uwDel(stockParams(), "REMOTE_ADDR"), "REMOTE_PORT"), "CONTENT_LENGTH", "4")
-	resp, body := uwParse(t, uwExchange(t, "unix", addr, append(packet(0, vars), "data"...), false), "GET")
+	vars := uwSet(uwDel(uwDel(uwStockParams(), "REMOTE_ADDR"), "REMOTE_PORT"), "CONTENT_LENGTH", "4")
+	resp, body := uwParse(t, uwExchange(t, "unix", addr, append(uwPacket(0, vars), "data"...), false), "GET")
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("response %d %q", resp.StatusCode, body)
 	}
@@ -874,7 +874,7 @@ func TestServeUnixSocket(t *testing.T) {
 	}
 }
 
-func TestShutdown(t *testing.T) {
+func TestUWSGIShutdown(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	srv := &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -896,7 +896,7 @@ func TestShutdown(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		raw, err := uwRawExchange(ln.Addr().String(), packet(0, stockParams()))
+		raw, err := uwRawExchange(ln.Addr().String(), uwPacket(0, uwStockParams()))
 		got <- result{raw, err}
 	}()
 	<-started
@@ -931,7 +931,7 @@ func TestShutdown(t *testing.T) {
 	}
 }
 
-func TestShutdownTimeout(t *testing.T) {
+func TestUWSGIShutdownTimeout(t *testing.T) {
 	started := make(chan struct{})
 	srv := &uwServer{Logger: slog.New(slog.DiscardHandler), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
@@ -945,7 +945,7 @@ func TestShutdownTimeout(t *testing.T) {
 	go func() { served <- srv.Serve(ln) }()
 	done := make(chan error, 1)
 	go func() {
-		_, err := uwRawExchange(ln.Addr().String(), packet(0, stockParams()))
+		_, err := uwRawExchange(ln.Addr().String(), uwPacket(0, uwStockParams()))
 		done <- err
 	}()
 	<-started
