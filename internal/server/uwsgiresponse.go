@@ -18,7 +18,7 @@ import (
 // handler returned (which the http.ResponseWriter contract forbids).
 var errUWWriteAfterReturn = errors.New("uwsgi: response written after the handler returned")
 
-// uwResponse is the http.ResponseWriter the Server hands to handlers. It
+// uwResponse is the http.ResponseWriter ServeUWSGI hands to handlers. It
 // writes a raw HTTP/1.1 response, as uWSGI does: status line, headers, blank
 // line, body, with no chunked encoding (closing the connection ends the
 // body). Writes are buffered and sent when the buffer fills, on Flush, and
@@ -223,7 +223,7 @@ func (w *uwResponse) SetWriteDeadline(t time.Time) error {
 
 // SetReadDeadline sets the deadline of the connection's reads, for
 // http.ResponseController. It holds until the next read of the body: the
-// server sets ReadTimeout before each.
+// server sets BodyTimeout before each.
 func (w *uwResponse) SetReadDeadline(t time.Time) error {
 	if w.done {
 		return errUWWriteAfterReturn
@@ -271,7 +271,7 @@ type uwBody struct {
 	err       error // sticky read error
 }
 
-// Read reads from the connection, giving each read ReadTimeout. The end of
+// Read reads from the connection, giving each read BodyTimeout. The end of
 // the connection before ContentLength bytes is io.ErrUnexpectedEOF.
 func (b *uwBody) Read(p []byte) (int, error) {
 	if b.closed.Load() {
