@@ -331,7 +331,7 @@ func TestWireProxyProtocolSendfile(t *testing.T) {
 }
 
 // TLS: the header comes before the handshake; the wrapper sits under
-// tls.NewListener and net/http sees the client the header named.
+// TLSListener and net/http sees the client the header named.
 func TestWireProxyProtocolTLS(t *testing.T) {
 	ts := httptest.NewUnstartedServer(nil)
 	ts.StartTLS()
@@ -346,7 +346,7 @@ func TestWireProxyProtocolTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	pl := ProxyListener(l, ProxyOptions{Trusted: func(net.Addr) bool { return true }, Logger: slog.New(slog.DiscardHandler)})
-	tl := tls.NewListener(pl, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	tl := TLSListener(pl, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	done := make(chan error, 1)
 	go func() { done <- s.ServeTLS(tl) }()
 	defer func() {
