@@ -4,11 +4,15 @@
 #   1. installs the Debian packages the interop and end-to-end tests use
 #      (Django, Flask, nginx, uWSGI, gunicorn, wrk, php-fpm, Tomcat 10, and
 #      iproute2 for the network-namespace test, Chromium for the status
-#      page's browser test), if any is missing;
+#      page's browser test, slowhttptest for the slow-client run), if any
+#      is missing;
 #   2. gofmt (fails listing the unformatted files), go vet, staticcheck;
 #   3. h2spec against a Portico TLS listener and net/http (the counts);
 #   4. go test -race on every package, with PORTICO_REQUIRE_INTEROP=1 so a
-#      test that needs one of those programs fails instead of skipping.
+#      test that needs one of those programs fails instead of skipping;
+#   5. the slow-client run (bench/slowclients.sh, about 45 s): slowloris and
+#      slow-POST connections held against `portico run` while plain GETs
+#      must all be answered; it prints its figures.
 #
 # Run it from anywhere: ./test.sh
 set -euo pipefail
@@ -27,7 +31,7 @@ STATICCHECK_VERSION=v0.8.2
 step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
-packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10 iproute2 chromium redis-server)
+packages=(python3-django python3-flask nginx uwsgi uwsgi-plugin-python3 gunicorn wrk php-fpm tomcat10 iproute2 chromium redis-server slowhttptest)
 missing=()
 for pkg in "${packages[@]}"; do
 	if command -v dpkg-query >/dev/null 2>&1; then
@@ -36,7 +40,7 @@ for pkg in "${packages[@]}"; do
 	else
 		# No dpkg: judge by the executables the tests run.
 		case $pkg in
-		nginx | uwsgi | gunicorn | wrk | chromium) command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;
+		nginx | uwsgi | gunicorn | wrk | chromium | slowhttptest) command -v "$pkg" >/dev/null 2>&1 || missing+=("$pkg") ;;
 		# The binary's name carries the PHP version: /usr/sbin/php-fpm8.2.
 		php-fpm) compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=("$pkg") ;;
 		tomcat10) [[ -x /usr/share/tomcat10/bin/catalina.sh ]] || missing+=("$pkg") ;;
@@ -97,3 +101,6 @@ PORTICO_REQUIRE_INTEROP=1 go test -count=1 -run '^TestH2Spec$' -v ./internal/ser
 
 step "go test -race"
 PORTICO_REQUIRE_INTEROP=1 go test -race -count=1 -timeout 20m ./...
+
+step "slow clients (bench/slowclients.sh)"
+./bench/slowclients.sh

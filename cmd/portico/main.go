@@ -221,7 +221,7 @@ func start(cfg *app.Config, load func() (*app.Config, error), stderr io.Writer) 
 	if err != nil {
 		log.Warn("ignoring a socket systemd passed", "err", err)
 	}
-	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Reopen: reopen, Load: load, Stderr: stderr, Version: version, Notify: notify, Inherited: inherited}); err != nil {
+	if err := app.Run(ctx, cfg, app.Options{Logger: log, Reload: reload, Reopen: reopen, Load: load, Stderr: stderr, Version: version, Notify: notify, Inherited: inherited, OnIdleDrop: releaseIdleMemory}); err != nil {
 		// Said once, in the log; an import error as its traceback.
 		var ie *app.ImportError
 		if errors.As(err, &ie) {

@@ -149,7 +149,7 @@ func (e *engine) openAdmin(cfg *config.Config) error {
 	if nl.Addr().Network() == "unix" {
 		addr = "unix:" + addr
 	}
-	s := server.NewHTTP(e.adminHandler(), server.Options{Logger: e.log})
+	s := server.NewHTTP(e.adminHandler(), server.Options{Logger: e.log, OnIdleDrop: e.onIdleDrop})
 	e.admin = &listener{l: nl, key: "admin", addr: addr, serve: func() error { return s.Serve(nl) }, shutdown: s.Shutdown, close: s.Close}
 	e.log.Info("listening", "proto", "admin", "addr", addr, "inherited", inherited)
 	return nil

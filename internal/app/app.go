@@ -58,6 +58,9 @@ type Options struct {
 	// are opened again at their paths. A file that cannot be reopened
 	// keeps the old one, and one error record says why.
 	Reopen <-chan struct{}
+	// OnIdleDrop is each HTTP listener's server.Options.OnIdleDrop: called
+	// after a burst of connections went idle. Nil: nothing.
+	OnIdleDrop func()
 }
 
 // ImportError is the error Run returns when an app cannot be imported

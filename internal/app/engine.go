@@ -23,7 +23,6 @@ import (
 	"portico/internal/realip"
 	"portico/internal/server"
 	"portico/internal/systemd"
-	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
@@ -58,6 +57,7 @@ func Run(ctx context.Context, cfg *config.Config, opt Options) error {
 	e.errc = make(chan error, 16)
 	e.reloadReq = make(chan chan error)
 	e.notify = opt.Notify
+	e.onIdleDrop = opt.OnIdleDrop
 	e.inherited = opt.Inherited
 	if cfg.Admin != nil {
 		e.metrics = metrics.New()
@@ -229,9 +229,10 @@ type engine struct {
 	reloads    atomic.Int64                      // reloads applied
 	routeStats func(now time.Time) []RouteStatus // per-route traffic; nil: none kept
 
-	notify    *systemd.Notifier // nil: not under systemd's Type=notify
-	inherited []systemd.Socket  // passed by systemd, not yet taken by a listener
-	identity  *config.Identity  // the user switched to at start; nil: none
+	notify     *systemd.Notifier // nil: not under systemd's Type=notify
+	onIdleDrop func()            // server.Options.OnIdleDrop of every HTTP listener
+	inherited  []systemd.Socket  // passed by systemd, not yet taken by a listener
+	identity   *config.Identity  // the user switched to at start; nil: none
 
 	bans *ban.Table // X-Portico-Block bans: the process's, kept across reloads
 }
@@ -685,7 +686,7 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 				return nil, fmt.Errorf("loading the certificate of %s: %w", lc.Addr, err)
 			}
 			l.cert.Store(&cert)
-			nl = tls.NewListener(nl, &tls.Config{
+			nl = server.TLSListener(nl, &tls.Config{
 				MinVersion: tls.VersionTLS12,
 				NextProtos: []string{"h2", "http/1.1"},
 				// The certificate is re-read on reload; the listener stays.
@@ -695,11 +696,11 @@ func (e *engine) openListeners(cfg *config.Config) ([]*listener, error) {
 		l.l = nl
 		switch lc.Protocol {
 		case config.ProtoUWSGI:
-			s := &uwsgi.Server{Handler: e, Logger: e.log}
-			l.serve, l.shutdown, l.close = func() error { return s.Serve(nl) }, s.Shutdown, s.Close
+			s := server.NewHTTP(e, server.Options{Logger: e.log})
+			l.serve, l.shutdown, l.close = func() error { return s.ServeUWSGI(nl) }, s.Shutdown, s.Close
 			l.stats = uwsgiStats(s, nl)
 		default:
-			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log, MaxHeaderFields: lc.MaxHeaderFields})
+			s := server.NewHTTP(e.listenerHandler(l), server.Options{Logger: e.log, MaxHeaderFields: lc.MaxHeaderFields, OnIdleDrop: e.onIdleDrop})
 			l.setLimits = func(lc config.Listener) { s.SetMaxHeaderFields(lc.MaxHeaderFields) }
 			serve := s.Serve
 			if lc.TLS != nil {
@@ -737,7 +738,7 @@ func (e *engine) serve(ls []*listener) {
 		e.serving.Add(1)
 		go func() {
 			defer e.serving.Done()
-			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, uwsgi.ErrServerClosed) {
+			if err := l.serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				select {
 				case e.errc <- err:
 				default:

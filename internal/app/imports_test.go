@@ -8,7 +8,8 @@ import (
 
 // TestImportRules enforces STYLE.md's arrows: only app imports config;
 // feature packages do not import each other (shared leaves aside); server
-// imports no feature package. internal/porticotest is for tests only (no
+// imports no feature package but the uwsgi codec its uwsgi listener
+// speaks, and internal/uwsgi, a leaf, imports no portico package. internal/porticotest is for tests only (no
 // package's own code imports it) and imports no portico package, so that
 // every package's tests may use it.
 func TestImportRules(t *testing.T) {
@@ -41,8 +42,10 @@ func TestImportRules(t *testing.T) {
 				t.Errorf("%s imports config; only internal/app may", pkg)
 			case features[pkg] && features[imp] && !leaves[imp]:
 				t.Errorf("feature package %s imports feature package %s", pkg, imp)
-			case pkg == "portico/internal/server" && imp != "portico/internal/config":
+			case pkg == "portico/internal/server" && imp != "portico/internal/config" && imp != "portico/internal/uwsgi":
 				t.Errorf("server imports %s", imp)
+			case pkg == "portico/internal/uwsgi":
+				t.Errorf("uwsgi imports %s; it is a leaf (codec, environ, client transport)", imp)
 			case imp == "portico/internal/app" && pkg != "portico/cmd/portico":
 				t.Errorf("%s imports app", pkg)
 			}

@@ -10,7 +10,6 @@ import (
 	"portico/internal/proxy"
 	"portico/internal/server"
 	"portico/internal/static"
-	"portico/internal/uwsgi"
 	"portico/internal/worker"
 )
 
@@ -177,11 +176,11 @@ func httpStats(s *server.HTTP) func() metrics.ListenerStats {
 
 // uwsgiStats reports a uwsgi listener; l, if it reads PROXY headers,
 // counts the connections it refused.
-func uwsgiStats(s *uwsgi.Server, l net.Listener) func() metrics.ListenerStats {
+func uwsgiStats(s *server.HTTP, l net.Listener) func() metrics.ListenerStats {
 	refused, _ := l.(interface{ Refused() int64 })
 	return func() metrics.ListenerStats {
-		open, accepted := s.Stats()
-		st := metrics.ListenerStats{Open: open, Accepted: accepted}
+		all := s.Stats()
+		st := metrics.ListenerStats{Open: all.Open, Accepted: all.Accepted}
 		if refused != nil {
 			st.Refused = refused.Refused()
 		}

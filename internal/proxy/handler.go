@@ -68,9 +68,11 @@ type Options struct {
 	MaxResponseBuffer int64
 	// TempDir holds spilled bodies (unlinked at once). Empty: os.TempDir().
 	TempDir string
-	// ClientTimeout bounds each read of the request body and each write of
-	// the response (nginx's client_body_timeout and send_timeout). Zero: 60s.
-	ClientTimeout time.Duration
+	// (There is no client timeout here: every listener bounds each read of
+	// a request body and each write of a response itself, as nginx's
+	// client_body_timeout and send_timeout: server.Options.BodyTimeout and
+	// SendTimeout on every listener, HTTP, HTTPS and uwsgi.)
+	//
 	// WebSocketTimeout closes a switched (WebSocket) connection after this
 	// long without a byte either way. Zero: 1h.
 	WebSocketTimeout time.Duration
@@ -115,9 +117,6 @@ func New(opt Options) (*Handler, error) {
 	}
 	if opt.MaxResponseBuffer <= 0 {
 		opt.MaxResponseBuffer = 1 << 30
-	}
-	if opt.ClientTimeout <= 0 {
-		opt.ClientTimeout = 60 * time.Second
 	}
 	if opt.WebSocketTimeout <= 0 {
 		opt.WebSocketTimeout = time.Hour
@@ -191,13 +190,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request) error {
 		} else {
 			body = spool.New(spool.Options{Memory: h.opt.BodyMemory, Dir: h.opt.TempDir, MaxSize: max(h.opt.MaxBody, 0)})
 			defer body.Close()
-			if _, err := body.ReadFrom(&deadlineReader{r: r.Body, rc: rc, d: h.opt.ClientTimeout}); err != nil {
+			if _, err := body.ReadFrom(r.Body); err != nil {
 				if errors.Is(err, spool.ErrTooLarge) {
 					return errBodyTooLarge
 				}
 				return fmt.Errorf("%w: %w", errClientBody, err)
 			}
-			_ = rc.SetReadDeadline(time.Time{})
 			length = body.Len()
 		}
 	}
@@ -506,7 +504,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			hd["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
 		}
 		w.WriteHeader(resp.StatusCode)
-		_ = rc.SetWriteDeadline(time.Now().Add(h.opt.ClientTimeout))
 		_, _ = w.Write(buf)
 		return nil
 	}
@@ -567,7 +564,6 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, rc *http.R
 	for {
 		n, err := src.Read(*bp)
 		if n > 0 {
-			_ = rc.SetWriteDeadline(time.Now().Add(h.opt.ClientTimeout))
 			if _, werr := w.Write((*bp)[:n]); werr != nil {
 				h.log.Debug("client went away during the response", "uri", r.RequestURI, "err", werr)
 				return nil
@@ -671,20 +667,6 @@ func (t *trackedBody) Read(p []byte) (int, error) {
 }
 
 func (t *trackedBody) Close() error { return nil }
-
-// deadlineReader extends the client's read deadline before each read, like
-// nginx's client_body_timeout: a stalled upload is dropped, a slow steady
-// one is not.
-type deadlineReader struct {
-	r  io.Reader
-	rc *http.ResponseController
-	d  time.Duration
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	_ = d.rc.SetReadDeadline(time.Now().Add(d.d))
-	return d.r.Read(p)
-}
 
 // onlyReader hides a reader's WriteTo from io.Copy.
 type onlyReader struct{ r io.Reader }

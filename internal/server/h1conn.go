@@ -791,60 +791,6 @@ func (c *conn) releaseReadForce() {
 	c.releaseRead()
 }
 
-// A reqCtx is a request's context. It is cancelled when the handler
-// returns and, once the request body has been read, when the client closes
-// the connection. Watching the connection costs a goroutine and a read, so
-// it starts only when someone asks for Done (a handler waiting for a
-// worker does; a handler that answers at once does not).
-type reqCtx struct {
-	c    *conn
-	mu   sync.Mutex
-	done chan struct{}
-	err  error
-}
-
-func (x *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-
-func (x *reqCtx) Done() <-chan struct{} {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.done == nil {
-		x.done = make(chan struct{})
-		if x.err != nil {
-			close(x.done)
-		} else {
-			x.c.wantMonitor()
-		}
-	}
-	return x.done
-}
-
-func (x *reqCtx) Err() error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.err
-}
-
-func (x *reqCtx) Value(key any) any {
-	if key == http.LocalAddrContextKey {
-		return x.c.rwc.LocalAddr()
-	}
-	return nil
-}
-
-func (x *reqCtx) cancel(err error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.err == nil {
-		x.err = err
-		if x.done != nil {
-			close(x.done)
-		}
-	}
-}
-
-func (x *reqCtx) String() string { return "server.reqCtx" }
-
 // aLongTimeAgo is a deadline in the past, to interrupt a blocked Read.
 var aLongTimeAgo = time.Unix(1, 0)
 

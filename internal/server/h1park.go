@@ -1,8 +1,6 @@
 package server
 
 import (
-	"runtime"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -40,9 +38,10 @@ type parker struct {
 	fresh  []parkedConn    // the same for the not yet served: header timeout
 	gen    uint64
 	active bool // the loop goroutine runs
+	closed bool // the server stopped: epfd is closed, or the loop closes it
 
-	// For releaseMemory: parks since the last release, the last park, the
-	// last release.
+	// For Options.OnIdleDrop: parks since the last call, the last park,
+	// the last call.
 	parks       int
 	lastPark    time.Time
 	lastRelease time.Time
@@ -51,13 +50,23 @@ type parker struct {
 // After a burst of connections goes idle (releaseAfterParks parked, none
 // for a second), the memory their requests used is garbage the runtime
 // would keep until its next collection, which an idle server may not have
-// for two minutes; sync.Pool buffers need two. The parker then collects
-// twice and returns the free memory to the OS, at most once per
+// for two minutes; sync.Pool buffers need two. The parker then calls
+// Options.OnIdleDrop (cmd/portico collects and returns the free memory to
+// the OS: a process-wide policy, not the server's), at most once per
 // releaseEvery.
 const (
 	releaseAfterParks = 1000
 	releaseEvery      = 30 * time.Second
 )
+
+// idleDropParks is releaseAfterParks, or the server's own (tests shorten
+// it).
+func (s *HTTP) idleDropParks() int {
+	if s.idleDropAfter > 0 {
+		return s.idleDropAfter
+	}
+	return releaseAfterParks
+}
 
 type parkedConn struct {
 	c   *conn
@@ -87,7 +96,7 @@ func (p *parker) park(c *conn) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.srv.shuttingDown() {
+	if p.srv.shuttingDown() || p.closed {
 		return false
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | epollOneShot, Fd: fd}
@@ -154,6 +163,23 @@ func (p *parker) expireLocked(q *[]parkedConn, wait time.Duration, expired []*co
 	return expired
 }
 
+// close releases the epoll descriptor once nothing can be parked any more
+// (the server is shutting down, so park refuses): at once if the loop is
+// not running, else when the loop ends (the server's Shutdown or Close
+// takes the parked connections away, so it ends within a second). The
+// loop never waits on a closed descriptor, or on its number reused.
+func (p *parker) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.closed = true
+	if !p.active {
+		syscall.Close(p.epfd)
+	}
+}
+
 // loop waits for parked connections to become readable and resumes them in
 // new goroutines; once a second it closes those past the idle timeout. It
 // ends when nothing is parked, and the next park starts it again.
@@ -179,23 +205,23 @@ func (p *parker) loop() {
 			p.queue, p.fresh = nil, nil
 		}
 		release := false
-		if now := time.Now(); p.parks >= releaseAfterParks && now.Sub(p.lastPark) >= time.Second && now.Sub(p.lastRelease) >= releaseEvery {
+		if now := time.Now(); p.parks >= p.srv.idleDropParks() && now.Sub(p.lastPark) >= time.Second && now.Sub(p.lastRelease) >= releaseEvery {
 			p.parks, p.lastRelease, release = 0, now, true
 		}
 		done := len(p.conns) == 0
 		if done {
 			p.active = false
+			if p.closed {
+				syscall.Close(p.epfd)
+			}
 		}
 		p.mu.Unlock()
 
 		for _, c := range resume {
 			go c.resume()
 		}
-		if release {
-			go func() {
-				runtime.GC() // sync.Pool keeps its objects one collection longer
-				debug.FreeOSMemory()
-			}()
+		if f := p.srv.onIdleDrop; release && f != nil {
+			go f()
 		}
 		for _, c := range expired {
 			if c.state.CompareAndSwap(stateIdle, stateClosed) {

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -163,5 +165,106 @@ func TestParkSlowHeaders(t *testing.T) {
 	b, err := io.ReadAll(br)
 	if err != nil || strings.Contains(string(b), "200 OK") {
 		t.Errorf("after a partial head: %q, %v; want the connection closed without an answer", b, err)
+	}
+}
+
+// eventpolls counts the process's epoll descriptors.
+func eventpolls(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == "anon_inode:[eventpoll]" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestParkerClosesEpoll checks that the parker's epoll descriptor is
+// closed when the server stops, whether or not connections were parked
+// then, by Shutdown and by Close.
+func TestParkerClosesEpoll(t *testing.T) {
+	for _, stop := range []string{"Shutdown", "Close"} {
+		for _, parkedAtStop := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/parked=%t", stop, parkedAtStop), func(t *testing.T) {
+				before := eventpolls(t)
+				s := NewHTTP(echoPath, Options{})
+				s.parkAfter = 20 * time.Millisecond
+				l, err := Listen("127.0.0.1:0", 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				served := make(chan error, 1)
+				go func() { served <- s.Serve(l) }()
+				c, err := net.Dial("tcp", l.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				br := bufio.NewReader(c)
+				roundTrip(t, c, br, "/a")
+				porticotest.WaitFor(t, "the connection to be parked", 5*time.Second, func() bool { return parkedCount(s) == 1 })
+				if n := eventpolls(t); n != before+1 {
+					t.Fatalf("%d epoll descriptors with a parker, %d before", n, before)
+				}
+				if !parkedAtStop {
+					c.Close()
+					porticotest.WaitFor(t, "the parker to let go", 5*time.Second, func() bool {
+						p := s.parker()
+						p.mu.Lock()
+						defer p.mu.Unlock()
+						return !p.active
+					})
+				}
+				if stop == "Shutdown" {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					defer cancel()
+					if err := s.Shutdown(ctx); err != nil {
+						t.Fatalf("Shutdown: %v", err)
+					}
+				} else {
+					s.Close()
+				}
+				<-served
+				porticotest.WaitFor(t, "the epoll descriptor to be closed", 5*time.Second, func() bool { return eventpolls(t) == before })
+			})
+		}
+	}
+}
+
+// TestOnIdleDrop checks that a burst of connections going idle calls
+// Options.OnIdleDrop once, about a second after the last one parked.
+func TestOnIdleDrop(t *testing.T) {
+	calls := make(chan time.Time, 10)
+	s := NewHTTP(echoPath, Options{OnIdleDrop: func() { calls <- time.Now() }})
+	s.parkAfter = 20 * time.Millisecond
+	s.idleDropAfter = 5
+	addr := serve(t, s, "127.0.0.1:0")
+	for range 5 {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		roundTrip(t, c, bufio.NewReader(c), "/a")
+	}
+	porticotest.WaitFor(t, "the connections to be parked", 5*time.Second, func() bool { return parkedCount(s) == 5 })
+	parked := time.Now()
+	select {
+	case at := <-calls:
+		if d := at.Sub(parked); d < 900*time.Millisecond {
+			t.Errorf("OnIdleDrop called %v after the burst parked; want a second or more", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnIdleDrop never called")
+	}
+	select {
+	case <-calls:
+		t.Error("OnIdleDrop called twice for one burst")
+	case <-time.After(1500 * time.Millisecond):
 	}
 }

@@ -53,7 +53,7 @@ func tlsListen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	cert := testCert(t)
-	return tls.NewListener(l, &tls.Config{
+	return TLSListener(l, &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"h2", "http/1.1"},
 		Certificates: []tls.Certificate{cert},

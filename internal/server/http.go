@@ -32,6 +32,8 @@ const (
 )
 
 // Options configure an HTTP server. The zero value gives nginx-like defaults.
+// The same limits apply to every protocol it serves; for the uwsgi listener
+// (ServeUWSGI) the "head" is the packet, timed from the accept.
 //
 // There is deliberately no timeout on the whole request or response: a long
 // upload or a long download is legitimate as long as it makes progress. The
@@ -80,6 +82,14 @@ type Options struct {
 	// Fields Too Large (on plain listeners as soon as the line past the
 	// bound arrives). Zero or negative means DefaultMaxHeaderFields (100).
 	MaxHeaderFields int
+	// OnIdleDrop, when set, is called in a goroutine of its own after a
+	// burst of connections went idle (a thousand keep-alive connections
+	// parked since the last call, none for a second; at most once every
+	// 30s): the memory their requests used is garbage now, which an idle
+	// process may not collect for minutes. What to do about it (collect,
+	// return memory to the OS) is the program's policy, not the server's:
+	// cmd/portico collects and frees. Nil: nothing is called.
+	OnIdleDrop func()
 
 	// Logger receives the server's warnings (handler panics, accept errors,
 	// TLS handshake errors at warn level; malformed requests at info).
@@ -110,18 +120,28 @@ type HTTP struct {
 	writeTimeout      time.Duration
 	maxHeaderBytes    int
 	maxHeaderFields   atomic.Int64 // see SetMaxHeaderFields
+	onIdleDrop        func()
 
 	tls *http.Server // for ServeTLS
 
 	shutting  atomic.Bool
+	stopped   chan struct{} // closed with shutting set: ends accept backoffs
+	stopOnce  sync.Once
 	mu        sync.Mutex
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
+	uwConns   map[*uwConn]struct{} // ServeUWSGI's; each carries one request
 	tlsUsed   bool
 
-	parkOnce  sync.Once
-	park      *parker       // nil until needed, or if epoll is unavailable
-	parkAfter time.Duration // zero: the parkAfter constant
+	warnTLSOnce sync.Once // see setTLSTimeouts
+
+	uwIdleOnce  sync.Once
+	uwIdleConns chan *uwConn // goroutines waiting for a uwsgi connection to serve
+
+	parkOnce      sync.Once
+	park          *parker       // nil until needed, or if epoll is unavailable
+	parkAfter     time.Duration // zero: the parkAfter constant
+	idleDropAfter int           // zero: the releaseAfterParks constant
 
 	stats stats // see Stats
 }
@@ -131,6 +151,15 @@ type HTTP struct {
 func (s *HTTP) parker() *parker {
 	s.parkOnce.Do(func() { s.park = newParker(s) })
 	return s.park
+}
+
+// stopParker closes the parker's epoll descriptor (see parker.close) and
+// makes sure none is created after the server stopped.
+func (s *HTTP) stopParker() {
+	s.parkOnce.Do(func() {})
+	if s.park != nil {
+		s.park.close()
+	}
 }
 
 // NewHTTP returns a server for h. Nothing is listening until Serve. A nil h
@@ -151,17 +180,25 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		bodyTimeout:       timeout(opt.BodyTimeout, DefaultBodyTimeout),
 		writeTimeout:      timeout(opt.SendTimeout, DefaultSendTimeout),
 		maxHeaderBytes:    maxHeaderBytes(opt.MaxHeaderBytes),
+		onIdleDrop:        opt.OnIdleDrop,
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
+		uwConns:           map[*uwConn]struct{}{},
+		stopped:           make(chan struct{}),
 	}
 	s.SetMaxHeaderFields(opt.MaxHeaderFields)
 	s.tls = &http.Server{
-		Handler:           s.strictTLS(h),
+		Handler:           s.tlsHandler(s.strictTLS(h)),
 		ReadHeaderTimeout: s.readHeaderTimeout,
 		IdleTimeout:       s.idleTimeout,
 		MaxHeaderBytes:    s.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		ConnState:         s.stats.tlsConnState,
+		ConnState: func(c net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				s.setTLSTimeouts(c)
+			}
+			s.stats.tlsConnState(c, state)
+		},
 	}
 	return s
 }
@@ -210,6 +247,21 @@ func maxHeaderBytes(n int) int {
 // its own goroutine. The listener is closed when Serve returns (for a Unix
 // socket from Listen, its file is removed).
 func (s *HTTP) Serve(l net.Listener) error {
+	return s.acceptLoop(l, func(rw net.Conn) bool {
+		c := newConn(s, rw)
+		if !s.track(c) {
+			return false
+		}
+		go c.serve()
+		return true
+	})
+}
+
+// acceptLoop is the accept loop of Serve and ServeUWSGI: it accepts
+// connections on l and hands each to serve, which reports false if the
+// server is shutting down (the connection is then closed), until l fails
+// or Shutdown or Close is called; l is closed when it returns.
+func (s *HTTP) acceptLoop(l net.Listener, serve func(net.Conn) bool) error {
 	if !s.trackListener(&l, true) {
 		l.Close()
 		return http.ErrServerClosed
@@ -230,22 +282,28 @@ func (s *HTTP) Serve(l net.Listener) error {
 			// as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			s.logger.Warn("accepting a connection failed; retrying", "err", err, "retry_in", delay)
-			time.Sleep(delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.stopped: // Shutdown does not wait out the backoff
+				t.Stop()
+				return http.ErrServerClosed
+			}
 			continue
 		}
 		delay = 0
 		s.stats.accepted.Add(1)
-		c := newConn(s, rw)
-		if !s.track(c) {
+		if !serve(rw) {
 			rw.Close()
-			continue
 		}
-		go c.serve()
 	}
 }
 
-// ServeTLS serves l, a listener of TLS connections (tls.NewListener), with
+// ServeTLS serves l, a listener of TLS connections (TLSListener), with
 // net/http: HTTP/2 or HTTP/1.1 as ALPN decides. It returns as Serve does.
+// The body and send timeouts apply as on a plain listener (see
+// tlsconn.go); the send timeout needs the connections under TLS, which
+// TLSListener gives, and a plain tls.NewListener does not.
 func (s *HTTP) ServeTLS(l net.Listener) error {
 	s.mu.Lock()
 	s.tlsUsed = true
@@ -258,6 +316,13 @@ func (s *HTTP) ServeTLS(l net.Listener) error {
 }
 
 func (s *HTTP) shuttingDown() bool { return s.shutting.Load() }
+
+// markShuttingLocked sets the server shutting down and wakes the Serve loops
+// that wait out an accept backoff. s.mu is held.
+func (s *HTTP) markShuttingLocked() {
+	s.shutting.Store(true)
+	s.stopOnce.Do(func() { close(s.stopped) })
+}
 
 func (s *HTTP) trackListener(l *net.Listener, add bool) bool {
 	s.mu.Lock()
@@ -304,10 +369,11 @@ func (s *HTTP) closeListenersLocked() {
 // remaining connections stay open until Close.
 func (s *HTTP) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.shutting.Store(true)
+	s.markShuttingLocked()
 	s.closeListenersLocked()
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
+	s.stopParker()
 
 	var tlsErr error
 	var wg sync.WaitGroup
@@ -347,7 +413,7 @@ func (s *HTTP) closeIdle() bool {
 			}
 		}
 	}
-	left := len(s.conns) - len(parked)
+	left := len(s.conns) - len(parked) + len(s.uwConns) // a uwsgi connection is never idle
 	s.mu.Unlock()
 	for _, c := range parked {
 		c.close()
@@ -359,7 +425,7 @@ func (s *HTTP) closeIdle() bool {
 // requests included: the step after a Shutdown whose grace period ran out.
 func (s *HTTP) Close() error {
 	s.mu.Lock()
-	s.shutting.Store(true)
+	s.markShuttingLocked()
 	s.closeListenersLocked()
 	var parked []*conn
 	for c := range s.conns {
@@ -369,11 +435,15 @@ func (s *HTTP) Close() error {
 			parked = append(parked, c)
 		}
 	}
+	for c := range s.uwConns {
+		c.rwc.Close()
+	}
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
 	for _, c := range parked {
 		c.close()
 	}
+	s.stopParker()
 	if tlsUsed {
 		return s.tls.Close()
 	}

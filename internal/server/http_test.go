@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -325,5 +326,69 @@ func TestHTTPNilHandler(t *testing.T) {
 	resp, _ := rawRoundTrip(t, addr, "GET /portico-test-default-mux HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	if resp.StatusCode != 404 {
 		t.Errorf("status = %d, want 404 (not http.DefaultServeMux)", resp.StatusCode)
+	}
+}
+
+// failingListener fails every Accept with EMFILE (out of descriptors)
+// until closed, telling calls each one.
+type failingListener struct {
+	net.Listener
+	calls  chan int
+	n      int
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.closed:
+		return nil, net.ErrClosed
+	default:
+	}
+	l.n++
+	l.calls <- l.n
+	return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+}
+
+func (l *failingListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// TestHTTPShutdownDuringAcceptBackoff: Serve backs off after accept
+// errors (up to a second between tries), and Shutdown ends the wait at
+// once instead of waiting it out.
+func TestHTTPShutdownDuringAcceptBackoff(t *testing.T) {
+	inner, err := Listen("127.0.0.1:0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &failingListener{Listener: inner, calls: make(chan int, 100), closed: make(chan struct{})}
+	s := NewHTTP(hello, Options{Logger: slog.New(slog.DiscardHandler)})
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	// 5, 10, 20 ... 640 ms, then 1 s: after the 8th failure Serve waits
+	// 640 ms, after the 9th a second.
+	for n := range l.calls {
+		if n == 9 {
+			break
+		}
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	select {
+	case err := <-served:
+		if !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve = %v, want http.ErrServerClosed", err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Errorf("Serve returned %v after Shutdown; want at once, not after its backoff", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Shutdown")
 	}
 }

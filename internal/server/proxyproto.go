@@ -31,7 +31,7 @@ import (
 // malformed or late is closed, logged once at info level with its peer, as
 // nginx's "broken header".
 //
-// For TLS the wrapper sits under tls.NewListener: the header comes before
+// For TLS the wrapper sits under TLSListener: the header comes before
 // the handshake, and the handshake's first read reads it.
 
 var (
@@ -293,7 +293,7 @@ type ProxyOptions struct {
 // RemoteAddr the client the header named (see ProxyOptions.Trusted). A
 // connection without a valid header fails its reads and is closed.
 //
-// Wrap the raw listener (under tls.NewListener for TLS). HTTP.Serve takes
+// Wrap the raw listener (under TLSListener for TLS). HTTP.Serve takes
 // the wrapped connections apart again to keep the raw *net.TCPConn.
 func ProxyListener(l net.Listener, opt ProxyOptions) net.Listener {
 	if opt.Logger == nil {

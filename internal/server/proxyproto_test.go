@@ -189,7 +189,7 @@ func proxyServe(t *testing.T, h http.Handler, trusted bool, timeout time.Duratio
 // remoteHandler answers with the client's address and whether the
 // connection still has its raw TCP socket (sendfile, cork, parking).
 var remoteHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-	c := r.Context().(*reqCtx).c
+	c := r.Context().(*reqCtx).c.(*conn)
 	fmt.Fprintf(w, "%s tcp=%t raw=%t", r.RemoteAddr, c.tcp != nil, c.raw != nil)
 })
 
@@ -294,7 +294,7 @@ func TestWireProxyProtocolSendfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c := r.Context().(*reqCtx).c; c.tcp == nil {
+		if c := r.Context().(*reqCtx).c.(*conn); c.tcp == nil {
 			t.Error("no raw TCP connection: no sendfile")
 		}
 		f, err := os.Open(path)
@@ -331,7 +331,7 @@ func TestWireProxyProtocolSendfile(t *testing.T) {
 }
 
 // TLS: the header comes before the handshake; the wrapper sits under
-// tls.NewListener and net/http sees the client the header named.
+// TLSListener and net/http sees the client the header named.
 func TestWireProxyProtocolTLS(t *testing.T) {
 	ts := httptest.NewUnstartedServer(nil)
 	ts.StartTLS()
@@ -346,7 +346,7 @@ func TestWireProxyProtocolTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	pl := ProxyListener(l, ProxyOptions{Trusted: func(net.Addr) bool { return true }, Logger: slog.New(slog.DiscardHandler)})
-	tl := tls.NewListener(pl, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	tl := TLSListener(pl, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
 	done := make(chan error, 1)
 	go func() { done <- s.ServeTLS(tl) }()
 	defer func() {

@@ -76,6 +76,7 @@ func (s *HTTP) Stats() Stats {
 			out.Idle++
 		}
 	}
+	out.Open += int64(len(s.uwConns))
 	s.mu.Unlock()
 	st := &s.stats
 	st.mu.Lock()

@@ -91,7 +91,7 @@ func TestStatsTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})
+	tl := TLSListener(l, &tls.Config{Certificates: []tls.Certificate{cert}})
 	done := make(chan error, 1)
 	go func() { done <- s.ServeTLS(tl) }()
 	defer func() {

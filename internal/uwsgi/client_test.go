@@ -1,4 +1,4 @@
-package uwsgi
+package uwsgi_test
 
 import (
 	"bufio"
@@ -18,6 +18,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"portico/internal/porticotest"
+	"portico/internal/server"
+	"portico/internal/uwsgi"
 )
 
 // clientEcho is what clientEchoHandler reports about its request.
@@ -70,7 +74,7 @@ func clientEchoHandler() http.Handler {
 		}
 		e := clientEcho{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
 			Host: r.Host, RemoteAddr: r.RemoteAddr, Header: r.Header, ContentLength: r.ContentLength}
-		if o := OriginFrom(r.Context()); o != nil {
+		if o := uwsgi.OriginFrom(r.Context()); o != nil {
 			e.ScriptName, e.HasScriptName, e.Scheme = o.ScriptName, o.HasScriptName, o.Scheme
 		}
 		data, err := io.ReadAll(r.Body)
@@ -90,7 +94,7 @@ func clientEchoHandler() http.Handler {
 }
 
 // clientDo runs req through tr and returns the response with its body read.
-func clientDo(t *testing.T, tr *Transport, req *http.Request) (*http.Response, []byte) {
+func clientDo(t *testing.T, tr *uwsgi.Transport, req *http.Request) (*http.Response, []byte) {
 	t.Helper()
 	// A bound, so that a request the server waits on fails instead of hanging.
 	ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
@@ -107,7 +111,7 @@ func clientDo(t *testing.T, tr *Transport, req *http.Request) (*http.Response, [
 	return resp, body
 }
 
-func clientEchoOf(t *testing.T, tr *Transport, req *http.Request) (*http.Response, clientEcho) {
+func clientEchoOf(t *testing.T, tr *uwsgi.Transport, req *http.Request) (*http.Response, clientEcho) {
 	t.Helper()
 	resp, body := clientDo(t, tr, req)
 	var e clientEcho
@@ -120,8 +124,8 @@ func clientEchoOf(t *testing.T, tr *Transport, req *http.Request) (*http.Respons
 func TestTransportRoundTrip(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
-			addr, logs := testServer(t, network, &Server{Handler: clientEchoHandler()})
-			tr := &Transport{Network: network, Address: addr}
+			addr, logs := testServer(t, network, clientEchoHandler())
+			tr := &uwsgi.Transport{Network: network, Address: addr}
 			t.Cleanup(func() {
 				if strings.Contains(logs.String(), "level=WARN") {
 					t.Errorf("server warnings:\n%s", logs)
@@ -162,8 +166,8 @@ func TestTransportRoundTrip(t *testing.T) {
 			})
 
 			t.Run("Origin", func(t *testing.T) {
-				o := &Origin{RemoteAddr: "203.0.113.9", RemotePort: "4000", Scheme: "https"}
-				req, _ := http.NewRequestWithContext(WithOrigin(context.Background(), o), "GET", "http://example.com/o", nil)
+				o := &uwsgi.Origin{RemoteAddr: "203.0.113.9", RemotePort: "4000", Scheme: "https"}
+				req, _ := http.NewRequestWithContext(uwsgi.WithOrigin(context.Background(), o), "GET", "http://example.com/o", nil)
 				_, e := clientEchoOf(t, tr, req)
 				if e.RemoteAddr != "203.0.113.9:4000" || e.Scheme != "https" {
 					t.Errorf("RemoteAddr %q, scheme %q", e.RemoteAddr, e.Scheme)
@@ -225,7 +229,7 @@ func TestTransportRoundTrip(t *testing.T) {
 			})
 
 			t.Run("ScriptName", func(t *testing.T) {
-				tr := &Transport{Network: network, Address: addr, ScriptName: "/shop"}
+				tr := &uwsgi.Transport{Network: network, Address: addr, ScriptName: "/shop"}
 				for _, c := range []struct{ url, path string }{
 					{"http://example.com/shop/cart/item?id=3", "/cart/item"},
 					{"http://example.com/shop", ""},
@@ -244,13 +248,13 @@ func TestTransportRoundTrip(t *testing.T) {
 
 func TestTransportStreaming(t *testing.T) {
 	release := make(chan struct{})
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := testServer(t, "tcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")
 		w.(http.Flusher).Flush()
 		<-release
 		io.WriteString(w, "second\n")
-	})})
-	tr := &Transport{Address: addr}
+	}))
+	tr := &uwsgi.Transport{Address: addr}
 	req, _ := http.NewRequest("GET", "http://example.com/stream", nil)
 	resp, err := tr.RoundTrip(req)
 	if err != nil {
@@ -278,7 +282,7 @@ func TestTransportDialError(t *testing.T) {
 	}
 	refused := ln.Addr().String()
 	ln.Close()
-	for _, tr := range []*Transport{
+	for _, tr := range []*uwsgi.Transport{
 		{Address: refused},
 		{Network: "unix", Address: filepath.Join(t.TempDir(), "missing.sock")},
 	} {
@@ -309,12 +313,12 @@ type closeCounter struct {
 func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
 
 func TestTransportUnknownLength(t *testing.T) {
-	tr := &Transport{Address: "127.0.0.1:1"} // never dialled
+	tr := &uwsgi.Transport{Address: "127.0.0.1:1"} // never dialled
 	body := &closeCounter{Reader: strings.NewReader("abc")}
 	req, _ := http.NewRequest("POST", "http://example.com/", body)
 	req.ContentLength = -1
-	if _, err := tr.RoundTrip(req); !errors.Is(err, ErrUnknownLength) {
-		t.Errorf("got %v, want ErrUnknownLength", err)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, uwsgi.ErrUnknownLength) {
+		t.Errorf("got %v, want uwsgi.ErrUnknownLength", err)
 	}
 	if body.closed.Load() != 1 {
 		t.Errorf("request body closed %d times, want 1", body.closed.Load())
@@ -323,11 +327,11 @@ func TestTransportUnknownLength(t *testing.T) {
 
 func TestTransportShortBody(t *testing.T) {
 	gotErr := make(chan error, 1)
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := testServer(t, "tcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		gotErr <- err
-	})})
-	tr := &Transport{Address: addr}
+	}))
+	tr := &uwsgi.Transport{Address: addr}
 	req, _ := http.NewRequest("POST", "http://example.com/", io.NopCloser(strings.NewReader("abc")))
 	req.ContentLength = 10
 	resp, err := tr.RoundTrip(req)
@@ -347,10 +351,10 @@ func TestTransportShortBody(t *testing.T) {
 func TestTransportEarlyAnswer(t *testing.T) {
 	// The app answers 413 without reading a large body: the response is
 	// still heard, whatever happens to the rest of the write.
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := testServer(t, "tcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
-	})})
-	tr := &Transport{Address: addr}
+	}))
+	tr := &uwsgi.Transport{Address: addr}
 	data := make([]byte, 8<<20)
 	req, _ := http.NewRequest("POST", "http://example.com/", bytes.NewReader(data))
 	resp, body := clientDo(t, tr, req)
@@ -361,7 +365,7 @@ func TestTransportEarlyAnswer(t *testing.T) {
 
 func TestTransportAnswerWhileSending(t *testing.T) {
 	// The upstream answers at once and reads no body until the client has
-	// its response: a Transport that wrote the whole body before reading
+	// its response: a uwsgi.Transport that wrote the whole body before reading
 	// would block on full socket buffers and never see the answer.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -377,7 +381,7 @@ func TestTransportAnswerWhileSending(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		if _, _, err := ReadPacket(c, nil); err != nil {
+		if _, _, err := uwsgi.ReadPacket(c, nil); err != nil {
 			return
 		}
 		io.WriteString(c, "HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 9\r\n\r\ntoo large")
@@ -386,7 +390,7 @@ func TestTransportAnswerWhileSending(t *testing.T) {
 		case <-time.After(10 * time.Second): // a bound on failure, not an ordering
 		}
 	}()
-	tr := &Transport{Address: ln.Addr().String()}
+	tr := &uwsgi.Transport{Address: ln.Addr().String()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "POST", "http://example.com/", bytes.NewReader(make([]byte, 32<<20)))
@@ -405,7 +409,7 @@ func TestTransportAnswerWhileSending(t *testing.T) {
 func TestTransportCancel(t *testing.T) {
 	started := make(chan struct{}, 1)
 	cancelled := make(chan struct{}, 1)
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := testServer(t, "tcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow-body" {
 			io.WriteString(w, "partial")
 			w.(http.Flusher).Flush()
@@ -413,8 +417,8 @@ func TestTransportCancel(t *testing.T) {
 		started <- struct{}{}
 		<-r.Context().Done() // the Server cancels it when the peer closes
 		cancelled <- struct{}{}
-	})})
-	tr := &Transport{Address: addr}
+	}))
+	tr := &uwsgi.Transport{Address: addr}
 
 	t.Run("before the head", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -493,9 +497,9 @@ func rawUpstream(t *testing.T, answers ...string) string {
 			}
 			c.SetDeadline(time.Now().Add(10 * time.Second))
 			br := bufio.NewReader(c)
-			if _, vars, err := ReadPacket(br, nil); err == nil {
+			if _, vars, err := uwsgi.ReadPacket(br, nil); err == nil {
 				var n int64
-				ParseVars(vars, func(k, v []byte) error {
+				uwsgi.ParseVars(vars, func(k, v []byte) error {
 					if string(k) == "CONTENT_LENGTH" {
 						for _, d := range v {
 							n = n*10 + int64(d-'0')
@@ -532,7 +536,7 @@ func TestTransportRawResponses(t *testing.T) {
 	for i, c := range cases {
 		answers[i] = c.answer
 	}
-	tr := &Transport{Address: rawUpstream(t, answers...)}
+	tr := &uwsgi.Transport{Address: rawUpstream(t, answers...)}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			req, _ := http.NewRequest("POST", "http://example.com/", strings.NewReader("body"))
@@ -541,8 +545,8 @@ func TestTransportRawResponses(t *testing.T) {
 				if err == nil {
 					resp.Body.Close()
 				}
-				if !errors.Is(err, ErrBadResponse) {
-					t.Errorf("got %v, want ErrBadResponse", err)
+				if !errors.Is(err, uwsgi.ErrBadResponse) {
+					t.Errorf("got %v, want uwsgi.ErrBadResponse", err)
 				}
 				return
 			}
@@ -560,18 +564,49 @@ func TestTransportRawResponses(t *testing.T) {
 
 func TestTransportModifier1(t *testing.T) {
 	mods := make(chan uint8, 1)
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mods <- OriginFrom(r.Context()).Modifier1
-	})})
+	addr, _ := testServer(t, "tcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mods <- uwsgi.OriginFrom(r.Context()).Modifier1
+	}))
 	req, _ := http.NewRequest("GET", "http://example.com/", nil)
-	if resp, _ := clientDo(t, &Transport{Address: addr}, req); resp.StatusCode != 200 || <-mods != 0 {
+	if resp, _ := clientDo(t, &uwsgi.Transport{Address: addr}, req); resp.StatusCode != 200 || <-mods != 0 {
 		t.Errorf("modifier1 0: %d", resp.StatusCode)
 	}
-	if resp, _ := clientDo(t, &Transport{Address: addr, Modifier1: 30}, req); resp.StatusCode != 200 || <-mods != 30 {
+	if resp, _ := clientDo(t, &uwsgi.Transport{Address: addr, Modifier1: 30}, req); resp.StatusCode != 200 || <-mods != 30 {
 		t.Errorf("modifier1 30: %d", resp.StatusCode)
 	}
 	// The Server serves WSGI only: another modifier1 reaches it and is refused.
-	if resp, _ := clientDo(t, &Transport{Address: addr, Modifier1: 5}, req); resp.StatusCode != http.StatusNotImplemented {
+	if resp, _ := clientDo(t, &uwsgi.Transport{Address: addr, Modifier1: 5}, req); resp.StatusCode != http.StatusNotImplemented {
 		t.Errorf("modifier1 5: %d, want 501", resp.StatusCode)
 	}
+}
+
+// testServer serves h with Portico's uwsgi listener (internal/server) on
+// a loopback listener (network "tcp" or "unix") until the test ends, and
+// returns its address and its log.
+func testServer(t *testing.T, network string, h http.Handler) (addr string, logs *porticotest.LogRecorder) {
+	t.Helper()
+	logs = porticotest.NewLogRecorder()
+	srv := server.NewHTTP(h, server.Options{Logger: logs.Logger()})
+	laddr := "127.0.0.1:0"
+	if network == "unix" {
+		laddr = filepath.Join(t.TempDir(), "uwsgi.sock")
+	}
+	ln, err := net.Listen(network, laddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeUWSGI(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+			srv.Close()
+		}
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+		}
+	})
+	return ln.Addr().String(), logs
 }

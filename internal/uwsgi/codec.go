@@ -79,8 +79,14 @@ func ParseVars(b []byte, fn func(key, value []byte) error) error {
 	return walkVars(b, fn)
 }
 
-// walkVars is ParseVars for both []byte and string blocks, so that the
-// listener can take every request string from one string conversion.
+// ParseVarsString is ParseVars for a block held in a string, so that the
+// listener (internal/server) can take every request string from one
+// string conversion: key and value are substrings of block.
+func ParseVarsString(block string, fn func(key, value string) error) error {
+	return walkVars(block, fn)
+}
+
+// walkVars is ParseVars for both []byte and string blocks.
 func walkVars[T ~string | ~[]byte](b T, fn func(key, value T) error) error {
 	for off := 0; off < len(b); {
 		if len(b)-off < 2 {

@@ -8,16 +8,18 @@
 // response is a raw HTTP/1.1 response (status line, headers, body) ended by
 // closing the connection.
 //
-// The package has four parts, one per file:
+// The package is a leaf (it imports no other Portico package) in four parts:
 //
 //   - codec.go: [Header], [AppendVar], [ParseVars], [ReadPacket];
 //   - environ.go: [AppendRequest] turns an *http.Request into a request
 //     packet whose variables form a PEP 3333 / CGI environ (the hot path of
 //     every request sent to a Python worker);
-//   - server.go: [Server] accepts what nginx's uwsgi_pass sends and serves
-//     it with an http.Handler, so Portico drops in for uWSGI behind nginx.
-//     Requests it builds carry an [Origin] (see [OriginFrom]) describing what
-//     nginx said about the client, which [AppendRequest] passes on;
+//   - origin.go: [Origin] (see [OriginFrom]) describes what nginx said about
+//     the client of a request it forwarded; the uwsgi listener, which
+//     accepts what nginx's uwsgi_pass sends so that Portico drops in for
+//     uWSGI behind nginx, lives in internal/server (HTTP.ServeUWSGI, on the
+//     same connection lifecycle as the HTTP front) and puts one in each
+//     request it builds; [AppendRequest] passes it on;
 //   - client.go: [Transport] is the other end, an http.RoundTripper that
 //     sends requests to a uWSGI server as nginx's uwsgi_pass does, so
 //     Portico drops in for nginx in front of uWSGI.

@@ -93,7 +93,7 @@ func AppendRequest(dst []byte, r *http.Request, opt EnvironOptions) ([]byte, err
 	}
 	dst = append(dst, mount...)
 	dst = endValue(dst, mark)
-	dst = AppendVar(dst, "PATH_INFO", stripMount(path, mount))
+	dst = AppendVar(dst, "PATH_INFO", StripMount(path, mount))
 
 	dst, mark = appendKey(dst, "CONTENT_LENGTH")
 	dst = strconv.AppendInt(dst, opt.ContentLength, 10)
@@ -301,9 +301,9 @@ func skipHeader(name string) bool {
 	return strings.EqualFold(name, bad)
 }
 
-// stripMount removes mount from the front of path when it is a prefix at a
-// segment boundary.
-func stripMount(path, mount string) string {
+// StripMount removes mount from the front of path when it is a prefix at a
+// segment boundary (modifier1 30: SCRIPT_NAME stripped from PATH_INFO).
+func StripMount(path, mount string) string {
 	if mount != "" && strings.HasPrefix(path, mount) && (len(path) == len(mount) || path[len(mount)] == '/') {
 		return path[len(mount):]
 	}

@@ -5,9 +5,9 @@ import (
 	"net"
 )
 
-// Origin is what nginx (or another uwsgi client) told the [Server] about a
+// Origin is what nginx (or another uwsgi client) told the uwsgi listener (internal/server) about a
 // request it forwarded: facts about the client and the front server that
-// Portico cannot learn from its own connection. The Server puts one in the
+// Portico cannot learn from its own connection. The listener puts one in the
 // context of each request it builds; [AppendRequest] uses it so that the
 // Python app sees what it would have seen under uWSGI.
 //
@@ -52,17 +52,24 @@ type Origin struct {
 	Extra []byte
 }
 
-type originKey struct{}
+// OriginContextKey is the context key of a request's *Origin. The uwsgi
+// listener (internal/server) answers it from its request context without
+// a context.WithValue per request; others use WithOrigin.
+var OriginContextKey = &contextKey{"uwsgi-origin"}
+
+type contextKey struct{ name string }
+
+func (k *contextKey) String() string { return "uwsgi context value " + k.name }
 
 // WithOrigin returns a copy of ctx carrying o, for OriginFrom to find.
-// The Server calls it for every request; tests and other front ends may too.
+// Tests and other front ends may call it.
 func WithOrigin(ctx context.Context, o *Origin) context.Context {
-	return context.WithValue(ctx, originKey{}, o)
+	return context.WithValue(ctx, OriginContextKey, o)
 }
 
-// OriginFrom returns the uwsgi origin of a request built by Server (or put
-// there by WithOrigin), or nil for any other request.
+// OriginFrom returns the uwsgi origin of a request built by the uwsgi
+// listener (or put there by WithOrigin), or nil for any other request.
 func OriginFrom(ctx context.Context) *Origin {
-	o, _ := ctx.Value(originKey{}).(*Origin)
+	o, _ := ctx.Value(OriginContextKey).(*Origin)
 	return o
 }

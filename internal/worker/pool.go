@@ -98,10 +98,6 @@ type Options struct {
 	// QueueTimeout bounds a request's wait for a free slot; past it, 503.
 	// Zero: 30s.
 	QueueTimeout time.Duration
-	// ClientTimeout bounds each read of the request body and each write of
-	// the response to the client (nginx's client_body_timeout and
-	// send_timeout): a stalled client is dropped. Zero: 60s.
-	ClientTimeout time.Duration
 	// ScriptName is the URL prefix the app is mounted under ("" for the root).
 	ScriptName string
 	// InternalRedirect, when set, serves app responses carrying
@@ -165,9 +161,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.QueueTimeout <= 0 {
 		o.QueueTimeout = 30 * time.Second
-	}
-	if o.ClientTimeout <= 0 {
-		o.ClientTimeout = 60 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -261,7 +254,6 @@ func NewHandler(pl *Pool, redirect func(w http.ResponseWriter, r *http.Request, 
 		BodyMemory:        pl.opt.BodyMemory,
 		MaxResponseBuffer: pl.opt.MaxResponseBuffer,
 		TempDir:           pl.opt.TempDir,
-		ClientTimeout:     pl.opt.ClientTimeout,
 		Logger:            pl.log,
 	}
 	if redirect != nil {

@@ -1,4 +1,4 @@
-package uwsgi
+package server
 
 import (
 	"bufio"
@@ -18,18 +18,19 @@ import (
 	"time"
 
 	"portico/internal/porticotest"
+	"portico/internal/uwsgi"
 )
 
 // These tests check byte compatibility against the real programs when they
 // are installed (Debian: nginx, uwsgi-core, uwsgi-plugin-python3), and skip
 // otherwise, or fail with PORTICO_REQUIRE_INTEROP=1 (porticotest.Missing).
 
-// uwsgiParams is the uwsgi_params file Debian's nginx ships.
-const uwsgiParams = "/etc/nginx/uwsgi_params"
+// uwUwsgiParams is the uwsgi_params file Debian's nginx ships.
+const uwUwsgiParams = "/etc/nginx/uwsgi_params"
 
-// startProcess starts cmd, stops it when the test ends, and waits until
+// uwStartProcess starts cmd, stops it when the test ends, and waits until
 // addr accepts connections.
-func startProcess(t *testing.T, cmd *exec.Cmd, addr string, logPath string) {
+func uwStartProcess(t *testing.T, cmd *exec.Cmd, addr string, logPath string) {
 	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -60,8 +61,8 @@ func startProcess(t *testing.T, cmd *exec.Cmd, addr string, logPath string) {
 	}
 }
 
-// nginxEcho is what the nginx test's handler reports.
-type nginxEcho struct {
+// uwNginxEcho is what the nginx test's handler reports.
+type uwNginxEcho struct {
 	Method, Path, RawQuery, RequestURI, Host, RemoteAddr, Proto string
 	Header                                                      http.Header
 	ContentLength                                               int64
@@ -70,16 +71,16 @@ type nginxEcho struct {
 	Env                                                         map[string]string
 }
 
-func TestNginxInterop(t *testing.T) {
+func TestUWSGINginxInterop(t *testing.T) {
 	porticotest.RequireProgram(t, "nginx")
-	if _, err := os.Stat(uwsgiParams); err != nil {
+	if _, err := os.Stat(uwUwsgiParams); err != nil {
 		porticotest.Missing(t, "nginx's uwsgi_params: %v", err)
 	}
 
 	release := make(chan struct{})
 	waiting := make(chan struct{}, 1)
 	cancelled := make(chan struct{}, 1)
-	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/stream":
 			io.WriteString(w, "first\n")
@@ -96,22 +97,22 @@ func TestNginxInterop(t *testing.T) {
 			cancelled <- struct{}{}
 			return
 		}
-		e := nginxEcho{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
+		e := uwNginxEcho{Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
 			Host: r.Host, RemoteAddr: r.RemoteAddr, Proto: r.Proto, Header: r.Header, ContentLength: r.ContentLength}
 		n, err := io.Copy(io.Discard, r.Body)
 		e.BodyLen = int(n)
 		if err != nil {
 			e.BodyErr = err.Error()
 		}
-		if pkt, err := AppendRequest(nil, r, EnvironOptions{ContentLength: n}); err == nil {
+		if pkt, err := uwsgi.AppendRequest(nil, r, uwsgi.EnvironOptions{ContentLength: n}); err == nil {
 			e.Env = make(map[string]string)
-			ParseVars(pkt[HeaderSize:], func(k, v []byte) error { e.Env[string(k)] = string(v); return nil })
+			uwsgi.ParseVars(pkt[uwsgi.HeaderSize:], func(k, v []byte) error { e.Env[string(k)] = string(v); return nil })
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Upstream", "portico")
 		json.NewEncoder(w).Encode(e)
 	})}
-	upstream, logs := testServer(t, "tcp", srv)
+	upstream, logs := uwTestServer(t, "tcp", srv)
 
 	ngx := porticotest.StartNginx(t, fmt.Sprintf(`
     client_max_body_size 8m;
@@ -134,12 +135,12 @@ func TestNginxInterop(t *testing.T) {
             uwsgi_buffering off;
             uwsgi_pass %[1]s;
         }
-    }`, upstream, uwsgiParams))
+    }`, upstream, uwUwsgiParams))
 	dir, front := ngx.Prefix, ngx.Addr
 	base := "http://" + front
 	client := &http.Client{Timeout: 10 * time.Second}
 
-	get := func(t *testing.T, req *http.Request) nginxEcho {
+	get := func(t *testing.T, req *http.Request) uwNginxEcho {
 		t.Helper()
 		resp, err := client.Do(req)
 		if err != nil {
@@ -150,7 +151,7 @@ func TestNginxInterop(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "portico" {
 			t.Fatalf("%d %v %s\nlog: %s", resp.StatusCode, resp.Header, body, logs)
 		}
-		var e nginxEcho
+		var e uwNginxEcho
 		if err := json.Unmarshal(body, &e); err != nil {
 			t.Fatalf("%v: %s", err, body)
 		}
@@ -283,9 +284,9 @@ func TestNginxInterop(t *testing.T) {
 	}
 }
 
-// uwsgiApp is a WSGI app for uWSGI that answers the environ's strings (and
+// uwUwsgiApp is a WSGI app for uWSGI that answers the environ's strings (and
 // the body length) as JSON.
-const uwsgiApp = `
+const uwUwsgiApp = `
 import json
 def application(environ, start_response):
     body = environ["wsgi.input"].read()
@@ -296,11 +297,11 @@ def application(environ, start_response):
     return [out]
 `
 
-func TestUWSGIInterop(t *testing.T) {
+func TestUWSGIBehindUWSGIInterop(t *testing.T) {
 	bin := porticotest.RequireProgram(t, "uwsgi")
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app.py")
-	if err := os.WriteFile(app, []byte(uwsgiApp), 0o600); err != nil {
+	if err := os.WriteFile(app, []byte(uwUwsgiApp), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	addr := porticotest.FreeAddr(t)
@@ -315,14 +316,14 @@ func TestUWSGIInterop(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = []string{"PATH=/usr/bin:/bin"} // the system Python the plugin was built for
 	cmd.Dir = dir
-	startProcess(t, cmd, addr, logPath)
+	uwStartProcess(t, cmd, addr, logPath)
 	if out, _ := os.ReadFile(logPath); bytes.Contains(out, []byte("unable to load")) {
 		porticotest.Missing(t, "uwsgi has no python3 plugin (Debian: uwsgi-plugin-python3): %s", out)
 	}
 
-	ask := func(t *testing.T, r *http.Request, opt EnvironOptions, body string) map[string]string {
+	ask := func(t *testing.T, r *http.Request, opt uwsgi.EnvironOptions, body string) map[string]string {
 		t.Helper()
-		pkt, err := AppendRequest(nil, r, opt)
+		pkt, err := uwsgi.AppendRequest(nil, r, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +357,7 @@ func TestUWSGIInterop(t *testing.T) {
 	r.Header.Add("Cookie", "a=1")
 	r.Header.Add("Cookie", "b=2")
 	body := "hello uwsgi"
-	env := ask(t, r, EnvironOptions{ScriptName: "/app", ContentLength: int64(len(body))}, body)
+	env := ask(t, r, uwsgi.EnvironOptions{ScriptName: "/app", ContentLength: int64(len(body))}, body)
 	want := map[string]string{
 		"REQUEST_METHOD":  "POST",
 		"REQUEST_URI":     "/app/caf%C3%A9/x?a=1&b=%20",

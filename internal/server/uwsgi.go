@@ -1,4 +1,4 @@
-package uwsgi
+package server
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,131 +16,56 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"portico/internal/uwsgi"
 )
 
-// ErrServerClosed is returned by Server.Serve once Shutdown or Close has
-// been called.
-var ErrServerClosed = errors.New("uwsgi: server closed")
-
 const (
-	defaultReadTimeout  = 60 * time.Second
-	defaultWriteTimeout = 60 * time.Second
-
-	// lingerTimeout and lingerMax bound how long, and how much of an unread
+	// uwLingerTimeout and uwLingerMax bound how long, and how much of an unread
 	// request body, a connection keeps reading after its response is
 	// complete. Closing a socket with unread input makes the kernel send a
 	// RST, and the peer may then lose the end of the response it has not
 	// read yet; Apache and nginx linger for the same reason.
-	lingerTimeout = 2 * time.Second
-	lingerMax     = 256 << 10
+	uwLingerTimeout = 2 * time.Second
+	uwLingerMax     = 256 << 10
 
-	readBufSize  = 4 << 10
-	writeBufSize = 8 << 10
-	// maxPooledVars is the largest vars buffer returned to the pool; the
+	uwReadBufSize  = 4 << 10
+	uwWriteBufSize = 8 << 10
+	// uwMaxPooledVars is the largest vars buffer returned to the pool; the
 	// rare 64 KiB packet's buffer is left to the garbage collector.
-	maxPooledVars = 16 << 10
+	uwMaxPooledVars = 16 << 10
 )
 
 var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
-	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
-	varsPool   = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+	uwReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, uwReadBufSize) }}
+	uwWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, uwWriteBufSize) }}
+	uwVarsPool   = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
-	// aLongTimeAgo is a deadline in the past, to interrupt a blocked Read.
-	aLongTimeAgo = time.Unix(1, 0)
-
-	// errHandlerDone is what a request body read returns once its handler
+	// errUWHandlerDone is what a request body read returns once its handler
 	// has returned (from a goroutine the handler left behind).
-	errHandlerDone = errors.New("uwsgi: request body read after the handler returned")
+	errUWHandlerDone = errors.New("uwsgi: request body read after the handler returned")
 )
 
-// Server accepts connections from nginx's uwsgi_pass (or any uwsgi client)
-// and serves each with Handler, as uWSGI would serve them with a WSGI app:
+// uwIdleServeTimeout is how long a goroutine that served a uwsgi
+// connection waits for another before it exits.
+const uwIdleServeTimeout = 10 * time.Second
+
+// ServeUWSGI accepts connections on l from nginx's uwsgi_pass (or any
+// uwsgi client) and serves each as uWSGI would serve it with a WSGI app:
 // one request per connection, the response a raw HTTP/1.1 message ended by
-// closing the connection.
-//
-// The request Handler gets is built from the packet's variables (see
-// Serve); its context carries an *Origin (OriginFrom) and
-// http.LocalAddrContextKey. Its context is cancelled when the handler
-// returns or when the peer closes the connection (nginx does when its
+// closing the connection. It shares the server's lifecycle with Serve (one
+// accept loop, connection tracking, Shutdown and Close) and returns as
+// Serve does. The request's context carries an *uwsgi.Origin
+// (uwsgi.OriginFrom) and http.LocalAddrContextKey, and is cancelled when
+// the handler returns or when nginx closes the connection (it does when its
 // client goes away) once the request body has been read.
 //
-// The zero value is ready to use; fields must not change once Serve runs.
-type Server struct {
-	// Handler serves each request. nil answers every request 404.
-	Handler http.Handler
-
-	// Logger receives warnings about bad packets and peers and errors from
-	// panicking handlers. nil means slog.Default().
-	Logger *slog.Logger
-
-	// ReadTimeout bounds the time from accepting a connection to having read
-	// its whole packet (header and vars), and then each read of the request
-	// body. A peer that is slower gets 400 and is disconnected. Zero means
-	// 60s, the default of nginx's uwsgi_send_timeout on the other end.
-	ReadTimeout time.Duration
-
-	// WriteTimeout bounds each write of the response: every write to the
-	// connection extends the deadline by this much, so a long streamed
-	// response is fine as long as the peer keeps reading. Zero means 60s,
-	// the default of nginx's uwsgi_read_timeout on the other end.
-	WriteTimeout time.Duration
-
-	mu        sync.Mutex
-	closed    bool
-	done      chan struct{} // closed on Shutdown or Close
-	drained   chan struct{} // closed when the last connection ends after Shutdown
-	listeners map[*net.Listener]struct{}
-	conns     map[*conn]struct{}
-
-	idleOnce  sync.Once
-	idleConns chan *conn // goroutines waiting for a connection to serve
-
-	accepted atomic.Int64 // for Stats
-}
-
-// Stats returns the number of connections open now and of those accepted
-// since the server was made. (A connection carries one request: none is
-// ever idle.)
-func (s *Server) Stats() (open, accepted int64) {
-	s.mu.Lock()
-	open = int64(len(s.conns))
-	s.mu.Unlock()
-	return open, s.accepted.Load()
-}
-
-func (s *Server) logger() *slog.Logger {
-	if s.Logger != nil {
-		return s.Logger
-	}
-	return slog.Default()
-}
-
-func (s *Server) readTimeout() time.Duration {
-	if s.ReadTimeout > 0 {
-		return s.ReadTimeout
-	}
-	return defaultReadTimeout
-}
-
-func (s *Server) writeTimeout() time.Duration {
-	if s.WriteTimeout > 0 {
-		return s.WriteTimeout
-	}
-	return defaultWriteTimeout
-}
-
-func (s *Server) handler() http.Handler {
-	if s.Handler != nil {
-		return s.Handler
-	}
-	return http.NotFoundHandler()
-}
-
-// Serve accepts connections on l and serves each in its own goroutine until
-// l fails or the server is shut down; it returns ErrServerClosed after
-// Shutdown or Close, and closes l in every case. Serve may be called for
-// several listeners at once.
+// Timeouts: ReadHeaderTimeout bounds the time from accepting a connection
+// to having read its whole packet (header and vars), BodyTimeout each read
+// of the request body (a peer slower than either gets 400 and is
+// disconnected), SendTimeout each write of the response (nginx's
+// uwsgi_send_timeout and uwsgi_read_timeout on the other end, 60s by
+// default too).
 //
 // Each connection carries one request packet with modifier1 0 (WSGI) or 30
 // (WSGI with SCRIPT_NAME stripped from the front of PATH_INFO, as uWSGI
@@ -157,205 +81,83 @@ func (s *Server) handler() http.Handler {
 // net/http/cgi does. uWSGI's "magic" UWSGI_* variables (UWSGI_SCRIPT,
 // UWSGI_CHDIR, UWSGI_SETENV ...) are ignored: Portico never lets a packet
 // choose code, directories or environment.
-func (s *Server) Serve(l net.Listener) error {
-	defer l.Close()
-	if !s.trackListener(&l, true) {
-		return ErrServerClosed
-	}
-	defer s.trackListener(&l, false)
-	done := s.doneChan()
-	var delay time.Duration
-	for {
-		rwc, err := l.Accept()
-		if err != nil {
-			if s.shuttingDown() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("uwsgi: accepting connection: %w", err)
-			}
-			// Running out of descriptors and the like: back off and retry,
-			// as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			s.logger().Warn("uwsgi: accepting connection failed; retrying", "err", err, "delay", delay)
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-done:
-				t.Stop()
-				return ErrServerClosed
-			}
-			continue
-		}
-		delay = 0
-		s.accepted.Add(1)
-		c := &conn{srv: s, rwc: rwc}
-		if !s.trackConn(c, true) {
-			rwc.Close()
-			return ErrServerClosed
+func (s *HTTP) ServeUWSGI(l net.Listener) error {
+	return s.acceptLoop(l, func(rwc net.Conn) bool {
+		c := &uwConn{srv: s, rwc: rwc}
+		if !s.trackUWSGI(c, true) {
+			return false
 		}
 		select {
-		case s.idle() <- c:
+		case s.uwIdle() <- c:
 		default:
-			go s.serveConns(c)
+			go s.serveUWSGIConns(c)
 		}
-	}
+		return true
+	})
 }
 
-// idleServeTimeout is how long a goroutine that served a connection waits
-// for another before it exits.
-const idleServeTimeout = 10 * time.Second
-
-func (s *Server) idle() chan *conn {
-	s.idleOnce.Do(func() { s.idleConns = make(chan *conn) })
-	return s.idleConns
+func (s *HTTP) uwIdle() chan *uwConn {
+	s.uwIdleOnce.Do(func() { s.uwIdleConns = make(chan *uwConn) })
+	return s.uwIdleConns
 }
 
-// serveConns serves c, then the connections Serve hands it, until none
-// comes for idleServeTimeout or the server shuts down. nginx connects once per request: reusing the
-// goroutine keeps its grown stack, which a new goroutine per connection
-// would grow again (a copy at each doubling) every time.
-func (s *Server) serveConns(c *conn) {
-	idle, done := s.idle(), s.doneChan()
-	t := time.NewTimer(idleServeTimeout)
+// serveUWSGIConns serves c, then the connections ServeUWSGI hands it, until
+// none comes for uwIdleServeTimeout or the server shuts down. nginx
+// connects once per request: reusing the goroutine keeps its grown stack,
+// which a new goroutine per connection would grow again (a copy at each
+// doubling) every time.
+func (s *HTTP) serveUWSGIConns(c *uwConn) {
+	idle := s.uwIdle()
+	t := time.NewTimer(uwIdleServeTimeout)
 	defer t.Stop()
 	for {
 		c.serve()
-		t.Reset(idleServeTimeout)
+		t.Reset(uwIdleServeTimeout)
 		select {
 		case c = <-idle:
 		case <-t.C:
 			return
-		case <-done:
+		case <-s.stopped:
 			return
 		}
 	}
 }
 
-// Shutdown stops the server gracefully: it closes the listeners, so Serve
-// returns ErrServerClosed, and waits until every connection has finished
-// its request, or until ctx is done, returning ctx.Err() then (the
-// connections go on; Close ends them).
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	err := s.closeLocked()
-	if len(s.conns) == 0 {
-		s.mu.Unlock()
-		return err
-	}
-	if s.drained == nil {
-		s.drained = make(chan struct{})
-	}
-	drained := s.drained
-	s.mu.Unlock()
-
-	select {
-	case <-drained:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// Close stops the server at once: it closes the listeners and every
-// connection, interrupting requests in flight. Use it after a Shutdown
-// whose context expired.
-func (s *Server) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	err := s.closeLocked()
-	for c := range s.conns {
-		c.rwc.Close()
-	}
-	return err
-}
-
-// closeLocked marks the server closed and closes its listeners, returning
-// the first error other than an already-closed listener.
-func (s *Server) closeLocked() error {
-	if !s.closed {
-		s.closed = true
-		if s.done == nil {
-			s.done = make(chan struct{})
-		}
-		close(s.done)
-	}
-	var first error
-	for l := range s.listeners {
-		if err := (*l).Close(); err != nil && first == nil && !errors.Is(err, net.ErrClosed) {
-			first = fmt.Errorf("uwsgi: closing listener: %w", err)
-		}
-		delete(s.listeners, l)
-	}
-	return first
-}
-
-func (s *Server) doneChan() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done == nil {
-		s.done = make(chan struct{})
-	}
-	return s.done
-}
-
-func (s *Server) shuttingDown() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-func (s *Server) trackListener(l *net.Listener, add bool) bool {
+func (s *HTTP) trackUWSGI(c *uwConn, add bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !add {
-		delete(s.listeners, l)
+		delete(s.uwConns, c)
 		return true
 	}
-	if s.closed {
+	if s.shuttingDown() {
 		return false
 	}
-	if s.listeners == nil {
-		s.listeners = make(map[*net.Listener]struct{})
-	}
-	s.listeners[l] = struct{}{}
+	s.uwConns[c] = struct{}{}
 	return true
 }
 
-func (s *Server) trackConn(c *conn, add bool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !add {
-		delete(s.conns, c)
-		if len(s.conns) == 0 && s.drained != nil {
-			close(s.drained)
-			s.drained = nil
-		}
-		return true
+// deadlineIn returns the deadline d from now; none (zero) if d <= 0.
+func deadlineIn(d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
 	}
-	if s.closed {
-		return false
-	}
-	if s.conns == nil {
-		s.conns = make(map[*conn]struct{})
-	}
-	s.conns[c] = struct{}{}
-	return true
+	return time.Now().Add(d)
 }
 
-// conn is one accepted connection and its one request.
-type conn struct {
-	srv *Server
+// uwConn is one accepted connection and its one request.
+type uwConn struct {
+	srv *HTTP
 	rwc net.Conn
 	br  *bufio.Reader
 	bw  *bufio.Writer
-	dw  deadlineWriter
+	dw  uwDeadlineWriter
 	// scratch is reused to canonicalise header names.
 	scratch []byte
 
 	ctx *reqCtx
-	// body is the request body, nil when there is none.
-	body *body
+	// uwBody is the request uwBody, nil when there is none.
+	body *uwBody
 	// bgWanted is set when the handler asks for its context's Done: the
 	// background reader then runs once the body has been read.
 	bgWanted atomic.Bool
@@ -370,57 +172,57 @@ type conn struct {
 	peerGone atomic.Bool
 }
 
-func (c *conn) peer() string {
+func (c *uwConn) peer() string {
 	if a := c.rwc.RemoteAddr(); a != nil {
 		return a.String()
 	}
 	return ""
 }
 
-func (c *conn) serve() {
+func (c *uwConn) serve() {
 	s := c.srv
-	defer s.trackConn(c, false)
+	defer s.trackUWSGI(c, false)
 
-	c.br = readerPool.Get().(*bufio.Reader)
+	c.br = uwReaderPool.Get().(*bufio.Reader)
 	c.br.Reset(c.rwc)
-	c.dw = deadlineWriter{conn: c.rwc, timeout: s.writeTimeout()}
-	c.bw = writerPool.Get().(*bufio.Writer)
+	c.dw = uwDeadlineWriter{conn: c.rwc, timeout: s.writeTimeout}
+	c.bw = uwWriterPool.Get().(*bufio.Writer)
 	c.bw.Reset(&c.dw)
 	defer func() {
 		c.br.Reset(nil)
-		readerPool.Put(c.br)
+		uwReaderPool.Put(c.br)
 		c.bw.Reset(nil)
-		writerPool.Put(c.bw)
+		uwWriterPool.Put(c.bw)
 	}()
 
-	c.rwc.SetReadDeadline(time.Now().Add(s.readTimeout()))
-	bufp := varsPool.Get().(*[]byte)
-	h, vars, err := ReadPacket(c.br, *bufp)
+	c.rwc.SetReadDeadline(deadlineIn(s.readHeaderTimeout))
+	bufp := uwVarsPool.Get().(*[]byte)
+	h, vars, err := uwsgi.ReadPacket(c.br, *bufp)
 	supported := h.Modifier1 == 0 || h.Modifier1 == 30
 	var req *http.Request
 	var reqErr error
 	if err == nil && supported {
 		req, reqErr = c.newRequest(h, vars) // copies what it keeps of vars
 	}
-	if cap(vars) <= maxPooledVars {
+	if cap(vars) <= uwMaxPooledVars {
 		*bufp = vars[:0]
-		varsPool.Put(bufp)
+		uwVarsPool.Put(bufp)
 	}
 
 	switch {
 	case err == io.EOF:
 		// Connected and closed without a byte: a port probe, not a request.
-		s.logger().Debug("uwsgi: connection closed before a packet", "peer", c.peer())
+		s.logger.Debug("uwsgi: connection closed before a packet", "peer", c.peer())
 		c.rwc.Close()
 	case err != nil:
-		s.logger().Warn("uwsgi: rejecting packet", "peer", c.peer(), "err", err)
+		s.logger.Warn("uwsgi: rejecting packet", "peer", c.peer(), "err", err)
 		c.reject(http.StatusBadRequest)
 	case !supported:
-		s.logger().Warn("uwsgi: rejecting packet with unsupported modifier1",
+		s.logger.Warn("uwsgi: rejecting packet with unsupported modifier1",
 			"modifier1", h.Modifier1, "modifier2", h.Modifier2, "peer", c.peer())
 		c.reject(http.StatusNotImplemented)
 	case reqErr != nil:
-		s.logger().Warn("uwsgi: rejecting request", "peer", c.peer(), "err", reqErr)
+		s.logger.Warn("uwsgi: rejecting request", "peer", c.peer(), "err", reqErr)
 		c.reject(http.StatusBadRequest)
 	default:
 		c.serveRequest(req)
@@ -428,34 +230,34 @@ func (c *conn) serve() {
 }
 
 // serveRequest runs the handler and ends the connection.
-func (c *conn) serveRequest(req *http.Request) {
+func (c *uwConn) serveRequest(req *http.Request) {
 	defer c.ctx.cancel(context.Canceled)
-	w := &response{c: c, req: req, header: make(http.Header, 8), contentLength: -1}
+	w := &uwResponse{c: c, req: req, header: make(http.Header, 8), contentLength: -1}
 	if v, stack := c.runHandler(w, req); v != nil {
 		unread, _ := c.stopReading()
 		if v == http.ErrAbortHandler {
 			c.abort()
 			return
 		}
-		c.srv.logger().Error("uwsgi: handler panicked", "peer", c.peer(),
+		c.srv.logger.Error("uwsgi: handler panicked", "peer", c.peer(),
 			"method", req.Method, "uri", req.RequestURI, "panic", v, "stack", string(stack))
 		if c.dw.n > 0 {
-			c.abort() // part of the response is out: only a reset tells nginx it is cut short
+			c.abort() // part of the uwResponse is out: only a reset tells nginx it is cut short
 			return
 		}
 		c.bw.Reset(&c.dw) // drop what the handler buffered; nothing was sent yet
 		c.writeError(http.StatusInternalServerError)
-		c.lingerClose(min(unread, lingerMax))
+		c.lingerClose(min(unread, uwLingerMax))
 		return
 	}
 	err := w.finish()
 	unread, peerGone := c.stopReading()
 	switch {
 	case err != nil:
-		c.srv.logger().Debug("uwsgi: writing response failed", "peer", c.peer(), "err", err)
+		c.srv.logger.Debug("uwsgi: writing response failed", "peer", c.peer(), "err", err)
 		c.rwc.Close()
 	case unread > 0 && !peerGone:
-		c.lingerClose(min(unread, lingerMax))
+		c.lingerClose(min(unread, uwLingerMax))
 	default:
 		c.rwc.Close()
 	}
@@ -463,7 +265,7 @@ func (c *conn) serveRequest(req *http.Request) {
 
 // runHandler calls the handler, returning what it panicked with, if it did,
 // and the stack then.
-func (c *conn) runHandler(w *response, req *http.Request) (panicked any, stack []byte) {
+func (c *uwConn) runHandler(w *uwResponse, req *http.Request) (panicked any, stack []byte) {
 	defer func() {
 		w.done = true
 		if v := recover(); v != nil {
@@ -473,7 +275,7 @@ func (c *conn) runHandler(w *response, req *http.Request) (panicked any, stack [
 			}
 		}
 	}()
-	c.srv.handler().ServeHTTP(w, req)
+	c.srv.handler.ServeHTTP(w, req)
 	return nil, nil
 }
 
@@ -482,7 +284,7 @@ func (c *conn) runHandler(w *response, req *http.Request) (panicked any, stack [
 // closed (its client went away), and the request's context is cancelled.
 // It starts once, when the handler has asked for its context's Done (see
 // reqCtx) and the body has been read.
-func (c *conn) startBackgroundRead() {
+func (c *uwConn) startBackgroundRead() {
 	c.bgMu.Lock()
 	defer c.bgMu.Unlock()
 	if c.bgDone != nil || c.finishing.Load() {
@@ -507,14 +309,14 @@ func (c *conn) startBackgroundRead() {
 }
 
 // wantBackgroundRead is called on the first Done of the request's context.
-func (c *conn) wantBackgroundRead() {
+func (c *uwConn) wantBackgroundRead() {
 	c.bgWanted.Store(true)
 	if b := c.body; b != nil {
 		b.mu.Lock()
 		eof := b.remaining == 0
 		b.mu.Unlock()
 		if !eof {
-			return // the body's last read starts it
+			return // the uwBody's last read starts it
 		}
 	}
 	c.startBackgroundRead()
@@ -523,7 +325,7 @@ func (c *conn) wantBackgroundRead() {
 // stopReading stops body reads from goroutines the handler left behind and
 // the background reader, and reports how much of the body is unread and
 // whether the peer has gone.
-func (c *conn) stopReading() (unread int64, peerGone bool) {
+func (c *uwConn) stopReading() (unread int64, peerGone bool) {
 	c.finishing.Store(true)
 	if b := c.body; b != nil {
 		c.rwc.SetReadDeadline(aLongTimeAgo)
@@ -541,94 +343,29 @@ func (c *conn) stopReading() (unread int64, peerGone bool) {
 	return unread, c.peerGone.Load()
 }
 
-// A reqCtx is a request's context: it carries the *Origin and
-// http.LocalAddrContextKey, and is cancelled when the handler returns or
-// the peer closes the connection. Watching for the close costs a goroutine
-// and a read, so it starts only when someone asks for Done (a handler
-// waiting for a worker does; one that answers at once does not).
-type reqCtx struct {
-	c      *conn
-	origin *Origin
-	local  net.Addr
-
-	mu   sync.Mutex
-	done chan struct{}
-	err  error
-}
-
-func (x *reqCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-
-func (x *reqCtx) Done() <-chan struct{} {
-	x.mu.Lock()
-	start := false
-	if x.done == nil {
-		x.done = make(chan struct{})
-		if x.err != nil {
-			close(x.done)
-		} else {
-			start = true
-		}
-	}
-	done := x.done
-	x.mu.Unlock()
-	if start {
-		x.c.wantBackgroundRead()
-	}
-	return done
-}
-
-func (x *reqCtx) Err() error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return x.err
-}
-
-func (x *reqCtx) Value(key any) any {
-	switch key {
-	case originKey{}:
-		return x.origin
-	case http.LocalAddrContextKey:
-		return x.local
-	}
-	return nil
-}
-
-func (x *reqCtx) cancel(err error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.err == nil {
-		x.err = err
-		if x.done != nil {
-			close(x.done)
-		}
-	}
-}
-
-func (x *reqCtx) String() string { return "uwsgi.reqCtx" }
-
 // reject answers a request that never reached the handler and ends the
 // connection.
-func (c *conn) reject(code int) {
+func (c *uwConn) reject(code int) {
 	c.writeError(code)
-	c.lingerClose(lingerMax)
+	c.lingerClose(uwLingerMax)
 }
 
 // writeError writes a complete short plain-text response.
-func (c *conn) writeError(code int) {
-	body := strconv.Itoa(code) + " " + http.StatusText(code) + "\n"
+func (c *uwConn) writeError(code int) {
+	uwBody := strconv.Itoa(code) + " " + http.StatusText(code) + "\n"
 	fmt.Fprintf(c.bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"+
 		"X-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n\r\n%s",
-		body[:len(body)-1], len(body), body)
+		uwBody[:len(uwBody)-1], len(uwBody), uwBody)
 	c.bw.Flush()
 }
 
 // lingerClose ends the connection after a complete response: it half-closes
 // (nginx sees the end of the response at once), discards up to limit bytes
-// of unread input for at most lingerTimeout, then closes.
-func (c *conn) lingerClose(limit int64) {
+// of unread input for at most uwLingerTimeout, then closes.
+func (c *uwConn) lingerClose(limit int64) {
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok && limit > 0 {
 		if cw.CloseWrite() == nil {
-			c.rwc.SetReadDeadline(time.Now().Add(lingerTimeout))
+			c.rwc.SetReadDeadline(time.Now().Add(uwLingerTimeout))
 			io.CopyN(io.Discard, c.br, limit)
 		}
 	}
@@ -638,7 +375,7 @@ func (c *conn) lingerClose(limit int64) {
 // abort ends the connection abruptly; on TCP with a reset, so that nginx
 // logs an upstream error and cuts the client's response short instead of
 // taking a truncated response for a complete one.
-func (c *conn) abort() {
+func (c *uwConn) abort() {
 	// An interface, not *net.TCPConn: a PROXY-protocol connection wraps
 	// one and passes SetLinger on.
 	if tc, ok := c.rwc.(interface{ SetLinger(int) error }); ok {
@@ -648,7 +385,7 @@ func (c *conn) abort() {
 }
 
 // newRequest builds the request described by a packet's variables.
-func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
+func (c *uwConn) newRequest(h uwsgi.Header, vars []byte) (*http.Request, error) {
 	// One conversion, so that every string of the request shares it.
 	block := string(vars)
 	var (
@@ -664,9 +401,9 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		nhdr   = strings.Count(block, "HTTP_")
 		header = make(http.Header, nhdr)
 		values = make([]string, nhdr) // one backing array for the values
-		o      = &Origin{Peer: c.rwc.RemoteAddr(), Modifier1: h.Modifier1, Modifier2: h.Modifier2}
+		o      = &uwsgi.Origin{Peer: c.rwc.RemoteAddr(), Modifier1: h.Modifier1, Modifier2: h.Modifier2}
 	)
-	err := walkVars(block, func(k, v string) error {
+	err := uwsgi.ParseVarsString(block, func(k, v string) error {
 		switch k {
 		case "REQUEST_METHOD":
 			method = v
@@ -712,7 +449,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 				strings.HasPrefix(k, "wsgi."):
 				// Never acted on, never passed on.
 			default:
-				o.Extra = AppendVar(o.Extra, k, v)
+				o.Extra = uwsgi.AppendVar(o.Extra, k, v)
 			}
 		}
 		return nil
@@ -730,7 +467,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 	var length int64
 	if contentLength != "" {
 		n, err := strconv.ParseInt(contentLength, 10, 64)
-		if err != nil || !allDigits(contentLength) {
+		if err != nil || !uwAllDigits(contentLength) {
 			return nil, fmt.Errorf("uwsgi: invalid CONTENT_LENGTH %q", contentLength)
 		}
 		length = n
@@ -758,7 +495,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 	}
 	fullPath := path
 	if h.Modifier1 == 30 {
-		path = stripMount(path, strings.TrimRight(scriptName, "/"))
+		path = uwsgi.StripMount(path, strings.TrimRight(scriptName, "/"))
 	}
 	if !hasQuery && hasURI {
 		if i := strings.IndexByte(requestURI, '?'); i >= 0 {
@@ -804,7 +541,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		header["Content-Type"] = []string{contentType}
 	}
 
-	c.ctx = &reqCtx{c: c, origin: o, local: c.rwc.LocalAddr()}
+	c.ctx = &reqCtx{c: c, origin: o}
 	req := &http.Request{
 		Method:        method,
 		URL:           u,
@@ -823,7 +560,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 		req.TLS = &tls.ConnectionState{HandshakeComplete: true}
 	}
 	if length > 0 {
-		c.body = &body{c: c, remaining: length}
+		c.body = &uwBody{c: c, remaining: length}
 		req.Body = c.body
 	}
 	return req.WithContext(c.ctx), nil
@@ -833,7 +570,7 @@ func (c *conn) newRequest(h Header, vars []byte) (*http.Request, error) {
 // (X_FORWARDED_FOR -> X-Forwarded-For). A name or value nginx would never
 // send (a byte that is not a token character; a control character in the
 // value) drops the header: passing it on could only confuse what follows.
-func (c *conn) addHeader(h http.Header, values *[]string, name, value string) {
+func (c *uwConn) addHeader(h http.Header, values *[]string, name, value string) {
 	if name == "" || !validHeaderValue(value) {
 		return
 	}
@@ -844,7 +581,7 @@ func (c *conn) addHeader(h http.Header, values *[]string, name, value string) {
 		if ch == '_' {
 			ch = '-'
 		}
-		if !isTokenChar(ch) {
+		if !tokenChars[ch] {
 			return
 		}
 		switch {
@@ -857,7 +594,7 @@ func (c *conn) addHeader(h http.Header, values *[]string, name, value string) {
 		b = append(b, ch)
 	}
 	c.scratch = b
-	key, ok := commonHeaders[string(b)]
+	key, ok := uwCommonHeaders[string(b)]
 	if !ok {
 		key = string(b)
 	}
@@ -873,9 +610,9 @@ func (c *conn) addHeader(h http.Header, values *[]string, name, value string) {
 	*values = (*values)[1:]
 }
 
-// commonHeaders interns the names browsers send on most requests, sparing
+// uwCommonHeaders interns the names browsers send on most requests, sparing
 // an allocation each.
-var commonHeaders = func() map[string]string {
+var uwCommonHeaders = func() map[string]string {
 	m := make(map[string]string)
 	for _, k := range []string{
 		"Accept", "Accept-Encoding", "Accept-Language", "Authorization", "Cache-Control",
@@ -890,33 +627,13 @@ var commonHeaders = func() map[string]string {
 	return m
 }()
 
-// isTokenChar reports whether c may appear in an HTTP token (RFC 9110
-// section 5.6.2): a method or a header name.
-func isTokenChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func isToken(s string) bool {
+// uwAllDigits reports whether s is a non-empty run of ASCII digits.
+func uwAllDigits(s string) bool {
 	if s == "" {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		if !isTokenChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue rejects control characters other than tab (CR, LF, NUL
-// among them).
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}

@@ -1,4 +1,4 @@
-package uwsgi
+package server
 
 import (
 	"bufio"
@@ -20,11 +20,12 @@ import (
 	"time"
 
 	"portico/internal/porticotest"
+	"portico/internal/uwsgi"
 )
 
-// testServer runs srv on a loopback listener (network "tcp" or "unix")
+// uwTestServer runs srv on a loopback listener (network "tcp" or "unix")
 // until the test ends, and returns the address to dial and the log.
-func testServer(t *testing.T, network string, srv *Server) (addr string, logs *porticotest.LogRecorder) {
+func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, logs *porticotest.LogRecorder) {
 	t.Helper()
 	logs = porticotest.NewLogRecorder()
 	srv.Logger = logs.Logger()
@@ -45,37 +46,37 @@ func testServer(t *testing.T, network string, srv *Server) (addr string, logs *p
 			t.Errorf("Shutdown: %v", err)
 			srv.Close()
 		}
-		if err := <-served; !errors.Is(err, ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
 		}
 	})
 	return ln.Addr().String(), logs
 }
 
-// seen is what a handler saw of its request.
-type seen struct {
+// uwSeen is what a handler saw of its request.
+type uwSeen struct {
 	req     *http.Request
 	body    []byte
 	bodyErr error
-	origin  *Origin
+	origin  *uwsgi.Origin
 	local   net.Addr
 	env     map[string]string
 	envErr  error
 }
 
-// recorder is a handler that reports each request on a channel and answers
+// uwRecorder is a handler that reports each request on a channel and answers
 // 200 "ok".
-func recorder(t *testing.T) (http.Handler, <-chan seen) {
-	ch := make(chan seen, 16)
+func uwRecorder(t *testing.T) (http.Handler, <-chan uwSeen) {
+	ch := make(chan uwSeen, 16)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := seen{req: r, origin: OriginFrom(r.Context())}
+		s := uwSeen{req: r, origin: uwsgi.OriginFrom(r.Context())}
 		s.body, s.bodyErr = io.ReadAll(r.Body)
 		s.local, _ = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-		pkt, err := AppendRequest(nil, r, EnvironOptions{ContentLength: int64(len(s.body))})
+		pkt, err := uwsgi.AppendRequest(nil, r, uwsgi.EnvironOptions{ContentLength: int64(len(s.body))})
 		s.envErr = err
 		if err == nil {
 			s.env = make(map[string]string)
-			for _, v := range decodeVars(t, pkt[HeaderSize:]) {
+			for _, v := range uwDecodeVars(t, pkt[uwsgi.HeaderSize:]) {
 				s.env[v.k] = v.v
 			}
 		}
@@ -84,9 +85,9 @@ func recorder(t *testing.T) (http.Handler, <-chan seen) {
 	}), ch
 }
 
-// exchange sends raw (and then body) on a new connection, half-closing
+// uwExchange sends raw (and then body) on a new connection, half-closing
 // after if closeWrite, and returns all the server sent.
-func exchange(t *testing.T, network, addr string, raw []byte, closeWrite bool) []byte {
+func uwExchange(t *testing.T, network, addr string, raw []byte, closeWrite bool) []byte {
 	t.Helper()
 	c, err := net.Dial(network, addr)
 	if err != nil {
@@ -110,8 +111,8 @@ func exchange(t *testing.T, network, addr string, raw []byte, closeWrite bool) [
 	return out
 }
 
-// parse parses a raw response to a request of method.
-func parse(t *testing.T, raw []byte, method string) (*http.Response, string) {
+// uwParse parses a raw response to a request of method.
+func uwParse(t *testing.T, raw []byte, method string) (*http.Response, string) {
 	t.Helper()
 	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), &http.Request{Method: method})
 	if err != nil {
@@ -124,35 +125,35 @@ func parse(t *testing.T, raw []byte, method string) (*http.Response, string) {
 	return resp, string(body)
 }
 
-func receive(t *testing.T, ch <-chan seen) seen {
+func uwReceive(t *testing.T, ch <-chan uwSeen) uwSeen {
 	t.Helper()
 	select {
 	case s := <-ch:
-		if s.envErr != nil && !errors.Is(s.envErr, ErrVarsTooLarge) {
+		if s.envErr != nil && !errors.Is(s.envErr, uwsgi.ErrVarsTooLarge) {
 			t.Errorf("AppendRequest: %v", s.envErr)
 		}
 		return s
 	case <-time.After(10 * time.Second):
 		t.Fatal("the handler was not called")
-		return seen{}
+		return uwSeen{}
 	}
 }
 
-// set returns vars with key set to value (appended if absent); an empty
+// uwSet returns vars with key set to value (appended if absent); an empty
 // value with del removes it.
-func set(vars []kv, key, value string) []kv {
-	out := append([]kv(nil), vars...)
+func uwSet(vars []uwKV, key, value string) []uwKV {
+	out := append([]uwKV(nil), vars...)
 	for i := range out {
 		if out[i].k == key {
 			out[i].v = value
 			return out
 		}
 	}
-	return append(out, kv{key, value})
+	return append(out, uwKV{key, value})
 }
 
-func del(vars []kv, key string) []kv {
-	var out []kv
+func uwDel(vars []uwKV, key string) []uwKV {
+	var out []uwKV
 	for _, v := range vars {
 		if v.k != key {
 			out = append(out, v)
@@ -161,14 +162,14 @@ func del(vars []kv, key string) []kv {
 	return out
 }
 
-func TestServeNginxRequest(t *testing.T) {
-	h, ch := recorder(t)
-	addr, _ := testServer(t, "tcp", &Server{Handler: h})
-	resp, body := parse(t, exchange(t, "tcp", addr, packet(0, stockParams()), false), "GET")
+func TestUWSGIServeNginxRequest(t *testing.T) {
+	h, ch := uwRecorder(t)
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
+	resp, body := uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, uwStockParams()), false), "GET")
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("response %d %q, want 200 ok", resp.StatusCode, body)
 	}
-	s := receive(t, ch)
+	s := uwReceive(t, ch)
 	r := s.req
 	checks := []struct{ name, got, want string }{
 		{"Method", r.Method, "GET"},
@@ -218,26 +219,26 @@ func TestServeNginxRequest(t *testing.T) {
 	if p, ok := s.origin.Peer.(*net.TCPAddr); !ok || !p.IP.IsLoopback() {
 		t.Errorf("origin Peer = %v, want the loopback client", s.origin.Peer)
 	}
-	if extra := decodeVars(t, s.origin.Extra); !equalKV(extra, []kv{{"DOCUMENT_ROOT", "/usr/share/nginx/html"}}) {
+	if extra := uwDecodeVars(t, s.origin.Extra); !uwEqualKV(extra, []uwKV{{"DOCUMENT_ROOT", "/usr/share/nginx/html"}}) {
 		t.Errorf("origin Extra = %q, want only DOCUMENT_ROOT", extra)
 	}
 }
 
-func TestServeRequests(t *testing.T) {
+func TestUWSGIServeRequests(t *testing.T) {
 	body := "name=caf%C3%A9&x=1"
 	tests := []struct {
 		name  string
 		mod1  uint8
-		vars  []kv
+		vars  []uwKV
 		body  string
-		check func(t *testing.T, s seen)
+		check func(t *testing.T, s uwSeen)
 	}{
 		{
 			name: "POST with a body",
-			vars: set(set(set(stockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body))),
+			vars: uwSet(uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body))),
 				"CONTENT_TYPE", "application/x-www-form-urlencoded"),
 			body: body,
-			check: func(t *testing.T, s seen) {
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.Method != "POST" || string(s.body) != body || s.bodyErr != nil || s.req.ContentLength != int64(len(body)) {
 					t.Errorf("%s %d bytes %q (%v), ContentLength %d", s.req.Method, len(s.body), s.body, s.bodyErr, s.req.ContentLength)
 				}
@@ -251,9 +252,9 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "HTTP_CONTENT_* ignored in favour of CONTENT_*",
-			vars: set(set(set(stockParams(), "CONTENT_TYPE", "text/plain"), "HTTP_CONTENT_TYPE", "evil/type"),
+			vars: uwSet(uwSet(uwSet(uwStockParams(), "CONTENT_TYPE", "text/plain"), "HTTP_CONTENT_TYPE", "evil/type"),
 				"HTTP_CONTENT_LENGTH", "99"),
-			check: func(t *testing.T, s seen) {
+			check: func(t *testing.T, s uwSeen) {
 				if got := s.req.Header.Values("Content-Type"); len(got) != 1 || got[0] != "text/plain" {
 					t.Errorf("Content-Type = %q, want [text/plain]", got)
 				}
@@ -264,8 +265,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "HTTPS",
-			vars: set(set(stockParams(), "HTTPS", "on"), "REQUEST_SCHEME", "https"),
-			check: func(t *testing.T, s seen) {
+			vars: uwSet(uwSet(uwStockParams(), "HTTPS", "on"), "REQUEST_SCHEME", "https"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.TLS == nil || s.origin.Scheme != "https" {
 					t.Errorf("TLS %v, origin scheme %q", s.req.TLS, s.origin.Scheme)
 				}
@@ -277,8 +278,8 @@ func TestServeRequests(t *testing.T) {
 		{
 			name: "modifier1 30 strips SCRIPT_NAME",
 			mod1: 30,
-			vars: set(set(set(stockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x/y"), "REQUEST_URI", "/app/x/y?x=1&y=two"),
-			check: func(t *testing.T, s seen) {
+			vars: uwSet(uwSet(uwSet(uwStockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x/y"), "REQUEST_URI", "/app/x/y?x=1&y=two"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/x/y" || s.req.RequestURI != "/app/x/y?x=1&y=two" {
 					t.Errorf("Path %q RequestURI %q", s.req.URL.Path, s.req.RequestURI)
 				}
@@ -293,8 +294,8 @@ func TestServeRequests(t *testing.T) {
 		{
 			name: "modifier1 30 strips only at a segment boundary",
 			mod1: 30,
-			vars: set(set(stockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/apple"),
-			check: func(t *testing.T, s seen) {
+			vars: uwSet(uwSet(uwStockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/apple"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/apple" {
 					t.Errorf("Path %q", s.req.URL.Path)
 				}
@@ -302,8 +303,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "modifier1 0 leaves PATH_INFO alone",
-			vars: set(set(stockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x"),
-			check: func(t *testing.T, s seen) {
+			vars: uwSet(uwSet(uwStockParams(), "SCRIPT_NAME", "/app"), "PATH_INFO", "/app/x"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/app/x" || !s.origin.HasScriptName || s.origin.ScriptName != "/app" {
 					t.Errorf("Path %q, origin script name %q (%v)", s.req.URL.Path, s.origin.ScriptName, s.origin.HasScriptName)
 				}
@@ -311,8 +312,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no PATH_INFO: decoded from REQUEST_URI",
-			vars: del(stockParams(), "PATH_INFO"),
-			check: func(t *testing.T, s seen) {
+			vars: uwDel(uwStockParams(), "PATH_INFO"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.Path != "/hello world/caf\xc3\xa9" {
 					t.Errorf("Path %q", s.req.URL.Path)
 				}
@@ -320,8 +321,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no QUERY_STRING: taken from REQUEST_URI",
-			vars: del(stockParams(), "QUERY_STRING"),
-			check: func(t *testing.T, s seen) {
+			vars: uwDel(uwStockParams(), "QUERY_STRING"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.URL.RawQuery != "x=1&y=two" {
 					t.Errorf("RawQuery %q", s.req.URL.RawQuery)
 				}
@@ -329,8 +330,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no REQUEST_URI: rebuilt",
-			vars: del(stockParams(), "REQUEST_URI"),
-			check: func(t *testing.T, s seen) {
+			vars: uwDel(uwStockParams(), "REQUEST_URI"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.RequestURI != "/hello%20world/caf%C3%A9?x=1&y=two" {
 					t.Errorf("RequestURI %q", s.req.RequestURI)
 				}
@@ -338,8 +339,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no REMOTE_ADDR: the socket peer",
-			vars: del(del(stockParams(), "REMOTE_ADDR"), "REMOTE_PORT"),
-			check: func(t *testing.T, s seen) {
+			vars: uwDel(uwDel(uwStockParams(), "REMOTE_ADDR"), "REMOTE_PORT"),
+			check: func(t *testing.T, s uwSeen) {
 				host, _, err := net.SplitHostPort(s.req.RemoteAddr)
 				if err != nil || host != "127.0.0.1" {
 					t.Errorf("RemoteAddr %q", s.req.RemoteAddr)
@@ -351,8 +352,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no HTTP_HOST: SERVER_NAME",
-			vars: del(stockParams(), "HTTP_HOST"),
-			check: func(t *testing.T, s seen) {
+			vars: uwDel(uwStockParams(), "HTTP_HOST"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.Host != "example.com" {
 					t.Errorf("Host %q", s.req.Host)
 				}
@@ -360,8 +361,8 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "no SERVER_PROTOCOL: HTTP/1.1; HTTP/2.0 parsed",
-			vars: set(stockParams(), "SERVER_PROTOCOL", "HTTP/2.0"),
-			check: func(t *testing.T, s seen) {
+			vars: uwSet(uwStockParams(), "SERVER_PROTOCOL", "HTTP/2.0"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.Proto != "HTTP/2.0" || s.req.ProtoMajor != 2 || s.req.ProtoMinor != 0 {
 					t.Errorf("Proto %q %d.%d", s.req.Proto, s.req.ProtoMajor, s.req.ProtoMinor)
 				}
@@ -369,9 +370,9 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "header names canonicalised, odd ones dropped",
-			vars: set(set(set(set(stockParams(), "HTTP_X_REQUESTED_WITH", "XMLHttpRequest"), "HTTP_X_ODD", "a\r\nInjected: 1"),
+			vars: uwSet(uwSet(uwSet(uwSet(uwStockParams(), "HTTP_X_REQUESTED_WITH", "XMLHttpRequest"), "HTTP_X_ODD", "a\r\nInjected: 1"),
 				"HTTP_X_B@D", "v"), "HTTP_X_CUSTOM_ID", "42"),
-			check: func(t *testing.T, s seen) {
+			check: func(t *testing.T, s uwSeen) {
 				if s.req.Header.Get("X-Requested-With") != "XMLHttpRequest" || s.req.Header.Get("X-Custom-Id") != "42" {
 					t.Errorf("headers %v", s.req.Header)
 				}
@@ -384,9 +385,9 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "uWSGI magic variables ignored",
-			vars: append(stockParams(), kv{"UWSGI_SCRIPT", "evil"}, kv{"UWSGI_CHDIR", "/"}, kv{"uwsgi_setenv", "A=1"},
-				kv{"UWSGI_SETENV", "PYTHONPATH=/tmp"}, kv{"wsgi.input", "x"}, kv{"SERVER_SOFTWARE", "nginx"}),
-			check: func(t *testing.T, s seen) {
+			vars: append(uwStockParams(), uwKV{"UWSGI_SCRIPT", "evil"}, uwKV{"UWSGI_CHDIR", "/"}, uwKV{"uwsgi_setenv", "A=1"},
+				uwKV{"UWSGI_SETENV", "PYTHONPATH=/tmp"}, uwKV{"wsgi.input", "x"}, uwKV{"SERVER_SOFTWARE", "nginx"}),
+			check: func(t *testing.T, s uwSeen) {
 				for k := range s.env {
 					if strings.HasPrefix(strings.ToUpper(k), "UWSGI_") || k == "wsgi.input" {
 						t.Errorf("env has %s", k)
@@ -399,55 +400,55 @@ func TestServeRequests(t *testing.T) {
 		},
 		{
 			name: "nginx SERVER_NAME and SERVER_PORT reach the environ",
-			vars: set(set(stockParams(), "SERVER_NAME", "front.example"), "SERVER_PORT", "8443"),
-			check: func(t *testing.T, s seen) {
+			vars: uwSet(uwSet(uwStockParams(), "SERVER_NAME", "front.example"), "SERVER_PORT", "8443"),
+			check: func(t *testing.T, s uwSeen) {
 				if s.env["SERVER_NAME"] != "front.example" || s.env["SERVER_PORT"] != "8443" || s.env["HTTP_HOST"] != "example.com" {
 					t.Errorf("env SERVER_NAME %q SERVER_PORT %q HTTP_HOST %q", s.env["SERVER_NAME"], s.env["SERVER_PORT"], s.env["HTTP_HOST"])
 				}
 			},
 		},
 	}
-	h, ch := recorder(t)
-	addr, _ := testServer(t, "tcp", &Server{Handler: h})
+	h, ch := uwRecorder(t)
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			raw := append(packet(tt.mod1, tt.vars), tt.body...)
-			resp, body := parse(t, exchange(t, "tcp", addr, raw, false), "GET")
+			raw := append(uwPacket(tt.mod1, tt.vars), tt.body...)
+			resp, body := uwParse(t, uwExchange(t, "tcp", addr, raw, false), "GET")
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("response %d %q", resp.StatusCode, body)
 			}
-			tt.check(t, receive(t, ch))
+			tt.check(t, uwReceive(t, ch))
 		})
 	}
 }
 
-func TestServeRejects(t *testing.T) {
-	short := packet(0, stockParams())
+func TestUWSGIServeRejects(t *testing.T) {
+	short := uwPacket(0, uwStockParams())
 	tests := []struct {
 		name   string
 		raw    []byte
 		status int
 		log    string
 	}{
-		{"modifier1 5", packet(5, stockParams()), 501, "modifier1=5"},
+		{"modifier1 5", uwPacket(5, uwStockParams()), 501, "modifier1=5"},
 		{"header cut short", []byte{0, 10}, 400, "malformed"},
 		{"vars cut short", short[:len(short)/2], 400, "malformed"},
 		{"key length past the end", append([]byte{0, 3, 0, 0}, 9, 0, 'K'), 400, "malformed"},
 		{"empty key", append([]byte{0, 6, 0, 0}, 0, 0, 2, 0, 'a', 'b'), 400, "empty key"},
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"), 400, "malformed"},
-		{"no REQUEST_METHOD", packet(0, del(stockParams(), "REQUEST_METHOD")), 400, "REQUEST_METHOD"},
-		{"bad REQUEST_METHOD", packet(0, set(stockParams(), "REQUEST_METHOD", "GE T")), 400, "REQUEST_METHOD"},
-		{"negative CONTENT_LENGTH", packet(0, set(stockParams(), "CONTENT_LENGTH", "-1")), 400, "CONTENT_LENGTH"},
-		{"non-numeric CONTENT_LENGTH", packet(0, set(stockParams(), "CONTENT_LENGTH", "12abc")), 400, "CONTENT_LENGTH"},
-		{"conflicting CONTENT_LENGTH", packet(0, append(set(stockParams(), "CONTENT_LENGTH", "1"), kv{"CONTENT_LENGTH", "2"})), 400, "conflicting"},
-		{"no path", packet(0, del(del(stockParams(), "PATH_INFO"), "REQUEST_URI")), 400, "PATH_INFO"},
-		{"bad SERVER_PROTOCOL", packet(0, set(stockParams(), "SERVER_PROTOCOL", "SPDY")), 400, "SERVER_PROTOCOL"},
+		{"no REQUEST_METHOD", uwPacket(0, uwDel(uwStockParams(), "REQUEST_METHOD")), 400, "REQUEST_METHOD"},
+		{"bad REQUEST_METHOD", uwPacket(0, uwSet(uwStockParams(), "REQUEST_METHOD", "GE T")), 400, "REQUEST_METHOD"},
+		{"negative CONTENT_LENGTH", uwPacket(0, uwSet(uwStockParams(), "CONTENT_LENGTH", "-1")), 400, "CONTENT_LENGTH"},
+		{"non-numeric CONTENT_LENGTH", uwPacket(0, uwSet(uwStockParams(), "CONTENT_LENGTH", "12abc")), 400, "CONTENT_LENGTH"},
+		{"conflicting CONTENT_LENGTH", uwPacket(0, append(uwSet(uwStockParams(), "CONTENT_LENGTH", "1"), uwKV{"CONTENT_LENGTH", "2"})), 400, "conflicting"},
+		{"no path", uwPacket(0, uwDel(uwDel(uwStockParams(), "PATH_INFO"), "REQUEST_URI")), 400, "PATH_INFO"},
+		{"bad SERVER_PROTOCOL", uwPacket(0, uwSet(uwStockParams(), "SERVER_PROTOCOL", "SPDY")), 400, "SERVER_PROTOCOL"},
 	}
-	h, ch := recorder(t)
-	addr, logs := testServer(t, "tcp", &Server{Handler: h})
+	h, ch := uwRecorder(t)
+	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := parse(t, exchange(t, "tcp", addr, tt.raw, true), "GET")
+			resp, body := uwParse(t, uwExchange(t, "tcp", addr, tt.raw, true), "GET")
 			if resp.StatusCode != tt.status || !strings.HasPrefix(body, strconv.Itoa(tt.status)) {
 				t.Errorf("response %d %q, want %d", resp.StatusCode, body, tt.status)
 			}
@@ -455,11 +456,11 @@ func TestServeRejects(t *testing.T) {
 				t.Errorf("log lacks %q, the peer or the level:\n%s", tt.log, l)
 			}
 			// The server still serves.
-			resp, body = parse(t, exchange(t, "tcp", addr, packet(0, stockParams()), false), "GET")
+			resp, body = uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, uwStockParams()), false), "GET")
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("next request: %d %q", resp.StatusCode, body)
 			}
-			receive(t, ch)
+			uwReceive(t, ch)
 		})
 	}
 	select {
@@ -469,29 +470,29 @@ func TestServeRejects(t *testing.T) {
 	}
 }
 
-func TestServeReadTimeout(t *testing.T) {
-	h, ch := recorder(t)
-	addr, logs := testServer(t, "tcp", &Server{Handler: h, ReadTimeout: 100 * time.Millisecond})
-	pkt := packet(0, stockParams())
-	// Half a packet, then silence (the connection stays open).
-	resp, _ := parse(t, exchange(t, "tcp", addr, pkt[:len(pkt)/2], false), "GET")
+func TestUWSGIServeReadTimeout(t *testing.T) {
+	h, ch := uwRecorder(t)
+	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h, ReadTimeout: 100 * time.Millisecond})
+	pkt := uwPacket(0, uwStockParams())
+	// Half a uwPacket, then silence (the connection stays open).
+	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, pkt[:len(pkt)/2], false), "GET")
 	if resp.StatusCode != 400 {
 		t.Errorf("status %d, want 400", resp.StatusCode)
 	}
 	if !strings.Contains(logs.String(), "timeout") {
 		t.Errorf("log does not name the timeout:\n%s", logs)
 	}
-	resp, _ = parse(t, exchange(t, "tcp", addr, pkt, false), "GET")
+	resp, _ = uwParse(t, uwExchange(t, "tcp", addr, pkt, false), "GET")
 	if resp.StatusCode != 200 {
 		t.Errorf("next request: status %d", resp.StatusCode)
 	}
-	receive(t, ch)
+	uwReceive(t, ch)
 }
 
-func TestServeProbe(t *testing.T) {
-	h, _ := recorder(t)
-	addr, logs := testServer(t, "tcp", &Server{Handler: h})
-	if out := exchange(t, "tcp", addr, nil, true); len(out) != 0 {
+func TestUWSGIServeProbe(t *testing.T) {
+	h, _ := uwRecorder(t)
+	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h})
+	if out := uwExchange(t, "tcp", addr, nil, true); len(out) != 0 {
 		t.Errorf("answer to an empty connection: %q", out)
 	}
 	if strings.Contains(logs.String(), "level=WARN") {
@@ -499,64 +500,64 @@ func TestServeProbe(t *testing.T) {
 	}
 }
 
-func TestServeLargeVars(t *testing.T) {
-	vars := stockParams()
-	size := len(encodeVars(vars)) + 4 + len("HTTP_X_BIG")
-	big := strings.Repeat("b", MaxVarsSize-size)
-	vars = append(vars, kv{"HTTP_X_BIG", big})
-	if n := len(encodeVars(vars)); n != MaxVarsSize {
+func TestUWSGIServeLargeVars(t *testing.T) {
+	vars := uwStockParams()
+	size := len(uwEncodeVars(vars)) + 4 + len("HTTP_X_BIG")
+	big := strings.Repeat("b", uwsgi.MaxVarsSize-size)
+	vars = append(vars, uwKV{"HTTP_X_BIG", big})
+	if n := len(uwEncodeVars(vars)); n != uwsgi.MaxVarsSize {
 		t.Fatalf("test bug: vars block of %d bytes", n)
 	}
-	h, ch := recorder(t)
-	addr, _ := testServer(t, "tcp", &Server{Handler: h})
-	resp, _ := parse(t, exchange(t, "tcp", addr, packet(0, vars), false), "GET")
+	h, ch := uwRecorder(t)
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
+	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, vars), false), "GET")
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	s := receive(t, ch)
+	s := uwReceive(t, ch)
 	if s.req.Header.Get("X-Big") != big {
 		t.Errorf("X-Big has %d bytes, want %d", len(s.req.Header.Get("X-Big")), len(big))
 	}
 	// The environ adds variables nginx did not send: it cannot fit.
-	if !errors.Is(s.envErr, ErrVarsTooLarge) {
-		t.Errorf("AppendRequest of a full nginx packet: %v, want ErrVarsTooLarge", s.envErr)
+	if !errors.Is(s.envErr, uwsgi.ErrVarsTooLarge) {
+		t.Errorf("AppendRequest of a full nginx packet: %v, want uwsgi.ErrVarsTooLarge", s.envErr)
 	}
 }
 
-func TestServeLargeBody(t *testing.T) {
+func TestUWSGIServeLargeBody(t *testing.T) {
 	body := make([]byte, 1<<20)
 	rand.Read(body)
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		n, err := io.Copy(io.MultiWriter(h, w), r.Body) // echo while hashing
 		if err != nil || n != r.ContentLength {
 			t.Errorf("read %d of %d bytes: %v", n, r.ContentLength, err)
 		}
-		if !bytes.Equal(h.Sum(nil), sha256Sum(body)) {
+		if !bytes.Equal(h.Sum(nil), uwSha256Sum(body)) {
 			t.Error("the handler read a different body")
 		}
 	})})
-	vars := set(set(stockParams(), "REQUEST_METHOD", "PUT"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
-	resp, got := parse(t, exchange(t, "tcp", addr, append(packet(0, vars), body...), false), "PUT")
+	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "PUT"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
+	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), body...), false), "PUT")
 	if resp.StatusCode != 200 || got != string(body) {
 		t.Errorf("status %d, echoed %d bytes equal=%v", resp.StatusCode, len(got), got == string(body))
 	}
 }
 
-func sha256Sum(b []byte) []byte {
+func uwSha256Sum(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
 }
 
-func TestServeBodyCutShort(t *testing.T) {
+func TestUWSGIServeBodyCutShort(t *testing.T) {
 	errc := make(chan error, 1)
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		errc <- err
 		w.WriteHeader(http.StatusBadRequest)
 	})})
-	vars := set(stockParams(), "CONTENT_LENGTH", "100")
-	resp, _ := parse(t, exchange(t, "tcp", addr, append(packet(0, vars), "only ten.."...), true), "GET")
+	vars := uwSet(uwStockParams(), "CONTENT_LENGTH", "100")
+	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), "only ten.."...), true), "GET")
 	if resp.StatusCode != 400 {
 		t.Errorf("status %d", resp.StatusCode)
 	}
@@ -565,21 +566,21 @@ func TestServeBodyCutShort(t *testing.T) {
 	}
 }
 
-func TestServeBodyUnread(t *testing.T) {
+func TestUWSGIServeBodyUnread(t *testing.T) {
 	// The handler answers without reading a large body: the response must
 	// still arrive whole (the server lingers instead of resetting).
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 	})})
 	body := make([]byte, 1<<20)
-	vars := set(set(stockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
-	resp, got := parse(t, exchange(t, "tcp", addr, append(packet(0, vars), body...), false), "POST")
+	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
+	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), body...), false), "POST")
 	if resp.StatusCode != 413 || got != "too large\n" {
 		t.Errorf("response %d %q", resp.StatusCode, got)
 	}
 }
 
-func TestServeResponses(t *testing.T) {
+func TestUWSGIServeResponses(t *testing.T) {
 	tests := []struct {
 		name    string
 		method  string
@@ -698,12 +699,12 @@ func TestServeResponses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr, _ := testServer(t, "tcp", &Server{Handler: tt.handler})
+			addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: tt.handler})
 			method := tt.method
 			if method == "" {
 				method = "GET"
 			}
-			raw := exchange(t, "tcp", addr, packet(0, set(stockParams(), "REQUEST_METHOD", method)), false)
+			raw := uwExchange(t, "tcp", addr, uwPacket(0, uwSet(uwStockParams(), "REQUEST_METHOD", method)), false)
 			if string(raw) != tt.want {
 				t.Errorf("response\n got %q\nwant %q", raw, tt.want)
 			}
@@ -711,9 +712,9 @@ func TestServeResponses(t *testing.T) {
 	}
 }
 
-func TestServeStreamingFlush(t *testing.T) {
+func TestUWSGIServeStreamingFlush(t *testing.T) {
 	release := make(chan struct{})
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")
 		if err := http.NewResponseController(w).Flush(); err != nil {
 			t.Errorf("Flush: %v", err)
@@ -732,7 +733,7 @@ func TestServeStreamingFlush(t *testing.T) {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(packet(0, stockParams())); err != nil {
+	if _, err := c.Write(uwPacket(0, uwStockParams())); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c)
@@ -751,8 +752,8 @@ func TestServeStreamingFlush(t *testing.T) {
 	}
 }
 
-func TestServePanic(t *testing.T) {
-	addr, logs := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func TestUWSGIServePanic(t *testing.T) {
+	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/before":
 			w.Header().Set("X-Partial", "1")
@@ -767,15 +768,15 @@ func TestServePanic(t *testing.T) {
 		}
 	})})
 	get := func(path string) []byte {
-		return exchange2(t, addr, packet(0, set(set(stockParams(), "PATH_INFO", path), "REQUEST_URI", path)))
+		return uwExchange2(t, addr, uwPacket(0, uwSet(uwSet(uwStockParams(), "PATH_INFO", path), "REQUEST_URI", path)))
 	}
 
 	raw := get("/before")
-	resp, body := parse(t, raw, "GET")
+	resp, body := uwParse(t, raw, "GET")
 	if resp.StatusCode != 500 || strings.Contains(body, "partial") || resp.Header.Get("X-Partial") != "" {
 		t.Errorf("panic before any output: %q", raw)
 	}
-	if l := logs.String(); !strings.Contains(l, "boom before") || !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "server_test.go") {
+	if l := logs.String(); !strings.Contains(l, "boom before") || !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "uwsgi_test.go") {
 		t.Errorf("log lacks the panic, level or stack:\n%s", l)
 	}
 
@@ -792,25 +793,25 @@ func TestServePanic(t *testing.T) {
 	}
 
 	// Still serving.
-	if resp, _ := parse(t, get("/other"), "GET"); resp.StatusCode != 200 {
+	if resp, _ := uwParse(t, get("/other"), "GET"); resp.StatusCode != 200 {
 		t.Errorf("after panics: status %d", resp.StatusCode)
 	}
 }
 
-// exchange2 is exchange that tolerates a connection reset: it returns what
+// uwExchange2 is exchange that tolerates a connection reset: it returns what
 // arrived before it.
-func exchange2(t *testing.T, addr string, raw []byte) []byte {
+func uwExchange2(t *testing.T, addr string, raw []byte) []byte {
 	t.Helper()
-	out, err := rawExchange(addr, raw)
+	out, err := uwRawExchange(addr, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// rawExchange sends raw on a new TCP connection and returns what arrives
+// uwRawExchange sends raw on a new TCP connection and returns what arrives
 // until the server closes or resets it. Safe off the test goroutine.
-func rawExchange(addr string, raw []byte) ([]byte, error) {
+func uwRawExchange(addr string, raw []byte) ([]byte, error) {
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -827,10 +828,10 @@ func rawExchange(addr string, raw []byte) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-func TestServeClientGone(t *testing.T) {
+func TestUWSGIServeClientGone(t *testing.T) {
 	started := make(chan struct{})
 	cancelled := make(chan error, 1)
-	addr, _ := testServer(t, "tcp", &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		select {
 		case <-r.Context().Done():
@@ -843,7 +844,7 @@ func TestServeClientGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Write(packet(0, stockParams())); err != nil {
+	if _, err := c.Write(uwPacket(0, uwStockParams())); err != nil {
 		t.Fatal(err)
 	}
 	<-started
@@ -853,15 +854,15 @@ func TestServeClientGone(t *testing.T) {
 	}
 }
 
-func TestServeUnixSocket(t *testing.T) {
-	h, ch := recorder(t)
-	addr, _ := testServer(t, "unix", &Server{Handler: h})
-	vars := set(del(del(stockParams(), "REMOTE_ADDR"), "REMOTE_PORT"), "CONTENT_LENGTH", "4")
-	resp, body := parse(t, exchange(t, "unix", addr, append(packet(0, vars), "data"...), false), "GET")
+func TestUWSGIServeUnixSocket(t *testing.T) {
+	h, ch := uwRecorder(t)
+	addr, _ := uwTestServer(t, "unix", &uwServer{Handler: h})
+	vars := uwSet(uwDel(uwDel(uwStockParams(), "REMOTE_ADDR"), "REMOTE_PORT"), "CONTENT_LENGTH", "4")
+	resp, body := uwParse(t, uwExchange(t, "unix", addr, append(uwPacket(0, vars), "data"...), false), "GET")
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("response %d %q", resp.StatusCode, body)
 	}
-	s := receive(t, ch)
+	s := uwReceive(t, ch)
 	if string(s.body) != "data" {
 		t.Errorf("body %q", s.body)
 	}
@@ -873,10 +874,10 @@ func TestServeUnixSocket(t *testing.T) {
 	}
 }
 
-func TestShutdown(t *testing.T) {
+func TestUWSGIShutdown(t *testing.T) {
 	started := make(chan struct{})
 	release := make(chan struct{})
-	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-release
 		io.WriteString(w, "finished")
@@ -895,15 +896,15 @@ func TestShutdown(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		raw, err := rawExchange(ln.Addr().String(), packet(0, stockParams()))
+		raw, err := uwRawExchange(ln.Addr().String(), uwPacket(0, uwStockParams()))
 		got <- result{raw, err}
 	}()
 	<-started
 
 	shut := make(chan error, 1)
 	go func() { shut <- srv.Shutdown(context.Background()) }()
-	if err := <-served; !errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve = %v, want ErrServerClosed", err)
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve = %v, want http.ErrServerClosed", err)
 	}
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
@@ -922,17 +923,17 @@ func TestShutdown(t *testing.T) {
 	if res.err != nil {
 		t.Fatal(res.err)
 	}
-	if _, body := parse(t, res.raw, "GET"); body != "finished" {
+	if _, body := uwParse(t, res.raw, "GET"); body != "finished" {
 		t.Errorf("in-flight request got %q", body)
 	}
-	if err := srv.Serve(ln); !errors.Is(err, ErrServerClosed) {
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve after Shutdown = %v", err)
 	}
 }
 
-func TestShutdownTimeout(t *testing.T) {
+func TestUWSGIShutdownTimeout(t *testing.T) {
 	started := make(chan struct{})
-	srv := &Server{Logger: slog.New(slog.DiscardHandler), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := &uwServer{Logger: slog.New(slog.DiscardHandler), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-r.Context().Done() // ends when Close drops the connection
 	})}
@@ -944,7 +945,7 @@ func TestShutdownTimeout(t *testing.T) {
 	go func() { served <- srv.Serve(ln) }()
 	done := make(chan error, 1)
 	go func() {
-		_, err := rawExchange(ln.Addr().String(), packet(0, stockParams()))
+		_, err := uwRawExchange(ln.Addr().String(), uwPacket(0, uwStockParams()))
 		done <- err
 	}()
 	<-started

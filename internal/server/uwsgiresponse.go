@@ -1,4 +1,4 @@
-package uwsgi
+package server
 
 import (
 	"bufio"
@@ -14,17 +14,17 @@ import (
 	"time"
 )
 
-// errWriteAfterReturn is returned by a ResponseWriter used after its
+// errUWWriteAfterReturn is returned by a ResponseWriter used after its
 // handler returned (which the http.ResponseWriter contract forbids).
-var errWriteAfterReturn = errors.New("uwsgi: response written after the handler returned")
+var errUWWriteAfterReturn = errors.New("uwsgi: response written after the handler returned")
 
-// response is the http.ResponseWriter the Server hands to handlers. It
+// uwResponse is the http.ResponseWriter ServeUWSGI hands to handlers. It
 // writes a raw HTTP/1.1 response, as uWSGI does: status line, headers, blank
 // line, body, with no chunked encoding (closing the connection ends the
 // body). Writes are buffered and sent when the buffer fills, on Flush, and
 // when the handler returns.
-type response struct {
-	c      *conn
+type uwResponse struct {
+	c      *uwConn
 	req    *http.Request
 	header http.Header
 
@@ -42,20 +42,20 @@ type response struct {
 }
 
 var (
-	_ http.ResponseWriter = (*response)(nil)
-	_ http.Flusher        = (*response)(nil)
-	_ io.StringWriter     = (*response)(nil)
+	_ http.ResponseWriter = (*uwResponse)(nil)
+	_ http.Flusher        = (*uwResponse)(nil)
+	_ io.StringWriter     = (*uwResponse)(nil)
 )
 
 // Header returns the response headers. Changes after WriteHeader (or the
 // first Write or Flush) have no effect.
-func (w *response) Header() http.Header { return w.header }
+func (w *uwResponse) Header() http.Header { return w.header }
 
 // WriteHeader sends the status line and headers (into the write buffer).
 // Informational statuses other than 101 are dropped: nginx's uwsgi module
 // takes the first status line it reads for the final one. A second call is
 // ignored; a code outside 100-999 panics, as with net/http.
-func (w *response) WriteHeader(code int) {
+func (w *uwResponse) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
@@ -67,7 +67,7 @@ func (w *response) WriteHeader(code int) {
 
 // writeHeader serialises the status line and headers; final means the
 // handler has returned without writing anything, so the body is empty.
-func (w *response) writeHeader(code int, final bool) {
+func (w *uwResponse) writeHeader(code int, final bool) {
 	w.wroteHeader = true
 	w.status = code
 	w.bodyAllowed = code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified
@@ -75,7 +75,7 @@ func (w *response) writeHeader(code int, final bool) {
 
 	// One Content-Length, which we vouch for: the first value, if valid.
 	declared := int64(-1)
-	if v := w.header["Content-Length"]; len(v) > 0 && allDigits(v[0]) {
+	if v := w.header["Content-Length"]; len(v) > 0 && uwAllDigits(v[0]) {
 		if n, err := strconv.ParseInt(v[0], 10, 64); err == nil {
 			declared = n
 		}
@@ -97,20 +97,20 @@ func (w *response) writeHeader(code int, final bool) {
 	}
 	bw.WriteString("\r\n")
 	for name, values := range w.header {
-		if skipResponseHeader(name) {
+		if uwSkipResponseHeader(name) {
 			continue
 		}
 		for _, v := range values {
 			bw.WriteString(name)
 			bw.WriteString(": ")
-			writeHeaderValue(bw, v)
+			uwWriteHeaderValue(bw, v)
 			bw.WriteString("\r\n")
 		}
 	}
 	switch {
 	case declared >= 0 && code >= 200 && code != http.StatusNoContent:
 		// RFC 9110 8.6: never in a 1xx or 204 response; in a HEAD or 304
-		// response it tells the size of the body a GET would get.
+		// uwResponse it tells the size of the uwBody a GET would get.
 		bw.WriteString("Content-Length: ")
 		bw.Write(strconv.AppendInt(num[:0], declared, 10))
 		bw.WriteString("\r\n")
@@ -120,11 +120,11 @@ func (w *response) writeHeader(code int, final bool) {
 	bw.WriteString("\r\n")
 }
 
-// skipResponseHeader reports whether a handler's header must not be sent:
+// uwSkipResponseHeader reports whether a handler's header must not be sent:
 // a name that is not a token, Content-Length (sent once, validated, by
 // writeHeader), and the framing headers Transfer-Encoding and Trailer (and
 // trailers announced with http.TrailerPrefix): the body is not chunked.
-func skipResponseHeader(name string) bool {
+func uwSkipResponseHeader(name string) bool {
 	return !isToken(name) ||
 		strings.EqualFold(name, "Content-Length") ||
 		strings.EqualFold(name, "Transfer-Encoding") ||
@@ -132,9 +132,9 @@ func skipResponseHeader(name string) bool {
 		strings.HasPrefix(name, http.TrailerPrefix)
 }
 
-// writeHeaderValue writes v with CR and LF replaced by spaces, as net/http
+// uwWriteHeaderValue writes v with CR and LF replaced by spaces, as net/http
 // does, so that a value cannot inject a header.
-func writeHeaderValue(bw *bufio.Writer, v string) {
+func uwWriteHeaderValue(bw *bufio.Writer, v string) {
 	if !strings.ContainsAny(v, "\r\n") {
 		bw.WriteString(v)
 		return
@@ -152,7 +152,7 @@ func writeHeaderValue(bw *bufio.Writer, v string) {
 // buffers p. It returns http.ErrBodyNotAllowed for a 1xx, 204 or 304
 // response, and http.ErrContentLength (writing nothing) past a declared
 // Content-Length. For a HEAD request it discards p and reports success.
-func (w *response) Write(p []byte) (int, error) {
+func (w *uwResponse) Write(p []byte) (int, error) {
 	if err := w.beforeWrite(len(p)); err != nil {
 		return 0, err
 	}
@@ -165,7 +165,7 @@ func (w *response) Write(p []byte) (int, error) {
 }
 
 // WriteString is Write for a string, without a copy.
-func (w *response) WriteString(s string) (int, error) {
+func (w *uwResponse) WriteString(s string) (int, error) {
 	if err := w.beforeWrite(len(s)); err != nil {
 		return 0, err
 	}
@@ -177,9 +177,9 @@ func (w *response) WriteString(s string) (int, error) {
 	return n, err
 }
 
-func (w *response) beforeWrite(n int) error {
+func (w *uwResponse) beforeWrite(n int) error {
 	if w.done {
-		return errWriteAfterReturn
+		return errUWWriteAfterReturn
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -195,15 +195,15 @@ func (w *response) beforeWrite(n int) error {
 
 // Flush sends what is buffered, status line and headers first (200 OK) if
 // the handler has not sent them.
-func (w *response) Flush() {
+func (w *uwResponse) Flush() {
 	w.FlushError()
 }
 
 // FlushError is Flush returning the write error, for
 // http.ResponseController.
-func (w *response) FlushError() error {
+func (w *uwResponse) FlushError() error {
 	if w.done {
-		return errWriteAfterReturn
+		return errUWWriteAfterReturn
 	}
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
@@ -213,44 +213,44 @@ func (w *response) FlushError() error {
 
 // SetWriteDeadline sets the deadline of the connection's writes, for
 // http.ResponseController. It holds until the next write: the server
-// extends the deadline by WriteTimeout before each write (send_timeout).
-func (w *response) SetWriteDeadline(t time.Time) error {
+// extends the deadline by SendTimeout before each write (send_timeout).
+func (w *uwResponse) SetWriteDeadline(t time.Time) error {
 	if w.done {
-		return errWriteAfterReturn
+		return errUWWriteAfterReturn
 	}
 	return w.c.rwc.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the deadline of the connection's reads, for
 // http.ResponseController. It holds until the next read of the body: the
-// server sets ReadTimeout before each.
-func (w *response) SetReadDeadline(t time.Time) error {
+// server sets BodyTimeout before each.
+func (w *uwResponse) SetReadDeadline(t time.Time) error {
 	if w.done {
-		return errWriteAfterReturn
+		return errUWWriteAfterReturn
 	}
 	return w.c.rwc.SetReadDeadline(t)
 }
 
 // finish completes the response once the handler has returned: a handler
 // that wrote nothing gets 200 OK with an empty body.
-func (w *response) finish() error {
+func (w *uwResponse) finish() error {
 	if !w.wroteHeader {
 		w.writeHeader(http.StatusOK, true)
 	}
 	return w.c.bw.Flush()
 }
 
-// deadlineWriter writes to the connection, extending its write deadline
+// uwDeadlineWriter writes to the connection, extending its write deadline
 // before each write; n counts bytes written, so that the server knows
 // whether any of the response has left.
-type deadlineWriter struct {
+type uwDeadlineWriter struct {
 	conn    net.Conn
 	timeout time.Duration
 	n       int64
 }
 
-func (d *deadlineWriter) Write(p []byte) (int, error) {
-	if err := d.conn.SetWriteDeadline(time.Now().Add(d.timeout)); err != nil {
+func (d *uwDeadlineWriter) Write(p []byte) (int, error) {
+	if err := d.conn.SetWriteDeadline(deadlineIn(d.timeout)); err != nil {
 		return 0, err
 	}
 	n, err := d.conn.Write(p)
@@ -258,12 +258,12 @@ func (d *deadlineWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// body is a request body: exactly ContentLength bytes of the connection.
+// uwBody is a request body: exactly ContentLength bytes of the connection.
 // Its methods are safe to call from goroutines other than the handler's
 // (http.Transport may still read or close a request body after RoundTrip
 // returns).
-type body struct {
-	c      *conn
+type uwBody struct {
+	c      *uwConn
 	closed atomic.Bool
 
 	mu        sync.Mutex
@@ -271,9 +271,9 @@ type body struct {
 	err       error // sticky read error
 }
 
-// Read reads from the connection, giving each read ReadTimeout. The end of
+// Read reads from the connection, giving each read BodyTimeout. The end of
 // the connection before ContentLength bytes is io.ErrUnexpectedEOF.
-func (b *body) Read(p []byte) (int, error) {
+func (b *uwBody) Read(p []byte) (int, error) {
 	if b.closed.Load() {
 		return 0, http.ErrBodyReadAfterClose
 	}
@@ -286,17 +286,17 @@ func (b *body) Read(p []byte) (int, error) {
 	case b.remaining == 0:
 		return 0, io.EOF
 	case c.finishing.Load():
-		return 0, errHandlerDone
+		return 0, errUWHandlerDone
 	case len(p) == 0:
 		return 0, nil
 	}
 	if int64(len(p)) > b.remaining {
 		p = p[:b.remaining]
 	}
-	c.rwc.SetReadDeadline(time.Now().Add(c.srv.readTimeout()))
+	c.rwc.SetReadDeadline(deadlineIn(c.srv.bodyTimeout))
 	if c.finishing.Load() {
 		// stopReading may have set its deadline just before ours.
-		return 0, errHandlerDone
+		return 0, errUWHandlerDone
 	}
 	n, err := c.br.Read(p)
 	b.remaining -= int64(n)
@@ -317,7 +317,7 @@ func (b *body) Read(p []byte) (int, error) {
 }
 
 // Close makes further reads fail; the server deals with unread bytes.
-func (b *body) Close() error {
+func (b *uwBody) Close() error {
 	b.closed.Store(true)
 	return nil
 }
