@@ -152,6 +152,14 @@ func (c *limitConn) Close() error {
 	return err
 }
 
+// TCPConn is the socket of a TCP connection (server.TCPWrapper): the
+// wrapper only counts, so the HTTP/1.1 front may send files to the socket
+// itself with sendfile(2). Nil for other connections.
+func (c *limitConn) TCPConn() *net.TCPConn {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
+
 // SyscallConn passes on the socket (syscall.Conn), for the server's
 // parking of idle connections and the PROXY protocol's peek.
 func (c *limitConn) SyscallConn() (syscall.RawConn, error) {

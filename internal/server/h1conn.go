@@ -120,7 +120,19 @@ func newConn(srv *HTTP, rwc net.Conn) *conn {
 		}
 	}
 	c.tcp, _ = rwc.(*net.TCPConn)
+	if tw, ok := rwc.(TCPWrapper); ok && c.tcp == nil {
+		c.tcp = tw.TCPConn()
+	}
 	return c
+}
+
+// TCPWrapper is a connection that wraps a *net.TCPConn and passes its
+// bytes through unchanged (one that counts or limits connections, not one
+// that encrypts or frames them): the HTTP/1.1 front writes files to the
+// socket it names with sendfile(2), and corks it, as it does for a bare
+// *net.TCPConn.
+type TCPWrapper interface {
+	TCPConn() *net.TCPConn
 }
 
 // serve serves the connection's requests until it closes, must close, or
