@@ -215,6 +215,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 	resp, body := get(t, c, s.URL("/api/x"))
 	wantStatus(t, resp, body, http.StatusOK)
+	apiAt := time.Now()
 	uri, heldPID, release := s.hold(t)
 	pids := s.workerPIDs(t)
 	if len(pids) != 3 || !slices.Contains(pids, heldPID) {
@@ -254,12 +255,14 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Errorf("the page has no healthy upstream row")
 	}
 	// The routes table, from the last minute's window: the one request
-	// sent to the proxy route, and the app's route.
+	// sent to the proxy route (unless a loaded machine took Chromium so
+	// long that it left the window), and the app's route.
+	inWindow := time.Since(apiAt) < 50*time.Second
 	for _, route := range []string{"api", "shop"} {
 		m := regexp.MustCompile(`<tr data-site="default" data-route="` + route + `">(.*?)</tr>`).FindStringSubmatch(dom)
 		if m == nil {
 			t.Errorf("the routes table has no row for route %s", route)
-		} else if route == "api" && !strings.Contains(m[1], ">1<") {
+		} else if route == "api" && inWindow && !strings.Contains(m[1], ">1<") {
 			t.Errorf("route api's row %q does not count its one request", m[1])
 		}
 	}
