@@ -5,7 +5,6 @@
 package main
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	cryptorand "crypto/rand"
@@ -370,11 +369,7 @@ respond = { body = "` + body + `" }
 	}
 	cfg := writeFile(t, dir, "portico.toml", text("one"))
 	p := startServe(t, cfg)
-	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	t.Cleanup(admin.CloseIdleConnections)
+	admin := unixClient(t, sock)
 	c := newClient(t)
 
 	for path, want := range map[string]string{"/healthz": "ok\n", "/readyz": "ready\n"} {

@@ -7,9 +7,7 @@
 package main
 
 import (
-	"context"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,11 +64,8 @@ app = "site"
 }
 
 func deployAdminClient(t *testing.T, sock string) *http.Client {
-	c := &http.Client{Timeout: 2 * readyTimeout, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	t.Cleanup(c.CloseIdleConnections)
+	c := unixClient(t, sock)
+	c.Timeout = 2 * readyTimeout
 	return c
 }
 

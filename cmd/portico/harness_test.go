@@ -201,6 +201,16 @@ func firstAddr(cur, next string) string {
 	return cur
 }
 
+// unixClient is an HTTP client for a portico listening on a unix socket.
+func unixClient(t testing.TB, sock string) *http.Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
 // URL returns the http URL of path on the first HTTP listener.
 func (p *proc) URL(path string) string {
 	return "http://" + p.HTTPAddr + path
@@ -711,12 +721,7 @@ func TestHello(t *testing.T) {
 	})
 
 	t.Run("unix socket", func(t *testing.T) {
-		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}}
-		defer tr.CloseIdleConnections()
-		c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		c := unixClient(t, sock)
 		resp, body := get(t, c, "http://portico.test/")
 		check(t, resp, body, want)
 	})

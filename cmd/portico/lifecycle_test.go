@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -215,11 +214,7 @@ func TestRunReloadBrokenCode(t *testing.T) {
 	sock := filepath.Join(dir, "admin.sock")
 	writeFile(t, dir, "app.py", "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'v1']\n")
 	p := startPortico(t, "--python", python, "--chdir", dir, "--workers", "1", "--admin", "unix:"+sock, "app:application")
-	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	t.Cleanup(admin.CloseIdleConnections)
+	admin := unixClient(t, sock)
 	c := newClient(t)
 	reload := func() (*http.Response, []byte) {
 		req, _ := http.NewRequest("POST", "http://admin/reload", nil)

@@ -8,11 +8,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -135,20 +133,12 @@ app = "hello"
 			t.Errorf("%s from %s: status %d, want %d (%s)", tt.path, tt.xff, resp.StatusCode, tt.status, body)
 		}
 	}
-	uc := &http.Client{Transport: unixTransport(sock), Timeout: 10 * time.Second}
+	uc := unixClient(t, sock)
 	resp, body := get(t, uc, "http://localhost/")
 	wantStatus(t, resp, body, 200) // "unix" in the site's allow list
 	resp, body = get(t, uc, "http://localhost/admin")
 	wantStatus(t, resp, body, 403) // not in the route's
 	p.waitLog(t, `layer=route rule="not in allow list"`, 5*time.Second)
-}
-
-// unixTransport dials the unix socket sock whatever the URL says.
-func unixTransport(sock string) *http.Transport {
-	return &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}
 }
 
 // wafRecords returns the WAF records in log.

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -399,11 +398,7 @@ proxy = { upstreams = ["http://`+dead+`"], fail_timeout = "1m" }
 `)
 	p := startServe(t, cfg)
 	sock := filepath.Join(dir, "admin.sock")
-	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	t.Cleanup(admin.CloseIdleConnections)
+	admin := unixClient(t, sock)
 	c := newClient(t)
 
 	resp, body := get(t, admin, "http://admin/readyz")

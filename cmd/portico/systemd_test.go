@@ -307,11 +307,7 @@ app = "a"
 		t.Errorf("the worker sees systemd's variables: %v", info.Env)
 	}
 
-	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", adminSock)
-	}}}
-	t.Cleanup(admin.CloseIdleConnections)
+	admin := unixClient(t, adminSock)
 	wantReload := func(how string, trigger func()) {
 		t.Helper()
 		before := monotonicUsec(t)
@@ -446,11 +442,7 @@ app = "a"
 	}
 
 	c := newClient(t)
-	unixC := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}}
-	t.Cleanup(unixC.CloseIdleConnections)
+	unixC := unixClient(t, sock)
 	check := func(when string) {
 		t.Helper()
 		info := getInfo(t, c, "http://"+tcpL.Addr().String()+"/")
@@ -674,11 +666,7 @@ app = "a"
 	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 65534 {
 		t.Errorf("access log owned by uid %d, want nobody's 65534", uid)
 	}
-	admin := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", adminSock)
-	}}}
-	t.Cleanup(admin.CloseIdleConnections)
+	admin := unixClient(t, adminSock)
 	reload := func() (*http.Response, []byte) {
 		req, _ := http.NewRequest("POST", "http://admin/reload", nil)
 		return do(t, admin, req)
