@@ -123,7 +123,11 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 //
 // The access log files it opens are returned for reopening.
 func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, bans *ban.Table, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
-	r, closeRouter, err := buildRouter(cfg, apps, redirect, log)
+	var head func(*http.Request, http.Header) // what proxy routes do with an upstream's response head
+	if bans != nil {
+		head = bans.Take
+	}
+	r, closeRouter, err := buildRouter(cfg, apps, redirect, head, log)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -180,7 +184,7 @@ type redirectFunc func(w http.ResponseWriter, r *http.Request, status int, heade
 // handler by name; redirect serves proxy routes' X-Accel-Redirect answers
 // (nil: relayed). The returned func closes the static handlers and stops
 // the proxy routes' health checks.
-func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, log *slog.Logger) (*router, func(), error) {
+func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, head func(*http.Request, http.Header), log *slog.Logger) (*router, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -259,7 +263,7 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				if kind == config.PathPrefix {
 					mount = r.path
 				}
-				h, ph, closeRoute, err := buildRoute(rc.Proxy, mount, redirect, log)
+				h, ph, closeRoute, err := buildRoute(rc.Proxy, mount, redirect, head, log)
 				if err != nil {
 					closeAll()
 					return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)

@@ -377,6 +377,9 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (g *generation, f
 		ap := &appPool{app: a, mount: mounts[a.Name]}
 		wo := workerOptions(&a, ap.mount, plog)
 		wo.InternalRedirect = e.internalRedirect
+		if e.bans != nil {
+			wo.ResponseHead = e.bans.Take
+		}
 		pool, err := worker.New(wo)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("creating app %s: %w", a.Name, err)

@@ -26,8 +26,9 @@ type proxyRoute struct {
 // buildProxy turns a proxy route's config into its handler. mount is the
 // route's prefix ("" for "/" or a non-prefix route): uwsgi upstreams get it
 // as SCRIPT_NAME, as an app route's workers do. redirect serves
-// X-Accel-Redirect and X-Sendfile answers (nil: relayed as they are).
-func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header), log *slog.Logger) (*proxy.Handler, error) {
+// X-Accel-Redirect and X-Sendfile answers (nil: relayed as they are);
+// head sees each upstream response's header first (the bans; nil: none).
+func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header), head func(*http.Request, http.Header), log *slog.Logger) (*proxy.Handler, error) {
 	ups := make([]*proxy.Upstream, 0, len(px.Upstreams))
 	family := ""
 	for _, cu := range px.Upstreams {
@@ -68,6 +69,7 @@ func buildProxy(px *config.Proxy, mount string, redirect func(w http.ResponseWri
 		PreserveHost:     px.PreserveHost,
 		MaxBody:          px.MaxBody,
 		WebSocketTimeout: px.WebSocketTimeout,
+		ResponseHead:     head,
 		Logger:           log,
 	}
 	for _, h := range px.HeadersUp {
@@ -109,8 +111,8 @@ func transport(t proxy.Target, px *config.Proxy, mount string, maxConns int, log
 // buildRoute is buildProxy for a route: a FastCGI route also serves the
 // static files of its root (phpRoute). The returned func closes what the
 // route holds (health checks, the static handler).
-func buildRoute(px *config.Proxy, mount string, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header), log *slog.Logger) (http.Handler, *proxy.Handler, func(), error) {
-	h, err := buildProxy(px, mount, redirect, log)
+func buildRoute(px *config.Proxy, mount string, redirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header), head func(*http.Request, http.Header), log *slog.Logger) (http.Handler, *proxy.Handler, func(), error) {
+	h, err := buildProxy(px, mount, redirect, head, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -14,8 +14,9 @@
 //  2. A banned client gets 403 on every route, with one debug record.
 //     403 rather than 429: the refusal is a verdict about the client, not
 //     a rate, and a Retry-After would tell an attacker when to come back.
-//  3. The header never reaches the client: it is removed from every
-//     response, whatever its value, just before the head is written.
+//  3. The header never reaches the client: it is removed from the head of
+//     every app and upstream response, whatever its value, as the proxy
+//     handler reads it (Take; Portico's own answers never carry it).
 //  4. SECONDS is a positive integer, bounded by Options.MaxDuration (one
 //     day by default; longer is cut to it); anything else is ignored with
 //     one warn record. A second ban of a banned address keeps the later
@@ -29,7 +30,6 @@
 package ban
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -210,8 +210,10 @@ func clientAddr(remote string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// Middleware refuses banned clients with 403 and turns the Header of
-// next's responses into bans.
+// Middleware refuses banned clients with 403. The Header of responses
+// is turned into bans by Take, which the proxy handler calls on the head
+// of every app and upstream response (proxy.Options.ResponseHead): only
+// they can carry it, so no other response is wrapped to look for it.
 func (t *Table) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, ok := clientAddr(r.RemoteAddr)
@@ -223,12 +225,13 @@ func (t *Table) Middleware(next http.Handler) http.Handler {
 				return
 			}
 		}
-		next.ServeHTTP(&writer{ResponseWriter: w, t: t, r: r}, r)
+		next.ServeHTTP(w, r)
 	})
 }
 
-// take removes the Header from h and bans r's client if it asks for it.
-func (t *Table) take(h http.Header, r *http.Request) {
+// Take removes the Header from h, the head of the response to r, and
+// bans r's client if it asks for it (proxy.Options.ResponseHead).
+func (t *Table) Take(r *http.Request, h http.Header) {
 	vs, ok := h[Header]
 	if !ok {
 		return
@@ -252,52 +255,3 @@ func (t *Table) take(h http.Header, r *http.Request) {
 	t.opt.Logger.Info("client banned", "client", a.String(), "seconds", secs, "until", end.UTC().Format(time.RFC3339),
 		"uri", r.RequestURI, "request_id", requestid.Of(r))
 }
-
-// writer takes the Header out of the response head before it is written.
-// It passes ReadFrom through (sendfile) and unwraps for
-// http.ResponseController.
-type writer struct {
-	http.ResponseWriter
-	t    *Table
-	r    *http.Request
-	done bool
-}
-
-func (w *writer) head() {
-	if !w.done {
-		w.done = true
-		w.t.take(w.ResponseWriter.Header(), w.r)
-	}
-}
-
-func (w *writer) WriteHeader(code int) {
-	if code >= 100 && code < 200 {
-		delete(w.ResponseWriter.Header(), Header)
-		w.ResponseWriter.WriteHeader(code)
-		return
-	}
-	w.head()
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *writer) Write(b []byte) (int, error) {
-	w.head()
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *writer) ReadFrom(src io.Reader) (int64, error) {
-	w.head()
-	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
-		return rf.ReadFrom(src)
-	}
-	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
-}
-
-func (w *writer) Flush() {
-	w.head()
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -80,6 +80,7 @@ func TestMiddleware(t *testing.T) {
 		if v := r.URL.Query().Get("block"); v != "" {
 			w.Header().Set(Header, v)
 		}
+		tb.Take(r, w.Header()) // as the proxy handler does with an app's response head
 		w.Write([]byte("app"))
 	})
 	h := tb.Middleware(app)

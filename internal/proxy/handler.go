@@ -89,6 +89,11 @@ type Options struct {
 	// lease released, and the handler answers instead (X-Accel-Redirect,
 	// X-Sendfile, error pages). Nil result: the response is relayed.
 	Intercept func(r *http.Request, resp *http.Response) http.HandlerFunc
+	// ResponseHead, when set, sees the header of each upstream response
+	// to be relayed or intercepted, before Intercept, and may change it
+	// (the bans an app asks for with X-Portico-Block: the header is taken
+	// out and acted on).
+	ResponseHead func(r *http.Request, h http.Header)
 	// Logger receives request failures. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -457,6 +462,9 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, rc *http.Respons
 			dl.end()
 		}
 	}()
+	if h.opt.ResponseHead != nil {
+		h.opt.ResponseHead(r, resp.Header)
+	}
 	if h.opt.Intercept != nil {
 		if fn := h.opt.Intercept(r, resp); fn != nil {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -107,6 +107,9 @@ type Options struct {
 	// included, for it to read and remove). Nil: such responses are relayed
 	// unchanged, as a server without the feature would.
 	InternalRedirect func(w http.ResponseWriter, r *http.Request, status int, header http.Header)
+	// ResponseHead, when set, sees the header of each app response before
+	// it is relayed, and may change it (proxy.Options.ResponseHead).
+	ResponseHead func(r *http.Request, h http.Header)
 	// Watch restarts the workers when a .py file under Dir changes
 	// (development). Polls once a second.
 	Watch bool
@@ -254,6 +257,7 @@ func NewHandler(pl *Pool, redirect func(w http.ResponseWriter, r *http.Request, 
 		BodyMemory:        pl.opt.BodyMemory,
 		MaxResponseBuffer: pl.opt.MaxResponseBuffer,
 		TempDir:           pl.opt.TempDir,
+		ResponseHead:      pl.opt.ResponseHead,
 		Logger:            pl.log,
 	}
 	if redirect != nil {
