@@ -17,7 +17,7 @@ func TestImportRules(t *testing.T) {
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
-	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true, "portico/internal/proxy": true, "portico/internal/realip": true, "portico/internal/requestid": true}
+	leaves := map[string]bool{"portico/internal/spool": true, "portico/internal/uwsgi": true, "portico/internal/proxy": true, "portico/internal/realip": true, "portico/internal/requestid": true, "portico/internal/negotiate": true, "portico/internal/errpage": true}
 	features := map[string]bool{
 		"portico/internal/server": true, "portico/internal/static": true, "portico/internal/worker": true,
 		"portico/internal/accesslog": true, "portico/internal/uwsgi": true, "portico/internal/spool": true,
@@ -25,6 +25,7 @@ func TestImportRules(t *testing.T) {
 		"portico/internal/metrics": true, "portico/internal/requestid": true, "portico/internal/systemd": true,
 		"portico/internal/limit":  true,
 		"portico/internal/access": true, "portico/internal/waf": true, "portico/internal/ban": true,
+		"portico/internal/cache": true, "portico/internal/compress": true, "portico/internal/negotiate": true, "portico/internal/errpage": true,
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		fields := strings.Fields(line)

@@ -55,6 +55,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"portico/internal/negotiate"
 )
 
 // Options configure a Handler. The zero value of every field but Root is
@@ -506,7 +508,7 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, name string,
 	ctype := contentType(name)
 	hdr := w.Header()
 	var v variant
-	if compressible(ctype) {
+	if negotiate.Compressible(ctype) {
 		hdr.Add("Vary", "Accept-Encoding")
 		var err error
 		if v, err = h.negotiate(r, name, st); err != nil {
@@ -656,9 +658,9 @@ func (h *Handler) negotiate(r *http.Request, name string, st fileState) (variant
 	if !ok {
 		return variant{}, nil
 	}
-	for _, c := range parseAcceptEncoding(ae).order() {
-		token := codingInfo[c].token
-		sib := name + codingInfo[c].ext
+	for _, c := range negotiate.ParseAcceptEncoding(ae).Order() {
+		token := c.Token()
+		sib := name + c.Ext()
 		sst, err := h.stat(sib, true)
 		if err == nil && sst.mode.IsRegular() {
 			if sst.data != nil {
