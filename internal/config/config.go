@@ -260,6 +260,12 @@ type Site struct {
 	LimitConn *LimitConn
 	// IP rules (README "### IP rules, WAF and bans"): see Access.
 	Access
+	// ErrorPages maps a status ("404") or a class ("5xx") to the path of
+	// a page on this site, served through its routes with the original
+	// status in place of Portico's own answers (a static 404, 413, 429,
+	// 502, 503, 504) and, on routes with InterceptErrors, of the app's
+	// (nginx's error_page). A status wins over its class. Default none.
+	ErrorPages map[string]string
 }
 
 // Path kinds of a route.
@@ -319,6 +325,18 @@ type Route struct {
 	// WAF, when set, inspects the route's requests (Coraza with the OWASP
 	// Core Rule Set). Nil (the default): no inspection.
 	WAF *WAF
+
+	// Compress compresses the answers of an app or proxy route (brotli,
+	// zstd or gzip, as the client accepts; nginx's gzip on). Nil: on for
+	// app and proxy routes (see CompressOn); false turns it off.
+	Compress *bool
+	// Cache, when set, keeps the route's answers in a shared HTTP cache
+	// (nginx's proxy_cache / uwsgi_cache). Nil (the default): none.
+	Cache *Cache
+	// InterceptErrors serves the site's error pages in place of the app's
+	// or upstream's own answers with those statuses (nginx's
+	// proxy_intercept_errors / uwsgi_intercept_errors). Default false.
+	InterceptErrors bool
 }
 
 // PathKind returns PathPrefix, PathExact or PathRegex, and the path

@@ -81,6 +81,9 @@ Files and logs:
                             https://..., http+unix:///path, uwsgi://host:port,
                             uwsgi+unix:///path; repeatable, several URLs for one
                             PREFIX are balanced (least_conn) [nginx proxy_pass, uwsgi_pass]
+      --static-max-age DUR  Cache-Control: public, max-age of --static files; names with a
+                            content hash (app.3f9a2b1c.css) keep a year and immutable
+                            (default 0: no Cache-Control) [nginx expires]
       --access-log PATH     access log file, "-" for stderr, "off" (default -) [--access-logfile]
       --access-log-format F combined (nginx's) or json (default combined)
       --log-level LEVEL     debug, info, warn, error (default info)
@@ -91,6 +94,17 @@ Files and logs:
                             page at /, /status, /metrics (Prometheus), /healthz, /readyz,
                             /reload (default none)
                             [uwsgi --stats, nginx stub_status]
+
+Responses:
+      --compress BOOL       compress the app's and proxies' answers: brotli, zstd or gzip as
+                            the client accepts, text types of 1 KiB or more (default true)
+                            [nginx gzip on]
+      --cache SIZE          keep the app's and each proxy's answers in a shared HTTP cache of
+                            SIZE in memory, as their Cache-Control allows (default: none)
+                            [nginx proxy_cache/uwsgi_cache, proxy_cache_path max_size]
+      --cache-ttl DUR       with --cache, keep answers that carry no freshness information
+                            this long: micro-caching (default 0: not stored)
+                            [nginx proxy_cache_valid]
 
 Protection:
       --allow CIDR          only clients in CIDR (or an address, or "unix") may come in, on
@@ -230,6 +244,13 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 	fs.Var(&allows, "allow", "")
 	fs.Var(&denies, "deny", "")
 	fs.StringVar(&wafMode, "waf", "", "")
+	var staticMaxAge, cacheTTL time.Duration
+	var cacheSize int64
+	compress := true
+	fs.Var(durationValue{&staticMaxAge}, "static-max-age", "")
+	fs.Var(sizeValue{&cacheSize}, "cache", "")
+	fs.Var(durationValue{&cacheTTL}, "cache-ttl", "")
+	fs.BoolVar(&compress, "compress", true, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			io.WriteString(out, RunUsage)
@@ -327,7 +348,8 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 			return nil, fmt.Errorf("static: %q is not PREFIX=DIR", s)
 		}
 		c.names[fmt.Sprintf("site[0].route[%d]", len(site.Routes))] = "static"
-		site.Routes = append(site.Routes, Route{Path: prefix, Static: &StaticRoute{Dir: dir}})
+		site.Routes = append(site.Routes, Route{Path: prefix, Static: &StaticRoute{Dir: dir, MaxAge: staticMaxAge}})
+		c.names[fmt.Sprintf("site[0].route[%d].static.max_age", len(site.Routes)-1)] = "static-max-age"
 	}
 	// One proxy route per prefix, its URLs balanced, in flag order.
 	byPrefix := map[string]*Proxy{}
@@ -378,6 +400,30 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 			rt.WAF = DefaultWAF()
 			rt.WAF.Mode = wafMode
 			c.names[fmt.Sprintf("site[0].route[%d].waf.mode", i)] = "waf"
+		}
+	}
+	// --compress, --cache and --cache-ttl shape the answers of the app
+	// and of each proxy route (a cache each: one per route, as in a file).
+	if cacheTTL != 0 && cacheSize == 0 {
+		return nil, errors.New("--cache-ttl needs --cache")
+	}
+	for i := range site.Routes {
+		rt := &site.Routes[i]
+		if rt.App == "" && rt.Proxy == nil {
+			continue
+		}
+		if !compress {
+			off := false
+			rt.Compress = &off
+		}
+		if cacheSize != 0 {
+			rt.Cache = DefaultCache()
+			rt.Cache.Size, rt.Cache.DefaultTTL = cacheSize, cacheTTL
+			if rt.Cache.MaxEntry > cacheSize {
+				rt.Cache.MaxEntry = cacheSize
+			}
+			c.names[fmt.Sprintf("site[0].route[%d].cache", i)] = "cache"
+			c.names[fmt.Sprintf("site[0].route[%d].cache.default_ttl", i)] = "cache-ttl"
 		}
 	}
 	c.Sites = []Site{site}

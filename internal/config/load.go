@@ -308,8 +308,8 @@ const (
 	topKeys      = "access_log, access_log_format, log_level, error_log, log_format, graceful_timeout, trusted_proxies, user, group, pidfile, max_connections, [admin], [[listener]], [app.NAME], [[site]]"
 	listenerKeys = "addr, protocol, socket_mode, tls, proxy_protocol, redirect_https, max_header_fields, limit_conn, max_connections"
 	appKeys      = "module, python, chdir, env, workers, threads, timeout, grace, max_requests, max_rss, max_body, queue_size, queue_timeout, reload, reload_code, sched"
-	siteKeys     = "hosts, allow, deny, limit_req, limit_conn, [[site.route]]"
-	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, allow, deny, waf, limit_req, limit_conn"
+	siteKeys     = "hosts, allow, deny, limit_req, limit_conn, error_pages, [[site.route]]"
+	routeKeys    = "path, name, methods, header, static, app, redirect, respond, proxy, headers_add, headers_remove, allow, deny, waf, limit_req, limit_conn, compress, cache, intercept_errors"
 )
 
 func (d *decoder) config(root *value) {
@@ -442,6 +442,7 @@ func (d *decoder) site(t *value, p string) {
 	}
 	d.limits(t, p, &s.LimitReq, &s.LimitConn)
 	d.access(t, p, &s.Access)
+	_, s.ErrorPages = d.stringTable(t, p, "error_pages")
 	d.unknown(t, p, siteKeys)
 	d.c.Sites = append(d.c.Sites, s)
 }
@@ -488,6 +489,7 @@ func (d *decoder) route(t *value, p string) Route {
 	d.limits(t, p, &r.LimitReq, &r.LimitConn)
 	d.access(t, p, &r.Access)
 	r.WAF = d.waf(t, p)
+	d.shaping(t, p, &r)
 	d.unknown(t, p, routeKeys)
 	return r
 }

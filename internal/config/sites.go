@@ -50,6 +50,7 @@ func (c *Config) validateSites(errs *[]error) {
 			bad(key, "no route: add [[site.route]] tables")
 		}
 		c.validateAccess(errs, key, s.Access)
+		c.validateErrorPages(errs, key, s.ErrorPages)
 		seen := map[string]string{}
 		names := map[string]string{}
 		for j := range s.Routes {
@@ -58,6 +59,7 @@ func (c *Config) validateSites(errs *[]error) {
 			c.validateRoute(errs, rkey, r, used, mounts)
 			c.validateAccess(errs, rkey, r.Access)
 			c.validateWAF(errs, rkey, r.WAF)
+			c.validateShaping(errs, rkey, r)
 			if r.Name != "" {
 				if err := checkRouteName(r.Name); err != nil {
 					bad(rkey+".name", "%v", err)
