@@ -93,6 +93,8 @@ SCENARIOS=(
 	"proxy-http|hello|-|/|proxy|Reverse proxy to one HTTP upstream (an nginx of 1 worker answering \"Hello, World!\" with keep-alive), the same behind every front"
 	"proxy-uwsgi|hello|app:application|/|proxy|Reverse proxy to uWSGI --socket over TCP (examples/hello, 2 processes)"
 	"proxy-php|php|-|/index.php|proxy|Reverse proxy to php-fpm over TCP (bench/php/index.php, pm static, 2 children)"
+	"django-cache|djangobench|benchsite.wsgi:application|/rows-public|http|Django 3.2 template page the same for every visitor (bench/djangobench /rows-public: /rows without its CSRF form), micro-cached for 1 s"
+	"django-gzip|djangobench|benchsite.wsgi:application|/rows|http|The django-template page (bench/djangobench /rows, 9.8 kB of HTML) asked for with Accept-Encoding: gzip"
 )
 declare -A SCENARIO_STACKS=(
 	[hello]="portico uwsgi nginx-uwsgi gunicorn-sync gunicorn-gthread nginx-gunicorn nginx-portico"
@@ -103,10 +105,22 @@ declare -A SCENARIO_STACKS=(
 	[proxy-http]="portico-http nginx-http caddy-http"
 	[proxy-uwsgi]="portico-uwsgi nginx-uwsgi-tcp"
 	[proxy-php]="portico-php nginx-php"
+	[django-cache]="portico-cache portico nginx-uwsgi-cache"
+	[django-gzip]="portico portico-nocompress nginx-uwsgi-gzip nginx-uwsgi"
 )
-# Extra portico flags per scenario.
+# Extra portico flags per scenario, and per stack (start_portico's variants).
 declare -A PORTICO_EXTRA=(
 	[overload]="--queue-timeout $QUEUE_TIMEOUT"
+)
+CACHE_SIZE=256MiB # the cached stacks' memory: portico --cache, nginx uwsgi_cache_path max_size
+CACHE_TTL=1s      # micro-caching: portico --cache-ttl (default_ttl), nginx uwsgi_cache_valid 200
+declare -A PORTICO_STACK_EXTRA=(
+	[portico-cache]="--cache $CACHE_SIZE --cache-ttl $CACHE_TTL"
+	[portico-nocompress]="--compress=false"
+)
+# Extra request headers of wrk (and of the checks' curl) per scenario.
+declare -A WRK_HEADER=(
+	[django-gzip]="Accept-Encoding: gzip"
 )
 
 declare -A STACK_LABEL=(
@@ -125,6 +139,10 @@ declare -A STACK_LABEL=(
 	[nginx-uwsgi-tcp]="nginx uwsgi_pass → uWSGI (TCP)"
 	[portico-php]="portico → php-fpm (TCP)"
 	[nginx-php]="nginx fastcgi_pass → php-fpm (TCP)"
+	[portico-cache]="portico --cache $CACHE_SIZE --cache-ttl $CACHE_TTL"
+	[nginx-uwsgi-cache]="nginx uwsgi_cache (1 s) → uWSGI"
+	[portico-nocompress]="portico --compress=false"
+	[nginx-uwsgi-gzip]="nginx gzip on (level 1) → uWSGI"
 )
 
 # ---------------------------------------------------------------------------
@@ -143,6 +161,7 @@ mkdir -p "$RESULTS" "$LOGS" "$RUNDIR" "$APPS"
 : >"$RESULTS/idle.tsv"
 : >"$RESULTS/commands.md"
 : >"$RESULTS/scenarios.tsv"
+: >"$RESULTS/responses.tsv"
 
 ALL_SIDS=()   # every session this script started (each a stack's process group leader)
 STACK_SIDS=() # the sessions of the stack that is running
@@ -180,6 +199,21 @@ session_pids() {
 cpu_ticks() {
 	local total=0 pid
 	for pid in $(session_pids "$@"); do
+		proc_fields "$pid" || continue
+		total=$((total + F[11] + F[12]))
+	done
+	echo "$total"
+}
+
+# edge_ticks SID...: utime+stime, in clock ticks, of the processes of those
+# sessions that are the edge server, named portico or nginx, apart from the
+# app servers behind them (portico's Python workers, uWSGI): what compression
+# and caching cost the server that does them.
+edge_ticks() {
+	local total=0 pid comm
+	for pid in $(session_pids "$@"); do
+		{ read -r comm <"/proc/$pid/comm"; } 2>/dev/null || continue
+		[[ $comm == portico || $comm == nginx ]] || continue
 		proc_fields "$pid" || continue
 		total=$((total + F[11] + F[12]))
 	done
@@ -373,8 +407,16 @@ start_portico() {
 	portico_env
 	# shellcheck disable=SC2086
 	spawn portico "${PENV[@]}" "$PORTICO" run --bind "127.0.0.1:$3" --workers "$WORKERS" --threads 1 \
-		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} "$2"
+		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} \
+		${PORTICO_STACK_EXTRA[$STACK]:-} "$2"
 }
+
+# The same, with a shared cache of $CACHE_SIZE that keeps answers without
+# freshness information for $CACHE_TTL (the route's cache.default_ttl).
+start_portico-cache() { start_portico "$@"; }
+
+# The same, without compression of the app's answers (on by default).
+start_portico-nocompress() { start_portico "$@"; }
 
 start_uwsgi() {
 	env_flags --env
@@ -394,12 +436,40 @@ start_gunicorn-gthread() {
 		--log-level warning --chdir "$1" "${FLAGS[@]}" "$2"
 }
 
-start_nginx-uwsgi() {
-	local sock=$RUNDIR/$CUR-uwsgi.sock
+# start_uwsgi_unix APP_DIR MODULE:CALLABLE: uWSGI on the unix socket $SOCK,
+# the settings of every Django stack (2 processes, 1 thread, no logging).
+start_uwsgi_unix() {
+	SOCK=$RUNDIR/$CUR-uwsgi.sock
 	env_flags --env
 	spawn uwsgi uwsgi --plugin python3 --master --processes "$WORKERS" --disable-logging --die-on-term \
-		--need-app --listen 1024 --socket "$sock" --chmod-socket=666 --chdir "$1" "${FLAGS[@]}" --module "$2"
-	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$sock;"
+		--need-app --listen 1024 --socket "$SOCK" --chmod-socket=666 --chdir "$1" "${FLAGS[@]}" --module "$2"
+}
+
+start_nginx-uwsgi() {
+	start_uwsgi_unix "$1" "$2"
+	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$SOCK;"
+}
+
+# nginx's micro-cache in front of uWSGI: answers kept $CACHE_TTL, one request
+# at a time to uWSGI per key (cache_lock), the others served the stale copy
+# while it is refreshed in the background: the closest to portico's coalescing.
+# uwsgi_cache_key has no default; this is proxy_cache_key's.
+start_nginx-uwsgi-cache() {
+	start_uwsgi_unix "$1" "$2"
+	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$SOCK;
+	        uwsgi_cache django; uwsgi_cache_key \$scheme\$host\$request_uri; uwsgi_cache_valid 200 $CACHE_TTL;
+	        uwsgi_cache_lock on; uwsgi_cache_use_stale updating; uwsgi_cache_background_update on;
+	        add_header X-Cache \$upstream_cache_status;" "" \
+		"uwsgi_cache_path $WORK/uwsgi-cache-$CUR levels=1:2 keys_zone=django:10m max_size=${CACHE_SIZE%iB}; # nginx's size units: k, m, g"
+}
+
+# nginx's gzip at its default level (1) in front of uWSGI; text/html is
+# always in gzip_types; the others are portico's compressible types.
+start_nginx-uwsgi-gzip() {
+	start_uwsgi_unix "$1" "$2"
+	start_nginx "$3" "include /etc/nginx/uwsgi_params; uwsgi_pass unix:$SOCK;
+	        gzip on; gzip_comp_level 1; gzip_min_length 1024; gzip_vary on;
+	        gzip_types text/plain text/css text/xml text/javascript application/javascript application/json application/xml image/svg+xml application/wasm;"
 }
 
 start_nginx-gunicorn() {
@@ -664,16 +734,18 @@ client() {
 
 # bench_http URL CONNS...: warm up, then RUNS wrk runs per connection count.
 bench_http() {
-	local url=$1 c run out t0 t1 f0 f1 b0 b1 wrkargs=()
+	local url=$1 c run out t0 t1 f0 f1 e0 e1 b0 b1 wrkargs=()
 	shift
 	[[ $KIND == overload ]] && wrkargs=(-s "$BENCH_DIR/status.lua")
-	client /dev/null taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" "$url"
+	[[ -n ${WRK_HEADER[$SCENARIO]:-} ]] && wrkargs+=(-H "${WRK_HEADER[$SCENARIO]}")
+	client /dev/null taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" "${wrkargs[@]}" "$url"
 	quiesce
 	for c in "$@"; do
 		for ((run = 1; run <= RUNS; run++)); do
 			out=$LOGS/$CUR-wrk-c$c-run$run.txt
 			t0=$(cpu_ticks "${STACK_SIDS[@]}")
 			f0=$(cpu_ticks "${STACK_SIDS[-1]}")
+			e0=$(edge_ticks "${STACK_SIDS[@]}")
 			b0=$(cpus_busy)
 			times >"$WORK/times0"
 			client "$out" taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency "${wrkargs[@]}" "$url"
@@ -681,19 +753,74 @@ bench_http() {
 			b1=$(cpus_busy)
 			t1=$(cpu_ticks "${STACK_SIDS[@]}")
 			f1=$(cpu_ticks "${STACK_SIDS[-1]}")
+			e1=$(edge_ticks "${STACK_SIDS[@]}")
 			quiesce
 			local r srv wrk
 			r=$(parse_wrk "$out")
 			srv=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')
 			wrk=$(children_cpu "$WORK/times0" "$WORK/times1")
-			# The last column: the CPU seconds of the stack's last session, its front.
-			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$run" "$r" "$srv" "$wrk" \
+			# The last columns: the CPU seconds of the stack's last session (its
+			# front), and of its portico and nginx processes (its edge).
+			printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$run" "$r" "$srv" "$wrk" \
 				"$(awk -v b=$((b1 - b0)) -v hz="$CLK_TCK" -v s="$srv" -v w="$wrk" 'BEGIN { o = b / hz - s - w; printf "%.3f", (o < 0 ? 0 : o) }')" \
-				"$(awk -v t=$((f1 - f0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')" >>"$RESULTS/runs.tsv"
+				"$(awk -v t=$((f1 - f0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')" \
+				"$(awk -v t=$((e1 - e0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')" >>"$RESULTS/runs.tsv"
 			log "  c=$c run $run: $(awk -F'\t' '{ printf "%s req/s, p50 %s ms, p99 %s ms, non-2xx %s, socket errors %s (+ %s read)", $3, $4, $5, $6, $7, $8 }' <<<"$r")"
 		done
 		printf '%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$c" "$(rss_kib "${STACK_SIDS[@]}")" >>"$RESULTS/rss.tsv"
 	done
+}
+
+# probe URL: one GET with the scenario's request header, as wrk sends it;
+# sets P_CODE, P_BYTES (body bytes on the wire), P_LENGTH (Content-Length),
+# P_ENCODING (Content-Encoding) and P_XCACHE (X-Cache), "-" when absent.
+probe() {
+	local hdr=() head=$WORK/probe-head
+	[[ -n ${WRK_HEADER[$SCENARIO]:-} ]] && hdr=(-H "${WRK_HEADER[$SCENARIO]}")
+	read -r P_CODE P_BYTES < <(curl -s -o /dev/null -D "$head" -w '%{http_code} %{size_download}\n' --max-time 10 "${hdr[@]}" "$1" || echo "000 0")
+	P_LENGTH=$(head_field "$head" content-length)
+	P_ENCODING=$(head_field "$head" content-encoding)
+	P_XCACHE=$(head_field "$head" x-cache)
+}
+
+# head_field FILE NAME: the value of header NAME in the response head FILE
+# (curl -D), "-" when absent.
+head_field() {
+	tr -d '\r' <"$1" | awk -v h="$2" 'BEGIN { h = tolower(h) }
+		{ n = index($0, ":") } n && tolower(substr($0, 1, n - 1)) == h { v = substr($0, n + 1); sub(/^ +/, "", v) }
+		END { print (v == "" ? "-" : v) }'
+}
+
+# check_response URL: before timing, what the stack answers to the
+# scenario's request (status, body bytes, Content-Encoding, X-Cache) goes
+# to responses.tsv; in django-cache a cached stack (*-cache) must answer
+# X-Cache: HIT to a second request, and in django-gzip the stacks that
+# compress must answer gzip and the others must not. Prints why not and
+# returns 1 if not.
+check_response() {
+	local url=$1 want=""
+	case $SCENARIO in
+	django-cache | django-gzip) ;;
+	*) return 0 ;;
+	esac
+	probe "$url"
+	if [[ $SCENARIO == django-cache && $STACK == *-cache ]]; then
+		probe "$url" # the second request: within the TTL, a hit
+		[[ $P_XCACHE == HIT ]] || want="X-Cache: HIT on a second request (got X-Cache: $P_XCACHE, status $P_CODE)"
+	fi
+	if [[ $SCENARIO == django-gzip ]]; then
+		case $STACK in
+		portico | nginx-uwsgi-gzip) [[ $P_ENCODING == gzip ]] || want="Content-Encoding: gzip (got: $P_ENCODING)" ;;
+		*) [[ $P_ENCODING == - ]] || want="no Content-Encoding (got: $P_ENCODING)" ;;
+		esac
+	fi
+	[[ $P_CODE == 200 ]] || want="200 (got $P_CODE)"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$P_CODE" "$P_BYTES" "$P_LENGTH" "$P_ENCODING" "$P_XCACHE" >>"$RESULTS/responses.tsv"
+	log "  answer: $P_CODE, $P_BYTES bytes, Content-Length $P_LENGTH, Content-Encoding $P_ENCODING, X-Cache $P_XCACHE"
+	if [[ -n $want ]]; then
+		CHECK_REASON="expected $want"
+		return 1
+	fi
 }
 
 # bench_idle ADDR: hold IDLE_CONNS keep-alive connections, measure RSS before
@@ -783,6 +910,7 @@ selected() { # selected NAME FILTER: FILTER empty or NAME in it
 # ---------------------------------------------------------------------------
 # 3. The runs.
 
+CHECKS_FAILED=() # stacks whose answer was not what their scenario checks (check_response)
 START_TIME=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 SECONDS=0
@@ -815,15 +943,19 @@ for entry in "${SCENARIOS[@]}"; do
 		log "$CUR on 127.0.0.1:$PORT"
 		url=http://127.0.0.1:$PORT$URLPATH
 		"start_$STACK" "$APPS/$APP" "$MODULE" "$PORT" || true # a failed upstream shows in wait_answer
-		if wait_answer "$url"; then
+		if ! wait_answer "$url"; then
+			printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "did not answer 200 (log: $(tail -n 3 "$LOGS/$CUR-"*.log | tr '\n\t' '  ' | cut -c1-300))" >>"$RESULTS/failed.tsv"
+			tail -n 20 "$LOGS/$CUR-"*.log >&2 || true
+		elif ! check_response "$url"; then
+			log "error: $CUR: $CHECK_REASON; not timed"
+			printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "$CHECK_REASON" >>"$RESULTS/failed.tsv"
+			CHECKS_FAILED+=("$CUR: $CHECK_REASON")
+		else
 			case $KIND in
 			idle) bench_idle "127.0.0.1:$PORT" ;;
 			*) # shellcheck disable=SC2086
 				bench_http "$url" $conns ;;
 			esac
-		else
-			printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "did not answer 200 (log: $(tail -n 3 "$LOGS/$CUR-"*.log | tr '\n\t' '  ' | cut -c1-300))" >>"$RESULTS/failed.tsv"
-			tail -n 20 "$LOGS/$CUR-"*.log >&2 || true
 		fi
 		# Stop in the reverse order of start (nginx before its upstream).
 		for ((i = ${#STACK_SIDS[@]} - 1; i >= 0; i--)); do
@@ -919,3 +1051,7 @@ if [[ $OUT != none ]]; then
 	log "wrote $OUT"
 fi
 log "done in $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
+if ((${#CHECKS_FAILED[@]} > 0)); then
+	for c in "${CHECKS_FAILED[@]}"; do log "check failed: $c"; done
+	die "${#CHECKS_FAILED[@]} stack(s) failed their scenario's check and were not timed"
+fi

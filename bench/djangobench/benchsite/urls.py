@@ -6,4 +6,5 @@ from . import views
 
 urlpatterns = [
     path("rows", views.rows, name="rows"),
+    path("rows-public", views.rows_public, name="rows-public"),
 ]
