@@ -10,15 +10,20 @@ RESULTS_DIR holds tab-separated files written by run.sh:
   runs.tsv       scenario, stack, conns, run, requests, seconds, req/s, p50 ms, p99 ms,
                  non-2xx, connect+write+timeout errors, read errors, timeouts, status counts (code:n,...),
                  server CPU s, wrk CPU s, CPU s of everything else on the two CPUs,
-                 CPU s of the stack's front (its last session; proxy scenarios)
+                 CPU s of the stack's front (its last session; proxy scenarios),
+                 CPU s of the stack's edge (its portico and nginx processes, without
+                 the app servers behind them; django-cache, django-gzip)
   rss.tsv        scenario, stack, conns, RSS KiB after the runs
   failed.tsv     scenario, stack, reason
+  responses.tsv  scenario, stack, status, body bytes, Content-Length, Content-Encoding, X-Cache
+                 (one answer to the scenario's request, before timing; django-cache, django-gzip)
   idle.tsv       stack, asked, established, failed, seconds to open, RSS KiB before, RSS KiB holding,
                  held (ss), answer code, answer seconds, alive after the hold, kernel slab growth KiB
 
 It prints a "Results" section (one table per scenario, with the ratio of each
 portico stack to every other stack) and a "Targets" section (the targets of
-issue 3 and, for the proxy scenarios, issue 10, met or missed).
+issue 3, of issue 10 for the proxy scenarios and of issue 13 for the cache
+and compression ones, met or missed).
 """
 
 import argparse
@@ -74,7 +79,7 @@ class Stat:
         self.rps_max = max((v for v in rps if v is not None), default=None)
         self.p50 = median(num(r["p50"]) for r in runs)
         self.p99 = median(num(r["p99"]) for r in runs)
-        per_req, front_per_req = [], []
+        per_req, front_per_req, edge_per_req = [], [], []
         srv, wrk, others = [], [], []
         for r in runs:
             req, secs, cpu = num(r["requests"]), num(r["secs"]), num(r["cpu"])
@@ -82,6 +87,8 @@ class Stat:
                 per_req.append(cpu / req * 1e6)
             if req and num(r.get("front_cpu")) is not None:
                 front_per_req.append(num(r["front_cpu"]) / req * 1e6)
+            if req and num(r.get("edge_cpu")) is not None:
+                edge_per_req.append(num(r["edge_cpu"]) / req * 1e6)
             if secs and cpu is not None:
                 srv.append(cpu / secs * 100)
             if secs and num(r["wrk_cpu"]) is not None:
@@ -90,6 +97,7 @@ class Stat:
                 others.append(num(r["others"]) / secs * 100)
         self.cpu_us = median(per_req)
         self.front_us = median(front_per_req)
+        self.edge_us = median(edge_per_req)
         self.srv_pct = median(srv)
         self.wrk_pct = median(wrk)
         self.others_pct = median(others)
@@ -116,6 +124,7 @@ class Stat:
 RUN_FIELDS = [
     "scenario", "stack", "conns", "run", "requests", "secs", "rps", "p50", "p99",
     "non2xx", "sockerr", "readerr", "timeouts", "statuses", "cpu", "wrk_cpu", "others", "front_cpu",
+    "edge_cpu",
 ]
 
 
@@ -129,8 +138,9 @@ def load(results):
     rss = {(row[0], row[1], int(row[2])): num(row[3]) for row in read_tsv(os.path.join(results, "rss.tsv"))}
     failed = {(row[0], row[1]): row[2] for row in read_tsv(os.path.join(results, "failed.tsv"))}
     idle = {row[0]: row for row in read_tsv(os.path.join(results, "idle.tsv"))}
+    responses = {(row[0], row[1]): row[2:] for row in read_tsv(os.path.join(results, "responses.tsv"))}
     stats = {key: Stat(rs, rss.get(key)) for key, rs in runs.items()}
-    return scenarios, labels, stats, failed, idle
+    return scenarios, labels, stats, failed, idle, responses
 
 
 def is_portico(stack):
@@ -142,14 +152,22 @@ def is_portico(stack):
 BUSY_OTHERS_PCT = 25
 
 
-def http_table(out, name, conns, stacks, labels, stats, failed, front=False):
+# Scenarios whose tables add the edge's CPU per request: that of the portico
+# and nginx processes alone, without the app servers behind them (portico's
+# Python workers, uWSGI), which is where caching and compression cost.
+EDGE_SCENARIOS = ("django-cache", "django-gzip")
+
+
+def http_table(out, name, conns, stacks, labels, stats, failed, front=False, edge=False):
     """One row per stack and connection count; front adds the front's own
-    CPU per request (proxy scenarios: the stack's CPU less its upstream's)."""
+    CPU per request (proxy scenarios: the stack's CPU less its upstream's),
+    edge the CPU per request of its portico and nginx processes."""
     porticos = [s for s in stacks if is_portico(s)]
     head = ["stack", "conns", "req/s", "min–max", "p50 ms", "p99 ms", "CPU µs/req"]
     head += ["front µs/req"] if front else []
+    head += ["edge µs/req"] if edge else []
     head += ["srv CPU %", "wrk CPU %", "others %", "RSS MiB", "errors", "closes"]
-    what = "req/s, CPU/req, front CPU/req" if front else "req/s, CPU/req"
+    what = "req/s, CPU/req, front CPU/req" if front else "req/s, CPU/req, edge CPU/req" if edge else "req/s, CPU/req"
     head += [f"{labels.get(p, p)} ÷ ({what})" for p in porticos]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---"] * 2 + ["--:"] * (len(head) - 2)) + "|")
@@ -165,6 +183,7 @@ def http_table(out, name, conns, stacks, labels, stats, failed, front=False):
             flag = " ⚠" if st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT else ""
             row = [label + flag, str(c), fmt(st.rps), f"{fmt(st.rps_min)}–{fmt(st.rps_max)}", fmt(st.p50, 2), fmt(st.p99, 2), fmt(st.cpu_us, 1)]
             row += [fmt(st.front_us, 1)] if front else []
+            row += [fmt(st.edge_us, 1)] if edge else []
             row += [fmt(st.srv_pct), fmt(st.wrk_pct), fmt(st.others_pct), fmt(st.rss_mib, 1), str(st.errors), str(st.closes)]
             for p in porticos:
                 pst = stats.get((name, p, c))
@@ -174,8 +193,66 @@ def http_table(out, name, conns, stacks, labels, stats, failed, front=False):
                 cell = f"{fmt_ratio(ratio(pst.rps, st.rps))} / {fmt_ratio(ratio(pst.cpu_us, st.cpu_us))}"
                 if front:
                     cell += f" / {fmt_ratio(ratio(pst.front_us, st.front_us))}"
+                if edge:
+                    cell += f" / {fmt_ratio(ratio(pst.edge_us, st.edge_us))}"
                 row.append(cell)
             out.append("| " + " | ".join(row) + " |")
+
+
+def responses_table(out, name, stacks, labels, responses):
+    """What each stack answered to the scenario's request once, before timing."""
+    rows = [(s, responses[(name, s)]) for s in stacks if (name, s) in responses]
+    if not rows:
+        return
+    out.append("")
+    out.append("One answer of each stack to the same request, before the runs (curl, with the scenario's request headers):")
+    out.append("")
+    out.append("| stack | status | Content-Encoding | X-Cache | bytes per response (body) | Content-Length |")
+    out.append("|---|--:|---|---|--:|--:|")
+    for s, (code, body, length, encoding, xcache) in rows:
+        out.append(f"| {labels.get(s, s)} | {code} | {encoding} | {xcache} | {fmt(num(body))} | {length} |")
+
+
+# django-gzip: (who, the stack that compresses, the same stack without compression).
+COMPRESSION_PAIRS = (("portico", "portico", "portico-nocompress"), ("nginx", "nginx-uwsgi-gzip", "nginx-uwsgi"))
+
+
+def compression_costs(stats, conns):
+    """Per connection count and pair: CPU µs/req with compression less
+    without, of the edge (portico's or nginx's processes alone) and of the
+    whole stack (with the Django workers, whose milliseconds make it noisy)."""
+    costs = []
+    for c in conns:
+        for who, on, off in COMPRESSION_PAIRS:
+            a, b = stats.get(("django-gzip", on, c)), stats.get(("django-gzip", off, c))
+            if a is None or b is None:
+                continue
+            edge = a.edge_us - b.edge_us if a.edge_us is not None and b.edge_us is not None else None
+            stack = a.cpu_us - b.cpu_us if a.cpu_us is not None and b.cpu_us is not None else None
+            costs.append((c, who, edge, stack))
+    return costs
+
+
+def compression_summary(out, conns, stats, responses):
+    costs = compression_costs(stats, conns)
+    if not costs:
+        return
+    out.append("")
+    out.append("**Compression cost per request** (CPU µs/req with compression less without, the edge's: portico's or "
+               "nginx's processes alone; in brackets the whole stack's, Django workers included, which their milliseconds "
+               "per request make noisy):")
+    out.append("")
+    for c, who, edge, stack in costs:
+        out.append(f"- {c} conns, {who}: {fmt(edge, 1, ' µs')} ({fmt(stack, 1, ' µs')})")
+    sizes = {s: num(r[1]) for (scn, s), r in responses.items() if scn == "django-gzip"}
+    plain = sizes.get("portico-nocompress") or sizes.get("nginx-uwsgi")
+    parts = []
+    for who, on, _ in COMPRESSION_PAIRS:
+        if sizes.get(on) is not None:
+            share = f" ({100 * sizes[on] / plain:.1f} % of {fmt(plain)})" if plain else ""
+            parts.append(f"{who} {fmt(sizes[on])} bytes{share}")
+    if parts:
+        out.append(f"- bytes per response: {', '.join(parts)}")
 
 
 def overload_table(out, name, conns, stacks, labels, stats, failed, capacity):
@@ -255,8 +332,8 @@ def idle_table(out, stacks, labels, idle):
         )
 
 
-def targets(out, scenarios, labels, stats, idle, capacity, queue_timeout_ms):
-    """The targets of issues 3 and 10, each met or missed, at every connection count measured."""
+def targets(out, scenarios, labels, stats, idle, responses, capacity, queue_timeout_ms):
+    """The targets of issues 3, 10 and 13, each met or missed, at every connection count measured."""
     out.append("| scenario | target | measured | met |")
     out.append("|---|---|---|---|")
     names = {s[0] for s in scenarios}
@@ -340,6 +417,20 @@ def targets(out, scenarios, labels, stats, idle, capacity, queue_timeout_ms):
     if "proxy-php" in names:
         proxy_target("proxy-php", "portico-php", "nginx-php", "portico ≥ 1.0× nginx fastcgi_pass (keepalive 8), p99 no worse")
 
+    # Issue 13: the cache's hits at least as fast as nginx's uwsgi_cache; the
+    # cost of compressing the page next to nginx's gzip on, no figure set.
+    if "django-cache" in names:
+        rps_target("django-cache", "portico-cache", "nginx-uwsgi-cache", 1.0, "portico --cache ≥ 1.0× nginx uwsgi_cache (cache hits)")
+        rps_target("django-cache", "portico-cache", "portico", None, "portico --cache vs the same without cache (no figure set)")
+    if "django-gzip" in names:
+        sizes = {s: r[1] for (scn, s), r in responses.items() if scn == "django-gzip"}
+        for c, who, edge, stack in compression_costs(stats, conns_of["django-gzip"]):
+            on = dict((w, o) for w, o, _ in COMPRESSION_PAIRS)[who]
+            out.append(f"| django-gzip ({c} conns) | compression cost per request, {who} (no figure set) | "
+                       f"{fmt(edge, 1, ' µs')} edge CPU/req ({fmt(stack, 1, ' µs')} whole stack), "
+                       f"{fmt(num(sizes.get(on)))} bytes per response | — |")
+        rps_target("django-gzip", "portico", "nginx-uwsgi-gzip", None, "portico compressing vs nginx gzip on (no figure set)")
+
 
 def duration_ms(s):
     s = s.strip()
@@ -357,7 +448,7 @@ def main(argv):
     ap.add_argument("--wrk-timeout", default="10s", help="wrk --timeout of the runs")
     args = ap.parse_args(argv)
 
-    scenarios, labels, stats, failed, idle = load(args.results)
+    scenarios, labels, stats, failed, idle, responses = load(args.results)
     out = ["## Results", ""]
     for name, kind, conns, stacks, title in scenarios:
         stacks = stacks.split()
@@ -365,7 +456,10 @@ def main(argv):
         out.append(f"### {name}: {title}")
         out.append("")
         if kind in ("http", "proxy"):
-            http_table(out, name, conns, stacks, labels, stats, failed, front=kind == "proxy")
+            http_table(out, name, conns, stacks, labels, stats, failed, front=kind == "proxy", edge=name in EDGE_SCENARIOS)
+            responses_table(out, name, stacks, labels, responses)
+            if name == "django-gzip":
+                compression_summary(out, conns, stats, responses)
             if any(st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT
                    for (scn, _, _), st in stats.items() if scn == name):
                 out.append("")
@@ -383,9 +477,9 @@ def main(argv):
                 out.append("")
                 out.append(f"- {labels.get(s, s)} failed: {failed[(name, s)]}")
         out.append("")
-    out.append("## Targets (issues 3 and 10)")
+    out.append("## Targets (issues 3, 10 and 13)")
     out.append("")
-    targets(out, scenarios, labels, stats, idle, args.capacity, duration_ms(args.queue_timeout))
+    targets(out, scenarios, labels, stats, idle, responses, args.capacity, duration_ms(args.queue_timeout))
     print("\n".join(out))
 
 
