@@ -16,7 +16,9 @@
 #      process of its sessions, from /proc) around each run and its RSS after;
 #      stops the stack by its own process group;
 #   4. prints one markdown table per scenario and writes BENCHMARKS.md (machine,
-#      versions, settings, tables, targets of issues 3 and 10, the exact commands).
+#      versions, settings, tables, targets of issues 3, 10 and 13, the exact
+#      commands); with BENCH_SCENARIOS, the other scenarios are carried over
+#      from the BENCHMARKS.md it replaces (bench/carry.py).
 #
 # Environment (defaults in brackets):
 #   BENCH_DURATION [10]   seconds per wrk run
@@ -1033,6 +1035,11 @@ if [[ $OUT != none ]]; then
 			  standard keep-alive setups (\`upstream { keepalive 64; }\`, \`proxy_http_version 1.1\`, \`Connection ""\`; \`keepalive $FPM_KEEPALIVE\` (0: none) and
 			  \`fastcgi_keep_conn on\` toward php-fpm; uwsgi_pass has none), Caddy its defaults, portico its defaults (least_conn, buffering on).
 			- Ratio columns: that portico stack's figure ÷ this row's, at the same connection count: req/s (higher is better for portico), then CPU per request (lower is better for portico).
+			- Cache and compression (django-cache, django-gzip, issue 13): the Django stacks' settings; edge µs/req is the CPU of the stack's
+			  portico or nginx processes alone, without the Django workers or uWSGI behind them; the compression cost is edge µs/req with
+			  compression less without. Before the runs each stack answers once to the scenario's request (the table under each scenario);
+			  a cached stack must answer \`X-Cache: HIT\` to a second request, or it is not timed and the run fails.
+			  django-gzip's wrk runs send \`-H 'Accept-Encoding: gzip'\`.
 
 		EOF
 		printf '%s\n' "$TABLES"
@@ -1047,7 +1054,15 @@ if [[ $OUT != none ]]; then
 			printf '\n## Static files (from bench/static/RESULTS.md, its own run)\n\n'
 			sed -e 's/^#/##/' "$REPO/bench/static/RESULTS.md"
 		fi
-	} >"$OUT"
+	} >"$WORK/report.md"
+	# A run of some scenarios keeps the others' tables, targets and commands
+	# from the report it replaces (bench/carry.py), each marked as carried.
+	if [[ -n $SCENARIO_FILTER && -f $OUT ]]; then
+		all=()
+		for entry in "${SCENARIOS[@]}"; do all+=("${entry%%|*}"); done
+		"$PYTHON" "$BENCH_DIR/carry.py" "$OUT" "$WORK/report.md" "${all[@]}"
+	fi
+	cp "$WORK/report.md" "$OUT"
 	log "wrote $OUT"
 fi
 log "done in $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
