@@ -32,6 +32,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"portico/internal/errpage"
 	"portico/internal/requestid"
 )
 
@@ -209,7 +210,9 @@ func (r *Rules) Middleware(next http.Handler, log *slog.Logger) http.Handler {
 		if !ok {
 			log.Info("access refused", "client", req.RemoteAddr, "layer", layer, "rule", rule,
 				"method", req.Method, "uri", req.RequestURI, "request_id", requestid.Of(req))
-			http.Error(w, "403 forbidden", http.StatusForbidden)
+			if !errpage.Serve(w, http.StatusForbidden) {
+				http.Error(w, "403 forbidden", http.StatusForbidden)
+			}
 			return
 		}
 		next.ServeHTTP(w, req)

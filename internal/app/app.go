@@ -195,6 +195,7 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 	wafs := map[string]*waf.WAF{} // one per distinct settings: the CRS loads once
 	for _, sc := range cfg.Sites {
 		s := rt.addSite(sc.Hosts)
+		s.pages = newErrorPages(sc.ErrorPages, s, log)
 		sl, err := newSiteLimits(sc, log)
 		if err != nil {
 			closeAll()
@@ -303,6 +304,9 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				return nil, nil, err
 			}
 			closers = append(closers, closeLimits)
+			// Innermost of what the metrics see: a page replaces the
+			// answer of the limits, the IP rules and the handler alike.
+			r.h = s.pages.wrap(r.h, rc.InterceptErrors)
 			s.add(r)
 		}
 	}

@@ -42,9 +42,10 @@ type wildcard struct {
 
 type site struct {
 	hosts  []string
-	exact  []*route // file order
-	prefix []*route // longest prefix first, then file order
-	regex  []*route // file order
+	exact  []*route    // file order
+	prefix []*route    // longest prefix first, then file order
+	regex  []*route    // file order
+	pages  *errorPages // nil: none
 }
 
 type route struct {
@@ -151,7 +152,9 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	route := s.match(r)
 	if route == nil {
-		http.NotFound(w, r)
+		if s.pages == nil || !s.pages.serve(w, r, http.StatusNotFound, false) {
+			http.NotFound(w, r)
+		}
 		return
 	}
 	route.h.ServeHTTP(w, r)

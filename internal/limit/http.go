@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"portico/internal/errpage"
 )
 
 // Key kinds: what a limit counts by.
@@ -152,7 +154,9 @@ func (l *Limiter) Middleware(opt HTTPOptions) func(http.Handler) http.Handler {
 				secs := RetryAfterSeconds(d.RetryAfter)
 				opt.reject(rl, r, key, http.StatusTooManyRequests, "retry_after", secs)
 				w.Header().Set("Retry-After", strconv.Itoa(secs))
-				http.Error(w, "429 too many requests", http.StatusTooManyRequests)
+				if !errpage.Serve(w, http.StatusTooManyRequests) {
+					http.Error(w, "429 too many requests", http.StatusTooManyRequests)
+				}
 				return
 			}
 			if d.Delay > 0 {
@@ -225,7 +229,9 @@ func (c *Concurrency) Middleware(opt HTTPOptions) func(http.Handler) http.Handle
 			}
 			if !c.acquire(key) {
 				opt.reject(rl, r, key, http.StatusServiceUnavailable, "max", c.max)
-				http.Error(w, "503 too many requests in progress", http.StatusServiceUnavailable)
+				if !errpage.Serve(w, http.StatusServiceUnavailable) {
+					http.Error(w, "503 too many requests in progress", http.StatusServiceUnavailable)
+				}
 				return
 			}
 			defer c.release(key)

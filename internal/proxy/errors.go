@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"portico/internal/errpage"
 	"portico/internal/requestid"
 )
 
@@ -108,6 +109,9 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		hd.Set("Retry-After", "1")
 	case http.StatusRequestEntityTooLarge, http.StatusBadRequest:
 		hd.Set("Connection", "close")
+	}
+	if status != 499 && errpage.Serve(w, status) {
+		return
 	}
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("X-Content-Type-Options", "nosniff")

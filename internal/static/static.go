@@ -56,6 +56,7 @@ import (
 	"syscall"
 	"time"
 
+	"portico/internal/errpage"
 	"portico/internal/negotiate"
 )
 
@@ -726,6 +727,9 @@ func (h *Handler) writeStatus(w http.ResponseWriter, status int) {
 	h.addHeaders(w.Header())
 	if status == http.StatusMovedPermanently {
 		w.WriteHeader(status)
+		return
+	}
+	if status >= 400 && errpage.Serve(w, status) {
 		return
 	}
 	http.Error(w, strconv.Itoa(status)+" "+http.StatusText(status), status)

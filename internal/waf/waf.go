@@ -46,6 +46,7 @@ import (
 	"github.com/corazawaf/coraza/v3/experimental"
 	"github.com/corazawaf/coraza/v3/types"
 
+	"portico/internal/errpage"
 	"portico/internal/proxy"
 	"portico/internal/requestid"
 )
@@ -340,6 +341,9 @@ func detected(tx types.Transaction) bool {
 }
 
 func (w *WAF) refuse(rw http.ResponseWriter) {
+	if errpage.Serve(rw, http.StatusForbidden) {
+		return
+	}
 	http.Error(rw, "403 forbidden", http.StatusForbidden)
 }
 
