@@ -1048,7 +1048,7 @@ if [[ $OUT != none ]]; then
 		printf '```sh\ntaskset -c %s wrk -t1 -c64 -d%ss --timeout %s URL                # warm-up\ntaskset -c %s wrk -t1 -cC -d%ss --timeout %s --latency URL      # each run\ntaskset -c %s wrk -t1 -c%s -d%ss --timeout %s --latency -s bench/status.lua URL   # overload\n$TMP/idleconns -addr 127.0.0.1:PORT -n %s -per-child 5000     # idle (built from bench/idleconns)\n```\n' \
 			"$CLIENT_CPU" "$WARMUP" "$WRK_TIMEOUT" "$CLIENT_CPU" "$DURATION" "$WRK_TIMEOUT" "$CLIENT_CPU" "$OVERLOAD_CONNS" "$DURATION" "$WRK_TIMEOUT" "$IDLE_CONNS"
 		for s in "${!WRK_HEADER[@]}"; do
-			printf '\n%s: every wrk run (warm-up included) adds `-H '%s'`.\n' "$s" "${WRK_HEADER[$s]}"
+			printf '\n%s: every wrk run (warm-up included) adds `-H \047%s\047`.\n' "$s" "${WRK_HEADER[$s]}"
 		done
 		cat "$RESULTS/commands.md"
 		# Static files have their own script (bench/static/run.sh); its latest
