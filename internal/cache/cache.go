@@ -283,11 +283,12 @@ func (c *Cache) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 		if e != nil && len(r.Header["Authorization"]) > 0 && !e.authOK {
 			e = nil // RFC 9111 3.5: not for this request
 		}
+		expired := false
 		if e != nil && e.dead(now) {
 			if err := c.store.remove(r.Context(), url, variant); err != nil {
 				c.storeErrors.Add(1)
 			}
-			e = nil
+			e, expired = nil, true
 		}
 		if e != nil {
 			age := e.age(now)
@@ -315,13 +316,13 @@ func (c *Cache) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 		}
 		key := url + "\x00" + variant
 		if waits >= maxWaits || c.passing(key, now) {
-			c.fetch(next, w, r, url, e, false)
+			c.fetch(next, w, r, url, e, expired, false)
 			return
 		}
 		f, leader := c.join(key)
 		if leader {
 			defer c.leave(key, f)
-			c.fetch(next, w, r, url, e, false)
+			c.fetch(next, w, r, url, e, expired, false)
 			return
 		}
 		select {
@@ -457,14 +458,15 @@ func (c *Cache) revalidateInBackground(next http.Handler, r *http.Request, url, 
 		defer c.background.Done()
 		defer cancel()
 		defer c.leave(key, f)
-		c.fetch(next, &discard{h: make(http.Header)}, br, url, e, true)
+		c.fetch(next, &discard{h: make(http.Header)}, br, url, e, false, true)
 	}()
 }
 
 // fetch asks next for r and answers w, storing what may be stored. old is
-// the stale entry (nil on a plain miss); bg marks a background fetch,
-// whose answer goes nowhere.
-func (c *Cache) fetch(next http.Handler, w http.ResponseWriter, r *http.Request, url string, old *entry, bg bool) {
+// the stale entry (nil on a plain miss); expired says that an entry was
+// there but could not be used any more (the answer is EXPIRED, not
+// MISS); bg marks a background fetch, whose answer goes nowhere.
+func (c *Cache) fetch(next http.Handler, w http.ResponseWriter, r *http.Request, url string, old *entry, expired, bg bool) {
 	out := r
 	clientConditional := len(r.Header["If-None-Match"]) > 0 || len(r.Header["If-Modified-Since"]) > 0
 	conditional := old != nil && old.hasValidator()
@@ -479,7 +481,7 @@ func (c *Cache) fetch(next http.Handler, w http.ResponseWriter, r *http.Request,
 			out.Header["If-Modified-Since"] = []string{old.lastMod}
 		}
 	}
-	t := &teeWriter{c: c, w: w, r: r, old: old, bg: bg, conditional: conditional,
+	t := &teeWriter{c: c, w: w, r: r, old: old, expired: expired || old != nil, bg: bg, conditional: conditional,
 		clientConditional: clientConditional, reqTime: c.opt.Now(), h: make(http.Header)}
 	next.ServeHTTP(t, out)
 	t.finish(url)

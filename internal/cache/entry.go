@@ -44,7 +44,8 @@ func (e *entry) hasValidator() bool { return e.etag != "" || e.lastMod != "" }
 // newEntry builds an entry from a response the app gave, computing its
 // initial age from the Date and Age fields it carries and the times the
 // request went out and the response came in (RFC 9111 4.2.3). The header
-// is adopted (already a stored copy). A Date is added if there is none.
+// is adopted (already a stored copy). A Date is added if there is none;
+// the Age is taken out.
 func (c *Cache) newEntry(status int, h http.Header, body []byte, reqTime, resTime time.Time) *entry {
 	date, err := http.ParseTime(h.Get("Date"))
 	if err != nil {
@@ -53,6 +54,7 @@ func (c *Cache) newEntry(status int, h http.Header, body []byte, reqTime, resTim
 	}
 	apparent := max(0, resTime.Sub(date))
 	ageValue := deltaSeconds(h.Get("Age"), 0)
+	delete(h, "Age") // every answer from the entry computes its own
 	corrected := ageValue + max(0, resTime.Sub(reqTime))
 	e := &entry{status: status, header: h, body: body, reqTime: reqTime, resTime: resTime, initAge: max(apparent, corrected)}
 	e.policy, _ = c.policyOf(status, h)

@@ -91,6 +91,7 @@ func (m *memory) put(_ context.Context, url, variant string, e *entry, _ time.Du
 	if el := u.variants[variant]; el != nil {
 		m.unlinkLocked(el)
 	}
+	m.urls[url] = u // unlinking its last variant took it out
 	u.variants[variant] = m.lru.PushFront(&memItem{url: url, variant: variant, e: e, size: size})
 	m.bytes += size
 	for m.bytes > m.limit && m.lru.Len() > 0 {

@@ -220,7 +220,7 @@ func (c *Cache) storable(r *http.Request, status int, h http.Header) string {
 var hopByHop = []string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-	"X-Cache", "Age", requestid.Header,
+	"X-Cache", requestid.Header,
 }
 
 // storedHeader copies the fields of h worth storing: no hop-by-hop field

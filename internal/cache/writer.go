@@ -19,6 +19,7 @@ type teeWriter struct {
 	w                              http.ResponseWriter
 	r                              *http.Request // the client's request
 	old                            *entry
+	expired                        bool // an entry was there: the answer is EXPIRED
 	bg                             bool // background fetch: no client, no count
 	conditional, clientConditional bool
 	reqTime                        time.Time
@@ -112,7 +113,7 @@ func (t *teeWriter) passHeaders() {
 		dst[k] = v
 	}
 	res := resMiss
-	if t.old != nil {
+	if t.expired {
 		res = resExpired
 	}
 	t.c.answered(t.w, res)
