@@ -249,7 +249,25 @@ func (c *Cache) storedHeader(h http.Header) http.Header {
 // as sent (lower case, port kept), the path and the query. Purge targets
 // have the same form.
 func urlKey(r *http.Request) string {
-	return strings.ToLower(r.Host) + r.URL.RequestURI()
+	if r.URL.Opaque != "" || r.URL.Path == "" {
+		return strings.ToLower(r.Host) + r.URL.RequestURI()
+	}
+	path := r.URL.EscapedPath()
+	var b strings.Builder
+	b.Grow(len(r.Host) + len(path) + 1 + len(r.URL.RawQuery))
+	for i := 0; i < len(r.Host); i++ {
+		c := r.Host[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	b.WriteString(path)
+	if r.URL.ForceQuery || r.URL.RawQuery != "" {
+		b.WriteByte('?')
+		b.WriteString(r.URL.RawQuery)
+	}
+	return b.String()
 }
 
 // variantKey distinguishes the variants of one URL: the scheme, and the
@@ -258,6 +276,7 @@ func urlKey(r *http.Request) string {
 // browsers' different spellings share entries.
 func variantKey(r *http.Request, vary []string) string {
 	var b strings.Builder
+	b.Grow(8 + 48*len(vary))
 	if r.TLS != nil {
 		b.WriteString("https")
 	} else {

@@ -149,3 +149,16 @@ func TestParseCacheControl(t *testing.T) {
 	must(t, cc.maxAge == absent && cc.swr == absent, "absent directives: %+v", cc)
 	must(t, deltaSeconds("99999999999999999999", absent) == 100*365*24*time.Hour, "huge delta-seconds capped")
 }
+
+// TestURLKey: the key is the lower-case host and the request target as
+// net/url writes it, the form Purge's targets take.
+func TestURLKey(t *testing.T) {
+	for _, target := range []string{"/", "/a%20b?x=1&y=%2F", "/caf%C3%A9", "/p?", "/x%2Fy"} {
+		r, err := http.NewRequest("GET", "http://Example.COM:8080"+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "example.com:8080" + r.URL.RequestURI()
+		must(t, urlKey(r) == want, "urlKey(%q) = %q, want %q", target, urlKey(r), want)
+	}
+}

@@ -259,3 +259,14 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 func (s *statusWriter) Flush() { http.NewResponseController(s.ResponseWriter).Flush() }
+
+// ServeErrorPage records the status of an error page served below.
+func (s *statusWriter) ServeErrorPage(status int) bool {
+	if errpage.Serve(s.ResponseWriter, status) {
+		if s.status == 0 {
+			s.status = status
+		}
+		return true
+	}
+	return false
+}
