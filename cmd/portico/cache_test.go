@@ -46,7 +46,7 @@ addr = "127.0.0.1:0"
 module = "`+repoPath(t, "cmd/portico/testdata/shape_app.py")+`"
 python = "`+python+`"
 workers = 2
-env = ["SHAPE_CALLS=`+cs.calls+`", "SHAPE_DOWN=`+cs.down+`"]
+env = { SHAPE_CALLS = "`+cs.calls+`", SHAPE_DOWN = "`+cs.down+`" }
 
 [[site]]
 hosts = ["default"]
@@ -312,7 +312,7 @@ module = "mysite.wsgi"
 python = "`+python+`"
 chdir = "."
 workers = 2
-env = ["DJANGO_DEBUG=0"]
+env = { DJANGO_DEBUG = "0" }
 
 [[site]]
 hosts = ["default"]

@@ -282,6 +282,15 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 				closeAll()
 				return nil, nil, fmt.Errorf("route %q: no handler this version can serve", rc.Path)
 			}
+			closeShape, err := shape(r, rc, sc.Hosts[0], log)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
+			}
+			closers = append(closers, closeShape)
+			if r.cache != nil {
+				rt.caches = append(rt.caches, r.cache)
+			}
 			if len(rc.HeadersAdd) > 0 || len(rc.HeadersRemove) > 0 {
 				r.h = withHeaders(r.h, rc.HeadersAdd, rc.HeadersRemove)
 				var add []string
