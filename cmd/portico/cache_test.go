@@ -245,6 +245,24 @@ func TestCache(t *testing.T) {
 		}
 	})
 
+	t.Run("kept across a reload", func(t *testing.T) {
+		r, before := fetch(t, c, u("cc=max-age%3D60&tag=q1"), "HIT")
+		count(r)
+		resp, err := newClient(t).Post("http://"+cs.admin+"/reload", "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST /reload: %d", resp.StatusCode)
+		}
+		r, after := fetch(t, c, u("cc=max-age%3D60&tag=q1"), "HIT")
+		count(r)
+		if after != before {
+			t.Errorf("after the reload: %q, want the stored %q", after, before)
+		}
+	})
+
 	t.Run("metrics", func(t *testing.T) {
 		m := scrapeMetrics(t, c, cs.admin)
 		for _, res := range []string{"hit", "miss", "bypass"} {
