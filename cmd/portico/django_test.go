@@ -4,11 +4,9 @@ package main
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -18,8 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/andybalholm/brotli"
 )
 
 const (
@@ -67,21 +63,7 @@ func TestDjango(t *testing.T) {
 		}
 		token := csrfToken(t, body)
 
-		login := func(password string) (*http.Response, []byte) {
-			form := url.Values{
-				"csrfmiddlewaretoken": {token},
-				"username":            {djangoUser},
-				"password":            {password},
-				"next":                {"/admin/"},
-			}
-			req, err := http.NewRequest(http.MethodPost, loginURL, strings.NewReader(form.Encode()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.Header.Set("Referer", loginURL)
-			return do(t, c, req)
-		}
+		login := func(password string) (*http.Response, []byte) { return djangoLogin(t, c, loginURL, token, password) }
 
 		resp, body = login("wrong-password")
 		wantStatus(t, resp, body, http.StatusOK)
@@ -217,6 +199,25 @@ func TestDjango(t *testing.T) {
 	})
 }
 
+// djangoLogin posts the admin login form at loginURL with the CSRF token
+// of its page (c holds the csrftoken cookie).
+func djangoLogin(t *testing.T, c *http.Client, loginURL, token, password string) (*http.Response, []byte) {
+	t.Helper()
+	form := url.Values{
+		"csrfmiddlewaretoken": {token},
+		"username":            {djangoUser},
+		"password":            {password},
+		"next":                {"/admin/"},
+	}
+	req, err := http.NewRequest(http.MethodPost, loginURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Referer", loginURL)
+	return do(t, c, req)
+}
+
 // manage runs `python manage.py args...` in dir, with the superuser
 // variables createsuperuser --noinput reads and without DJANGO_* variables
 // from the caller's environment (the project's defaults apply).
@@ -329,15 +330,8 @@ func staticSemantics(t *testing.T, c *http.Client, url, path string, want []byte
 		if !strings.Contains(resp.Header.Get("Vary"), "Accept-Encoding") {
 			t.Errorf("compressed answer without Vary: Accept-Encoding: %v", resp.Header)
 		}
-		var zr io.Reader
-		if tc.coding == "br" {
-			zr = brotli.NewReader(bytes.NewReader(body))
-		} else if zr, err = gzip.NewReader(bytes.NewReader(body)); err != nil {
-			t.Fatal(err)
-		}
-		plain, err := io.ReadAll(zr)
-		if err != nil || !bytes.Equal(plain, want) {
-			t.Errorf("%s body does not decode to the file (err %v, %d bytes, want %d)", tc.coding, err, len(plain), len(want))
+		if plain := decodeBody(t, tc.coding, body); !bytes.Equal(plain, want) {
+			t.Errorf("%s body does not decode to the file (%d bytes, want %d)", tc.coding, len(plain), len(want))
 		}
 		if len(body) >= len(want) {
 			t.Errorf("%s body is %d bytes for a %d-byte file", tc.coding, len(body), len(want))

@@ -33,6 +33,10 @@ import (
 //	               the one ending soonest first
 //	DELETE /bans/ADDR  lift ADDR's ban: 200, 404 when it had none, 400
 //	               when ADDR is not an IP address
+//	POST /purge    remove entries from the route caches: url=URL (every
+//	               stored variant of that URL) or prefix=URL (every URL
+//	               starting so), in the query or a form; the scheme is
+//	               optional; answers {"purged": N}
 func (e *engine) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", e.serveStatusPage)
@@ -58,6 +62,25 @@ func (e *engine) adminHandler() http.Handler {
 		}
 		e.log.Info("ban lifted", "client", a.String(), "by", "admin")
 		fmt.Fprintln(w, "lifted", a)
+	})
+	mux.HandleFunc("POST /purge", func(w http.ResponseWriter, r *http.Request) {
+		target, prefix := r.FormValue("url"), false
+		if target == "" {
+			target, prefix = r.FormValue("prefix"), true
+		}
+		if target == "" {
+			http.Error(w, "POST /purge needs url=URL or prefix=URL", http.StatusBadRequest)
+			return
+		}
+		n, err := e.cur.Load().router.purge(r.Context(), purgeTarget(target), prefix)
+		if err != nil {
+			e.log.Error("purge failed", "target", target, "prefix", prefix, "purged", n, "err", err)
+			http.Error(w, "purge failed: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		e.log.Info("cache purged", "target", target, "prefix", prefix, "purged", n)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]int{"purged": n})
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

@@ -122,12 +122,12 @@ func workerOptions(a *config.App, scriptName string, log *slog.Logger) worker.Op
 // it.
 //
 // The access log files it opens are returned for reopening.
-func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, bans *ban.Table, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
+func chain(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, bans *ban.Table, caches *cacheRegistry, log *slog.Logger, stderr io.Writer) (http.Handler, *router, func(), []*LogFile, error) {
 	var head func(*http.Request, http.Header) // what proxy routes do with an upstream's response head
 	if bans != nil {
 		head = bans.Take
 	}
-	r, closeRouter, err := buildRouter(cfg, apps, redirect, head, log)
+	r, closeRouter, err := buildRouter(cfg, apps, redirect, head, caches, log)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -184,7 +184,7 @@ type redirectFunc func(w http.ResponseWriter, r *http.Request, status int, heade
 // handler by name; redirect serves proxy routes' X-Accel-Redirect answers
 // (nil: relayed). The returned func closes the static handlers and stops
 // the proxy routes' health checks.
-func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, head func(*http.Request, http.Header), log *slog.Logger) (*router, func(), error) {
+func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redirectFunc, head func(*http.Request, http.Header), caches *cacheRegistry, log *slog.Logger) (*router, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -281,6 +281,15 @@ func buildRouter(cfg *config.Config, apps map[string]http.Handler, redirect redi
 			default:
 				closeAll()
 				return nil, nil, fmt.Errorf("route %q: no handler this version can serve", rc.Path)
+			}
+			closeShape, err := shape(r, rc, sc.Hosts[0], caches, log)
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("route %q: %w", rc.Path, err)
+			}
+			closers = append(closers, closeShape)
+			if r.cache != nil {
+				rt.caches = append(rt.caches, r.cache)
 			}
 			if len(rc.HeadersAdd) > 0 || len(rc.HeadersRemove) > 0 {
 				r.h = withHeaders(r.h, rc.HeadersAdd, rc.HeadersRemove)

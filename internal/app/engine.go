@@ -234,7 +234,8 @@ type engine struct {
 	inherited  []systemd.Socket  // passed by systemd, not yet taken by a listener
 	identity   *config.Identity  // the user switched to at start; nil: none
 
-	bans *ban.Table // X-Portico-Block bans: the process's, kept across reloads
+	bans   *ban.Table    // X-Portico-Block bans: the process's, kept across reloads
+	caches cacheRegistry // the route caches, kept across reloads while unchanged
 }
 
 // sdStatus is the STATUS= line systemd shows for the running config.
@@ -392,7 +393,7 @@ func (e *engine) prepare(cfg *config.Config, prev *generation) (g *generation, f
 	for name, ap := range g.pools {
 		apps[name] = ap.pool
 	}
-	h, rt, closeChain, logs, err := chain(cfg, apps, e.internalRedirect, e.bans, e.log, e.stderr)
+	h, rt, closeChain, logs, err := chain(cfg, apps, e.internalRedirect, e.bans, &e.caches, e.log, e.stderr)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -33,6 +33,10 @@ func (e *engine) instrument(g *generation) {
 				for _, lc := range r.limits {
 					src.Limits = append(src.Limits, metrics.Limit{Site: site, Route: r.label, Limit: lc.limit, Key: lc.n, Rejected: lc.n.Load})
 				}
+				if c := r.cache; c != nil {
+					src.Caches = append(src.Caches, metrics.ResponseCache{Site: site, Route: r.label, Key: c,
+						Stats: func() metrics.ResponseCacheStats { return responseCacheStats(c) }})
+				}
 				if r.static != nil {
 					h := r.static
 					src.Static = append(src.Static, metrics.Static{Site: site, Route: r.label, Key: h,

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"portico/internal/cache"
 	"portico/internal/static"
 )
 
@@ -32,7 +33,8 @@ type router struct {
 	exact     map[string]*site
 	wildcards []wildcard // longest suffix first
 	def       *site
-	proxies   []proxyRoute // in file order
+	proxies   []proxyRoute   // in file order
+	caches    []*cache.Cache // the routes' caches, for purges
 }
 
 type wildcard struct {
@@ -60,6 +62,7 @@ type route struct {
 	root    string          // a static route's directory
 	label   string          // the route's name, or its index in the site (metrics)
 	limits  []limitCounter  // the limits around h, for the metrics (limits.go)
+	cache   *cache.Cache    // the route's cache, or nil
 }
 
 func (rt *router) addSite(hosts []string) *site {

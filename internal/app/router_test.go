@@ -33,7 +33,7 @@ func loadRouter(t *testing.T, file string) *router {
 	for _, a := range cfg.Apps {
 		apps[a.Name] = fakeApp(a.Name)
 	}
-	rt, closeAll, err := buildRouter(cfg, apps, nil, nil, slog.New(slog.DiscardHandler))
+	rt, closeAll, err := buildRouter(cfg, apps, nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestGuardSharesWAF(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log strings.Builder
-	rt, closeAll, err := buildRouter(cfg, map[string]http.Handler{"shop": fakeApp("shop")}, nil, nil, slog.New(slog.NewTextHandler(&log, nil)))
+	rt, closeAll, err := buildRouter(cfg, map[string]http.Handler{"shop": fakeApp("shop")}, nil, nil, nil, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,6 +62,25 @@ var (
 	descCacheMisses = prometheus.NewDesc("portico_static_cache_misses_total",
 		"Static route lookups the cache could not answer.", []string{"site", "route", "cache"}, nil)
 
+	descRespCache = prometheus.NewDesc("portico_cache_requests_total",
+		"Answers of routes with a cache, by X-Cache result: hit, miss, stale, bypass, expired, revalidated.", []string{"site", "route", "result"}, nil)
+	descRespCacheStores = prometheus.NewDesc("portico_cache_stores_total",
+		"Responses stored into a route's cache.", []string{"site", "route"}, nil)
+	descRespCacheEvicted = prometheus.NewDesc("portico_cache_evictions_total",
+		"Entries a route's memory cache dropped to make room.", []string{"site", "route"}, nil)
+	descRespCacheErrors = prometheus.NewDesc("portico_cache_store_errors_total",
+		"Failed operations on a route's cache store (Redis unreachable): the requests passed through uncached.", []string{"site", "route"}, nil)
+	descRespCacheEntries = prometheus.NewDesc("portico_cache_entries",
+		"Entries held by a route's memory cache.", []string{"site", "route"}, nil)
+	descRespCacheBytes = prometheus.NewDesc("portico_cache_bytes",
+		"Bytes held by a route's memory cache (keys, headers, bodies).", []string{"site", "route"}, nil)
+	descCompressed = prometheus.NewDesc("portico_compress_responses_total",
+		"App and proxy answers compressed, by coding.", []string{"site", "route", "coding"}, nil)
+	descCompressIn = prometheus.NewDesc("portico_compress_bytes_in_total",
+		"Bytes of app and proxy answers before compression, by coding.", []string{"site", "route", "coding"}, nil)
+	descCompressOut = prometheus.NewDesc("portico_compress_bytes_out_total",
+		"Bytes of app and proxy answers after compression, by coding.", []string{"site", "route", "coding"}, nil)
+
 	descLimitRejected = prometheus.NewDesc("portico_limit_rejected_total",
 		"Requests refused by a limit (429 from limit_req, 503 from limit_conn), by site, route and limit (site.limit_req, route.limit_req, site.limit_conn, route.limit_conn).", []string{"site", "route", "limit"}, nil)
 )
@@ -143,6 +162,9 @@ func staticCounters(a *accumulator, site, route string, st CacheStats) {
 	a.counter(descCacheMisses, st.CompressionMisses, site, route, "compression")
 }
 
+// cacheResults are the X-Cache values, each a series from the start.
+var cacheResults = []string{"hit", "miss", "stale", "bypass", "expired", "revalidated"}
+
 // collector is Metrics as a prometheus.Collector.
 type collector Metrics
 
@@ -152,6 +174,8 @@ var allDescs = []*prometheus.Desc{
 	descUpstreamUp, descUpstreamInFlight, descUpstreamRequests, descUpstreamFailures, descUpstreamRetries, descUpstreamLatency,
 	descConns, descAccepted, descRefused, descCacheHits, descCacheMisses,
 	descLimitRejected,
+	descRespCache, descRespCacheStores, descRespCacheEvicted, descRespCacheErrors, descRespCacheEntries, descRespCacheBytes,
+	descCompressed, descCompressIn, descCompressOut,
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -218,6 +242,34 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			seen[l.Key] = true
 			acc.counter(descLimitRejected, l.Rejected(), l.Site, l.Route, l.Limit)
+		}
+		for _, rc := range g.Caches {
+			if seen[rc.Key] {
+				continue
+			}
+			seen[rc.Key] = true
+			st := rc.Stats()
+			for _, res := range cacheResults {
+				acc.counter(descRespCache, st.Results[res], rc.Site, rc.Route, res)
+			}
+			acc.counter(descRespCacheStores, st.Stores, rc.Site, rc.Route)
+			acc.counter(descRespCacheEvicted, st.Evicted, rc.Site, rc.Route)
+			acc.counter(descRespCacheErrors, st.Errors, rc.Site, rc.Route)
+			if newest {
+				ch <- prometheus.MustNewConstMetric(descRespCacheEntries, prometheus.GaugeValue, float64(st.Entries), rc.Site, rc.Route)
+				ch <- prometheus.MustNewConstMetric(descRespCacheBytes, prometheus.GaugeValue, float64(st.Bytes), rc.Site, rc.Route)
+			}
+		}
+		for _, cz := range g.Compressors {
+			if seen[cz.Key] {
+				continue
+			}
+			seen[cz.Key] = true
+			for _, cs := range cz.Stats() {
+				acc.counter(descCompressed, cs.Responses, cz.Site, cz.Route, cs.Coding)
+				acc.counter(descCompressIn, cs.BytesIn, cz.Site, cz.Route, cs.Coding)
+				acc.counter(descCompressOut, cs.BytesOut, cz.Site, cz.Route, cs.Coding)
+			}
 		}
 	}
 	for k, b := range m.base {

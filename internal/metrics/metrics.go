@@ -139,6 +139,43 @@ type Sources struct {
 	Routes [][2]string
 	// Limits are the request limits of the routes.
 	Limits []Limit
+	// Caches are the routes' response caches.
+	Caches []ResponseCache
+	// Compressors are the routes' compression of app and proxy answers.
+	Compressors []Compressor
+}
+
+// ResponseCache is one route's HTTP cache (the cache key of a route).
+type ResponseCache struct {
+	Site, Route string
+	Key         any
+	Stats       func() ResponseCacheStats
+}
+
+// ResponseCacheStats is a snapshot of a route's cache.
+type ResponseCacheStats struct {
+	// Answers by X-Cache: hit, miss, stale, bypass, expired, revalidated.
+	Results map[string]int64
+	Stores  int64 // responses stored
+	Evicted int64 // entries dropped to make room
+	Errors  int64 // failed store operations (Redis down)
+	Entries int64 // entries held (memory store; 0 with Redis)
+	Bytes   int64 // bytes held (memory store; 0 with Redis)
+}
+
+// Compressor is one route's compression.
+type Compressor struct {
+	Site, Route string
+	Key         any
+	Stats       func() []CodingStats
+}
+
+// CodingStats counts the answers compressed with one coding.
+type CodingStats struct {
+	Coding    string // br, zstd, gzip
+	Responses int64
+	BytesIn   int64 // before compression
+	BytesOut  int64 // after
 }
 
 // Limit is one limit (limit_req, limit_conn) on one route.

@@ -233,6 +233,12 @@ func TestUpstreamsStaticListeners(t *testing.T) {
 	m.Attach(&Sources{
 		Upstreams: []UpstreamGroup{{Site: "s", Route: "0", Key: 1, Stats: func() []UpstreamStats { return ups }}},
 		Static:    []Static{{Site: "s", Route: "1", Key: 2, Stats: func() CacheStats { return CacheStats{MemoryHits: 4, CompressionMisses: 1} }}},
+		Caches: []ResponseCache{{Site: "s", Route: "2", Key: 3, Stats: func() ResponseCacheStats {
+			return ResponseCacheStats{Results: map[string]int64{"hit": 7, "stale": 2}, Stores: 3, Evicted: 1, Errors: 4, Entries: 2, Bytes: 900}
+		}}},
+		Compressors: []Compressor{{Site: "s", Route: "2", Key: 4, Stats: func() []CodingStats {
+			return []CodingStats{{Coding: "br", Responses: 5, BytesIn: 5000, BytesOut: 1000}}
+		}}},
 	})
 	m.SetListeners([]Listener{{Name: "127.0.0.1:80", Stats: func() ListenerStats { return ListenerStats{Open: 5, Idle: 2, Accepted: 9, Refused: 1} }}})
 	for _, c := range []struct {
@@ -250,6 +256,17 @@ func TestUpstreamsStaticListeners(t *testing.T) {
 		{"portico_listener_connections", []string{"listener", "127.0.0.1:80", "state", "idle"}, 2},
 		{"portico_listener_accepted_total", []string{"listener", "127.0.0.1:80"}, 9},
 		{"portico_listener_refused_total", []string{"listener", "127.0.0.1:80"}, 1},
+		{"portico_cache_requests_total", []string{"site", "s", "route", "2", "result", "hit"}, 7},
+		{"portico_cache_requests_total", []string{"site", "s", "route", "2", "result", "stale"}, 2},
+		{"portico_cache_requests_total", []string{"site", "s", "route", "2", "result", "revalidated"}, 0},
+		{"portico_cache_stores_total", []string{"site", "s", "route", "2"}, 3},
+		{"portico_cache_evictions_total", []string{"site", "s", "route", "2"}, 1},
+		{"portico_cache_store_errors_total", []string{"site", "s", "route", "2"}, 4},
+		{"portico_cache_entries", []string{"site", "s", "route", "2"}, 2},
+		{"portico_cache_bytes", []string{"site", "s", "route", "2"}, 900},
+		{"portico_compress_responses_total", []string{"site", "s", "route", "2", "coding", "br"}, 5},
+		{"portico_compress_bytes_in_total", []string{"site", "s", "route", "2", "coding", "br"}, 5000},
+		{"portico_compress_bytes_out_total", []string{"site", "s", "route", "2", "coding", "br"}, 1000},
 	} {
 		if v, ok := gather(t, m, c.name, c.labels...); !ok || v != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, v, ok, c.want)

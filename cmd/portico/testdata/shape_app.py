@@ -28,6 +28,9 @@ def wait_for(path):
 
 
 def application(environ, start_response):
+    down = os.environ.get("SHAPE_DOWN")
+    if down and os.path.exists(down):
+        os._exit(3)  # the app is down: every request crashes its worker
     path = environ["PATH_INFO"]
     q = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
     if path.startswith("/status/"):
