@@ -222,13 +222,18 @@ func TestStaleIfError(t *testing.T) {
 		mode = m
 		expect(t, m+" in the window", get(h, "GET", "/"), "STALE", 200, "good")
 	}
+	// Portico's own 502 with an error page writer below: the stale entry
+	// answers, the error page is not asked for.
+	pw := &pagerRecorder{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(pw, httptest.NewRequest("GET", "http://example.com/", nil))
+	must(t, pw.asked == 0, "the error page writer was asked within the window")
+	expect(t, "portico502 with pages, in the window", pw.ResponseRecorder, "STALE", 200, "good")
 	clk.add(60 * time.Second)
 	mode = "503"
 	expect(t, "503 past the window", get(h, "GET", "/"), "EXPIRED", 503, "app error")
 	mode = "portico502"
-	r := httptest.NewRequest("GET", "http://example.com/", nil)
-	pw := &pagerRecorder{ResponseRecorder: httptest.NewRecorder()}
-	h.ServeHTTP(pw, r)
+	pw = &pagerRecorder{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(pw, httptest.NewRequest("GET", "http://example.com/", nil))
 	must(t, pw.asked == 1, "the error page writer was asked %d times", pw.asked)
 	// The 503 before found the entry dead and dropped it: a miss now.
 	expect(t, "portico502 past the window", pw.ResponseRecorder, "MISS", 502, "custom error page")
@@ -549,7 +554,8 @@ func TestStreaming(t *testing.T) {
 	c := newCache(t, Options{}, nil)
 	srv := httptest.NewServer(c.Handler(o))
 	defer srv.Close()
-	res, err := http.Get(srv.URL)
+	client := &http.Client{Timeout: 10 * time.Second} // a lost flush fails, not hangs
+	res, err := client.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +566,7 @@ func TestStreaming(t *testing.T) {
 	rest, _ := io.ReadAll(br)
 	res.Body.Close()
 	must(t, string(rest) == "second\n", "rest %q", rest)
-	res, err = http.Get(srv.URL)
+	res, err = client.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -607,4 +613,32 @@ func FuzzDecode(f *testing.F) {
 			d.encode()
 		}
 	})
+}
+
+// TestRefreshWithoutDate: a 304 without Date dates the refreshed entry at
+// its arrival, not with the stored Date (RFC 9110 6.6.1).
+func TestRefreshWithoutDate(t *testing.T) {
+	clk := newClock()
+	first := true
+	o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Etag", `"e"`)
+		if first {
+			first = false
+			w.Header().Set("Date", clk.now().Format(http.TimeFormat))
+			io.WriteString(w, "page")
+			return
+		}
+		w.Header().Del("Date")
+		w.WriteHeader(http.StatusNotModified)
+	}}
+	h := newCache(t, Options{}, clk).Handler(o)
+	get(h, "GET", "/")
+	clk.add(11 * time.Second)
+	expect(t, "revalidated", get(h, "GET", "/"), "REVALIDATED", 200, "page")
+	clk.add(5 * time.Second)
+	w := get(h, "GET", "/")
+	expect(t, "fresh again", w, "HIT", 200, "page")
+	must(t, w.Header().Get("Date") == t0.Add(11*time.Second).Format(http.TimeFormat) && w.Header().Get("Age") == "5",
+		"Date %q Age %q", w.Header().Get("Date"), w.Header().Get("Age"))
 }

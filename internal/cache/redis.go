@@ -37,6 +37,7 @@ type redisStore struct {
 	prefix string
 	url    string // for the log, password hidden
 	log    *slog.Logger
+	retry  time.Duration // redisRetry; tests shorten it
 
 	mu      sync.Mutex
 	down    bool
@@ -51,7 +52,7 @@ func newRedisStore(c *Cache, rawURL, namespace string, log *slog.Logger) (*redis
 	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
 	ro.MaxRetries = -1
 	ro.DisableIdentity = true
-	return &redisStore{c: c, client: redis.NewClient(ro), prefix: "portico:cache:" + namespace + "\x00", url: redactURL(rawURL), log: log}, nil
+	return &redisStore{c: c, client: redis.NewClient(ro), prefix: "portico:cache:" + namespace + "\x00", url: redactURL(rawURL), log: log, retry: redisRetry}, nil
 }
 
 var errRedisDown = errors.New("cache: the Redis store is unreachable")
@@ -79,7 +80,7 @@ func (s *redisStore) call(ctx context.Context, f func(ctx context.Context) error
 			s.log.Error("cache: the Redis store is unreachable; requests pass through uncached until it answers",
 				"store", s.url, "err", err)
 		}
-		s.retryAt = time.Now().Add(redisRetry)
+		s.retryAt = time.Now().Add(s.retry)
 		return fmt.Errorf("cache: asking the Redis store: %w", err)
 	}
 	if s.down {
