@@ -642,3 +642,87 @@ func TestRefreshWithoutDate(t *testing.T) {
 	must(t, w.Header().Get("Date") == t0.Add(11*time.Second).Format(http.TimeFormat) && w.Header().Get("Age") == "5",
 		"Date %q Age %q", w.Header().Get("Date"), w.Header().Get("Age"))
 }
+
+// TestLockTimeout: a waiter whose leader takes longer than lockTimeout
+// asks the app itself.
+func TestLockTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Slow") != "" {
+				<-release
+			}
+			w.Header().Set("Cache-Control", "max-age=60")
+			io.WriteString(w, "page")
+		}}
+		h := newCache(t, Options{}, newClock()).Handler(o)
+		go get(h, "GET", "/", "X-Slow", "1")
+		synctest.Wait()
+		start := time.Now()
+		expect(t, "waiter", get(h, "GET", "/"), "MISS", 200, "page")
+		must(t, time.Since(start) == lockTimeout, "the waiter waited %v", time.Since(start))
+		must(t, o.calls.Load() == 2, "calls %d", o.calls.Load())
+		close(release)
+		synctest.Wait()
+	})
+}
+
+// TestRange: a range request passes through on a miss, stores nothing,
+// and a hit answers it whole.
+func TestRange(t *testing.T) {
+	clk := newClock()
+	o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Header.Get("Range") != "" {
+			w.Header().Set("Content-Range", "bytes 0-1/4")
+			w.WriteHeader(206)
+			io.WriteString(w, "pa")
+			return
+		}
+		io.WriteString(w, "page")
+	}}
+	c := newCache(t, Options{}, clk)
+	h := c.Handler(o)
+	expect(t, "range miss", get(h, "GET", "/", "Range", "bytes=0-1"), "MISS", 206, "pa")
+	must(t, c.Stats().Entries == 0, "a range answer was stored")
+	must(t, !c.passing("example.com/\x00http", clk.now()), "a range answer made the URL hit-for-pass")
+	expect(t, "whole", get(h, "GET", "/"), "MISS", 200, "page")
+	expect(t, "range hit", get(h, "GET", "/", "Range", "bytes=0-1"), "HIT", 200, "page")
+}
+
+// TestShortBody: an answer shorter than its Content-Length is not stored.
+func TestShortBody(t *testing.T) {
+	clk := newClock()
+	o := &origin{respond: fixed(clk, 200, "abc", "Cache-Control", "max-age=60", "Content-Length", "10")}
+	c := newCache(t, Options{}, clk)
+	get(c.Handler(o), "GET", "/")
+	must(t, c.Stats().Entries == 0, "a short answer was stored")
+}
+
+// TestBackgroundAbort: a background revalidation whose handler aborts
+// (http.ErrAbortHandler) does not take the process down, and the next
+// stale request tries again.
+func TestBackgroundAbort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := newClock()
+		abort := false
+		o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+			if abort {
+				panic(http.ErrAbortHandler)
+			}
+			w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60")
+			io.WriteString(w, "page")
+		}}
+		c, _ := New(Options{Now: clk.now})
+		h := c.Handler(o)
+		get(h, "GET", "/")
+		clk.add(20 * time.Second)
+		abort = true
+		expect(t, "stale", get(h, "GET", "/"), "STALE", 200, "page")
+		synctest.Wait()
+		expect(t, "stale again", get(h, "GET", "/"), "STALE", 200, "page")
+		synctest.Wait()
+		must(t, o.calls.Load() == 3, "calls %d, want 3", o.calls.Load())
+		c.Close()
+	})
+}

@@ -218,8 +218,16 @@ func (t *teeWriter) finish(url string) {
 				return
 			}
 		}
-		if len(t.stored["Content-Length"]) == 0 && t.status != http.StatusNoContent {
-			t.stored["Content-Length"] = []string{strconv.Itoa(len(t.buf))}
+		if cl := t.stored["Content-Length"]; len(cl) == 0 {
+			if t.status != http.StatusNoContent {
+				t.stored["Content-Length"] = []string{strconv.Itoa(len(t.buf))}
+			}
+		} else if cl[0] != strconv.Itoa(len(t.buf)) {
+			return // the app wrote less than it announced: a broken answer
+		}
+		if _, remote := c.store.(*redisStore); remote && !t.bg {
+			// The client should not wait for the store.
+			http.NewResponseController(t.w).Flush()
 		}
 		e := c.newEntry(t.status, t.stored, t.buf, t.reqTime, resTime)
 		c.put(t.r, url, e, resTime)
