@@ -246,18 +246,29 @@ func TestStaleIfError(t *testing.T) {
 	clk2 := newClock()
 	mode = "ok"
 	o2 := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
-		if mode == "ok" {
+		switch mode {
+		case "ok":
 			w.Header().Set("Cache-Control", "max-age=10")
+			w.Header().Set("Etag", `"e"`)
 			io.WriteString(w, "good")
-			return
+		case "portico502":
+			if !errpage.Serve(w, http.StatusBadGateway) {
+				http.Error(w, "bad gateway", http.StatusBadGateway)
+			}
+		default:
+			w.WriteHeader(503)
 		}
-		w.WriteHeader(503)
 	}}
-	h2 := newCache(t, Options{}, clk2).Handler(o2)
+	c2 := newCache(t, Options{}, clk2)
+	h2 := c2.Handler(o2)
 	get(h2, "GET", "/")
 	clk2.add(11 * time.Second)
 	mode = "503"
 	expect(t, "no window", get(h2, "GET", "/"), "EXPIRED", 503, "")
+	mode = "portico502"
+	expect(t, "no window, Portico's 502", get(h2, "GET", "/"), "EXPIRED", 502, "bad gateway\n")
+	s := c2.Stats()
+	must(t, s.Miss == 1 && s.Expired == 2 && s.Stale == 0, "stats %+v", s)
 	// The Options' window applies when the response does not say.
 	clk3 := newClock()
 	mode = "ok"

@@ -32,6 +32,7 @@ type teeWriter struct {
 	buf        []byte
 	reason     string // why the answer is not storable ("" if it is)
 	notModFrom bool   // the client got our 304: the body is only captured
+	counted    bool   // the answer's X-Cache is counted
 }
 
 type writerMode int
@@ -116,6 +117,11 @@ func (t *teeWriter) passHeaders() {
 	if t.expired {
 		res = resExpired
 	}
+	if t.counted {
+		dst["X-Cache"] = xCache[res]
+		return
+	}
+	t.counted = true
 	t.c.answered(t.w, res)
 }
 
