@@ -129,6 +129,10 @@ func TestRedisShared(t *testing.T) {
 	expect(t, "B after prefix purge", get(hb, "GET", "/pz"), "MISS", 200, "/pz ")
 	expect(t, "outside the prefix", get(hb, "GET", "/x"), "HIT", 200, "/x ")
 	expect(t, "other namespace untouched", get(hother, "GET", "/p?q=1", "Accept-Language", "en"), "HIT", 200, "/p?q=1 en")
+	// An unsafe request through one node invalidates for both.
+	expect(t, "B before the POST", get(hb, "GET", "/x"), "HIT", 200, "/x ")
+	get(ha, "POST", "/x")
+	expect(t, "B after A's POST", get(hb, "GET", "/x"), "MISS", 200, "/x ")
 	if recs := log.Records(); len(recs) != 0 {
 		t.Fatalf("unexpected log records:\n%s", log)
 	}
