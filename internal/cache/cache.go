@@ -149,7 +149,7 @@ type Cache struct {
 
 	results                        [numResults]atomic.Int64
 	stores, evictions, storeErrors atomic.Int64
-	mu                             sync.Mutex
+	mu                             sync.Mutex // guards the fields below
 	flights                        map[string]*flight
 	uses                           *keyLRU[int]       // misses per key (MinUses)
 	pass                           *keyLRU[time.Time] // hit-for-pass: until when
