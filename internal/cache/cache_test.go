@@ -509,6 +509,12 @@ func TestLRUBytes(t *testing.T) {
 	must(t, s.Entries == 2 && s.Evictions == 1 && s.Bytes <= 2500 && s.Bytes > 2000, "stats %+v", s)
 	expect(t, "b evicted", get(h, "GET", "/b"), "MISS", 200, body)
 	expect(t, "c kept", get(h, "GET", "/c"), "HIT", 200, body)
+	// An entry larger than the whole store is not stored, and evicts
+	// nothing.
+	big := &origin{respond: fixed(clk, 200, strings.Repeat("z", 3000), "Cache-Control", "max-age=60")}
+	get(c.Handler(big), "GET", "/big")
+	s = c.Stats()
+	must(t, s.Entries == 2 && s.Evictions == 1, "after a too large entry: %+v", s)
 }
 
 // TestHeaderHygiene: the stored response has no hop-by-hop field, no

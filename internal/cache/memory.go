@@ -73,6 +73,9 @@ func (m *memory) get(_ context.Context, url string, r *http.Request) (*entry, st
 
 func (m *memory) put(_ context.Context, url, variant string, e *entry, _ time.Duration) error {
 	size := e.size(url + variant)
+	if size > m.limit {
+		return nil // it would evict everything, itself included
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u := m.urls[url]
