@@ -518,7 +518,9 @@ func (c *Cache) put(r *http.Request, url string, e *entry, now time.Time) {
 		return
 	}
 	if err := c.store.put(r.Context(), url, variantKey(r, e.vary), e, ttl); err != nil {
-		c.storeErrors.Add(1)
+		if err != errTooLarge {
+			c.storeErrors.Add(1)
+		}
 		return
 	}
 	c.stores.Add(1)
