@@ -129,6 +129,10 @@ func TestRedisShared(t *testing.T) {
 	expect(t, "B after prefix purge", get(hb, "GET", "/pz"), "MISS", 200, "/pz ")
 	expect(t, "outside the prefix", get(hb, "GET", "/x"), "HIT", 200, "/x ")
 	expect(t, "other namespace untouched", get(hother, "GET", "/p?q=1", "Accept-Language", "en"), "HIT", 200, "/p?q=1 en")
+	// An unsafe request through one node invalidates for both.
+	expect(t, "B before the POST", get(hb, "GET", "/x"), "HIT", 200, "/x ")
+	get(ha, "POST", "/x")
+	expect(t, "B after A's POST", get(hb, "GET", "/x"), "MISS", 200, "/x ")
 	if recs := log.Records(); len(recs) != 0 {
 		t.Fatalf("unexpected log records:\n%s", log)
 	}
@@ -165,12 +169,16 @@ func TestRedisDown(t *testing.T) {
 	h := c.Handler(o)
 	get(h, "GET", "/")
 	expect(t, "up", get(h, "GET", "/"), "HIT", 200, "page")
+	c.store.(*redisStore).retry = 0 // every request asks Redis
 	srv.stop()
 	for i := range 20 {
 		expect(t, fmt.Sprint("down ", i), get(h, "GET", "/"), "MISS", 200, "page")
 	}
+	porticotest.WaitFor(t, "several failed calls", 10*time.Second, func() bool {
+		expect(t, "down", get(h, "GET", "/"), "MISS", 200, "page")
+		return c.Stats().StoreErrors >= 5
+	})
 	must(t, len(log.Records()) == 1 && log.Records()[0].Level == slog.LevelError, "log while down:\n%s", log)
-	must(t, c.Stats().StoreErrors >= 1, "store errors %d", c.Stats().StoreErrors)
 	srv.start()
 	porticotest.WaitFor(t, "the cache to store again", 10*time.Second, func() bool {
 		get(h, "GET", "/")
