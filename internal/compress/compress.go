@@ -56,21 +56,29 @@ import (
 	"portico/internal/negotiate"
 )
 
-// Default levels, chosen for dynamic content by measurement (see
-// BenchmarkLevels on a 50 kB Django admin page, and the table in
-// compress_test.go's comment there): CPU per response matters more
-// here than for static files, whose results are cached.
+// Default levels, chosen for dynamic content by measurement: CPU per
+// response matters more here than for static files, whose compressed forms
+// are cached. BenchmarkLevels, on the 50 kB Django admin change list in
+// testdata (one core of an AMD EPYC, µs per response / compression ratio):
+//
+//	brotli  0: 116/10.5   1: 120/12.0   2: 220/13.4   3: 250/13.3   4: 420/14.7   5: 670/15.7   6: 730/15.8
+//	gzip    1:  46/11.1   3: 102/11.6   4:  85/11.9   5:  95/12.3   6: 150/12.4   7: 170/12.4   9: 700/12.7
+//	zstd    1:  82/12.3   3:  63/12.7   7: 115/13.0
+//	zlib gzip 1 (nginx's default gzip_comp_level 1): 135/11.3
+//
+// Browsers get brotli (br wins at equal q), so its level sets the cost of
+// most responses.
 const (
-	// DefaultBrotliLevel: brotli 4 costs about as much CPU as gzip 6
-	// and gives the best ratio of the fast levels; 5 and up cost twice
-	// as much or more for a few percent.
-	DefaultBrotliLevel = 4
-	// DefaultGzipLevel: gzip 5 is within about 2% of gzip 9's size at a
-	// fraction of its CPU. nginx's default (gzip_comp_level 1) is
-	// cheaper and about 10% larger.
+	// DefaultBrotliLevel: brotli 2 is 16% smaller than nginx's gzip 1 for
+	// 1.6 times its CPU; 3 is no smaller, 4 costs twice as much again
+	// for 9% fewer bytes, 5 and up three times.
+	DefaultBrotliLevel = 2
+	// DefaultGzipLevel: gzip 5 (klauspost/compress) costs less than
+	// nginx's zlib gzip 1 and is 8% smaller; 6 costs half as much again
+	// for 1%, 9 seven times as much for 3%.
 	DefaultGzipLevel = 5
-	// DefaultZstdLevel: zstd 3, the library's default speed, is faster
-	// than gzip 1 and smaller than gzip 9.
+	// DefaultZstdLevel: zstd 3, the library's default speed, costs half
+	// of nginx's gzip 1 and is smaller than gzip 9.
 	DefaultZstdLevel = 3
 
 	// DefaultMinSize is Options.MinSize's zero value: 1 KiB.
@@ -91,7 +99,7 @@ type Options struct {
 	MinSize int64
 
 	// BrotliLevel is brotli's quality, 1 to 11; 0 means
-	// DefaultBrotliLevel (4). nginx (ngx_brotli): brotli_comp_level.
+	// DefaultBrotliLevel (2). nginx (ngx_brotli): brotli_comp_level.
 	BrotliLevel int
 	// GzipLevel is gzip's level, 1 (fastest) to 9 (smallest); 0 means
 	// DefaultGzipLevel (5). nginx: gzip_comp_level (default 1).
@@ -463,13 +471,18 @@ func (rw *responseWriter) decide(p []byte) {
 		rw.length = n
 	}
 	addVary(h)
-	if rw.head || !rw.choose() {
+	if rw.head || len(rw.accept) == 0 {
 		rw.passThrough()
 		return
 	}
+	// The coding is chosen when there is something to compress: a small
+	// body of unknown length never costs the parsing.
 	switch {
 	case rw.length >= 0 && rw.length <= wholeMax:
 		rw.mode = whole
+		if int64(cap(rw.buf)) < rw.length {
+			rw.buf = make([]byte, 0, rw.length)
+		}
 	case rw.length > wholeMax:
 		_ = rw.startStream() // a write error shows at the next Write
 	default:
@@ -503,9 +516,6 @@ func bodyAllowed(status int) bool {
 
 // choose picks the client's preferred coding, or reports that it accepts none.
 func (rw *responseWriter) choose() bool {
-	if len(rw.accept) == 0 {
-		return false
-	}
 	order := negotiate.ParseAcceptEncoding(rw.accept).Order()
 	if len(order) == 0 {
 		return false
@@ -534,6 +544,15 @@ func (rw *responseWriter) compressedHeader() http.Header {
 // startStream sends the header of a compressed stream and then what was
 // buffered through the encoder.
 func (rw *responseWriter) startStream() error {
+	if !rw.choose() {
+		rw.passThrough()
+		if len(rw.buf) == 0 {
+			return nil
+		}
+		_, err := rw.w.Write(rw.buf)
+		rw.buf = rw.buf[:0]
+		return err
+	}
 	rw.compressedHeader()
 	rw.w.WriteHeader(rw.status)
 	rw.mode = streaming
@@ -553,6 +572,11 @@ var outPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // length, or sends it identity when compressing does not make it smaller.
 func (rw *responseWriter) sendWhole() {
 	rw.mode = done
+	if !rw.choose() {
+		rw.w.WriteHeader(rw.status)
+		_, _ = rw.w.Write(rw.buf)
+		return
+	}
 	out := outPool.Get().(*bytes.Buffer)
 	defer func() {
 		if out.Cap() <= wholeMax {
