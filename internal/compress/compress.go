@@ -397,6 +397,9 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	default: // done: the declared length was written already
+		if len(p) == 0 {
+			return 0, nil
+		}
 		return 0, http.ErrContentLength
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"portico/internal/errpage"
+	"portico/internal/negotiate"
 )
 
 // page is a real dynamic page: a Django admin change list (see
@@ -501,5 +502,55 @@ func TestWriteBeyondLength(t *testing.T) {
 	}
 	if err := <-werr; !errors.Is(err, http.ErrContentLength) {
 		t.Fatalf("Write past Content-Length: %v, want http.ErrContentLength", err)
+	}
+}
+
+// TestLevelOptions holds that each level option reaches its encoder: the
+// page compressed through the handler has the size the encoder at that
+// level gives.
+func TestLevelOptions(t *testing.T) {
+	text := page(t)
+	for _, tc := range []struct {
+		coding string
+		opt    Options
+		idx    int
+		level  int
+	}{
+		{"gzip", Options{GzipLevel: 1}, 2, 1},
+		{"gzip", Options{GzipLevel: 9}, 2, 9},
+		{"gzip", Options{}, 2, DefaultGzipLevel},
+		{"br", Options{BrotliLevel: 6}, 0, 6},
+		{"br", Options{}, 0, DefaultBrotliLevel},
+		{"zstd", Options{ZstdLevel: 1}, 1, 1},
+		{"zstd", Options{ZstdLevel: 7}, 1, 7},
+	} {
+		t.Run(fmt.Sprintf("%s-%d", tc.coding, tc.level), func(t *testing.T) {
+			var want bytes.Buffer
+			enc := newEncoder(negotiate.Coding(tc.idx), tc.level)
+			enc.Reset(&want)
+			_, _ = enc.Write(text)
+			_ = enc.Close()
+
+			c := New(tc.opt)
+			srv := serve(t, c, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/html")
+				w.Header().Set("Content-Length", strconv.Itoa(len(text)))
+				_, _ = w.Write(text)
+			})
+			req, _ := http.NewRequest("GET", srv.URL, nil)
+			req.Header.Set("Accept-Encoding", tc.coding)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("Content-Encoding") != tc.coding || !bytes.Equal(raw, want.Bytes()) {
+				t.Fatalf("%s: %d bytes, want the %d of level %d", resp.Header.Get("Content-Encoding"), len(raw), want.Len(), tc.level)
+			}
+			if s := c.Stats().Codings[tc.idx]; s.Responses != 1 || s.BytesIn != int64(len(text)) || s.BytesOut != int64(len(raw)) {
+				t.Errorf("stats %+v", s)
+			}
+		})
 	}
 }
