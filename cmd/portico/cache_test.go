@@ -82,6 +82,10 @@ func fetch(t *testing.T, c *http.Client, u, wantCache string, headers ...string)
 	}
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
+		if k == "Host" {
+			req.Host = v
+			continue
+		}
 		req.Header.Add(k, v)
 	}
 	resp, body := do(t, c, req)
@@ -375,4 +379,33 @@ cache = { default_ttl = "60s", bypass_cookies = ["sessionid"] }
 	if _, h := fetch(t, anon, p.URL("/"), "HIT"); h != home {
 		t.Error("the home page changed in the cache after the logged-in visits")
 	}
+}
+
+// TestCacheRedisNodes: two Portico nodes whose route caches share one
+// Redis (Debian's redis-server): B answers from what A stored, a purge on
+// one is seen by the other, and each node's X-Cache says so.
+func TestCacheRedisNodes(t *testing.T) {
+	redis := porticotest.StartRedis(t)
+	cache := `{ store = "` + redis.URL() + `" }`
+	a, b := startCacheServer(t, cache), startCacheServer(t, cache)
+	c := newClient(t)
+	// The key holds the host: both nodes are asked for one name.
+	at := func(cs *cacheServer, q string) string {
+		return "http://" + cs.p.HTTPAddr + "/cached?" + q
+	}
+	host := "Host: www.example.com"
+	_, fromA := fetch(t, c, at(a, "cc=max-age%3D60&tag=shared"), "MISS", host)
+	_, fromB := fetch(t, c, at(b, "cc=max-age%3D60&tag=shared"), "HIT", host)
+	if fromA != fromB {
+		t.Errorf("node B answered %q, want node A's stored %q", fromB, fromA)
+	}
+	if b.appCalls("/cached") != 0 {
+		t.Error("node B called its app for an entry node A stored")
+	}
+	resp, err := c.Post("http://"+b.admin+"/purge?url="+url.QueryEscape("www.example.com/cached?cc=max-age%3D60&tag=shared"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	fetch(t, c, at(a, "cc=max-age%3D60&tag=shared"), "MISS", host)
 }

@@ -37,6 +37,10 @@ func (e *engine) instrument(g *generation) {
 					src.Caches = append(src.Caches, metrics.ResponseCache{Site: site, Route: r.label, Key: c,
 						Stats: func() metrics.ResponseCacheStats { return responseCacheStats(c) }})
 				}
+				if cz := r.compressor; cz != nil {
+					src.Compressors = append(src.Compressors, metrics.Compressor{Site: site, Route: r.label, Key: cz,
+						Stats: func() []metrics.CodingStats { return compressStats(cz) }})
+				}
 				if r.static != nil {
 					h := r.static
 					src.Static = append(src.Static, metrics.Static{Site: site, Route: r.label, Key: h,

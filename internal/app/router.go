@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"portico/internal/cache"
+	"portico/internal/compress"
 	"portico/internal/static"
 )
 
@@ -51,18 +52,19 @@ type site struct {
 }
 
 type route struct {
-	kind    string // "exact", "prefix", "regex"
-	path    string // exact path, prefix without trailing slash ("" for "/"), or regex source
-	re      *regexp.Regexp
-	methods []string
-	header  map[string]string
-	desc    string // the handler, for the table dump
-	h       http.Handler
-	static  *static.Handler // a static route's handler, for internal redirects
-	root    string          // a static route's directory
-	label   string          // the route's name, or its index in the site (metrics)
-	limits  []limitCounter  // the limits around h, for the metrics (limits.go)
-	cache   *cache.Cache    // the route's cache, or nil
+	kind       string // "exact", "prefix", "regex"
+	path       string // exact path, prefix without trailing slash ("" for "/"), or regex source
+	re         *regexp.Regexp
+	methods    []string
+	header     map[string]string
+	desc       string // the handler, for the table dump
+	h          http.Handler
+	static     *static.Handler      // a static route's handler, for internal redirects
+	root       string               // a static route's directory
+	label      string               // the route's name, or its index in the site (metrics)
+	limits     []limitCounter       // the limits around h, for the metrics (limits.go)
+	cache      *cache.Cache         // the route's cache, or nil
+	compressor *compress.Compressor // the route's compression, or nil
 }
 
 func (rt *router) addSite(hosts []string) *site {

@@ -9,8 +9,10 @@ import (
 	"sync"
 
 	"portico/internal/cache"
+	"portico/internal/compress"
 	"portico/internal/config"
 	"portico/internal/metrics"
+	"portico/internal/negotiate"
 )
 
 // shape wraps an app or proxy route's handler in its compression and its
@@ -21,6 +23,12 @@ func shape(r *route, rc config.Route, site string, caches *cacheRegistry, log *s
 	closeFunc := func() {}
 	if rc.App == "" && rc.Proxy == nil {
 		return closeFunc, nil
+	}
+	if rc.CompressOn() {
+		cz := compress.New(compress.Options{Logger: log})
+		r.h = cz.Handler(r.h)
+		r.compressor = cz
+		r.desc += " compress"
 	}
 	if cc := rc.Cache; cc != nil {
 		ns := site + "/" + r.label
@@ -144,4 +152,14 @@ func responseCacheStats(c *cache.Cache) metrics.ResponseCacheStats {
 		Results: map[string]int64{"hit": st.Hit, "miss": st.Miss, "stale": st.Stale, "bypass": st.Bypass, "expired": st.Expired, "revalidated": st.Revalidated},
 		Stores:  st.Stores, Evicted: st.Evictions, Errors: st.StoreErrors, Entries: int64(st.Entries), Bytes: st.Bytes,
 	}
+}
+
+// compressStats is a route's compression snapshot for the metrics.
+func compressStats(cz *compress.Compressor) []metrics.CodingStats {
+	st := cz.Stats()
+	out := make([]metrics.CodingStats, 0, len(st.Codings))
+	for i, cs := range st.Codings {
+		out = append(out, metrics.CodingStats{Coding: negotiate.Coding(i).Token(), Responses: cs.Responses, BytesIn: cs.BytesIn, BytesOut: cs.BytesOut})
+	}
+	return out
 }

@@ -63,6 +63,10 @@ const (
 	// revalidationGrace keeps an entry with a validator in Redis this long
 	// past its stale windows, so that it can still be revalidated.
 	revalidationGrace = time.Hour
+	// lockTimeout is how long a request waits for another's fetch of
+	// the same key before it asks the app itself (nginx's
+	// proxy_cache_lock_timeout, 5 s there too).
+	lockTimeout = 5 * time.Second
 	// keyMapSize bounds the maps of MinUses counts and hit-for-pass marks.
 	keyMapSize = 16384
 )
@@ -145,7 +149,7 @@ type Cache struct {
 
 	results                        [numResults]atomic.Int64
 	stores, evictions, storeErrors atomic.Int64
-	mu                             sync.Mutex
+	mu                             sync.Mutex // guards the fields below
 	flights                        map[string]*flight
 	uses                           *keyLRU[int]       // misses per key (MinUses)
 	pass                           *keyLRU[time.Time] // hit-for-pass: until when
@@ -308,8 +312,10 @@ func (c *Cache) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 			http.Error(w, "not cached", http.StatusGatewayTimeout) // RFC 9111 5.2.1.7
 			return
 		}
-		if r.Method == http.MethodHead {
-			// A HEAD miss goes through as HEAD; it stores nothing.
+		if r.Method == http.MethodHead || len(r.Header["Range"]) > 0 {
+			// A HEAD miss goes through as HEAD, a range request as
+			// itself (a hit answers it whole, which RFC 9110 14.2
+			// allows); neither stores anything, nor makes others wait.
 			c.answered(w, resMiss)
 			next.ServeHTTP(w, r)
 			return
@@ -325,9 +331,17 @@ func (c *Cache) serve(next http.Handler, w http.ResponseWriter, r *http.Request)
 			c.fetch(next, w, r, url, e, expired, false)
 			return
 		}
+		timer := time.NewTimer(lockTimeout)
 		select {
 		case <-f.done:
+			timer.Stop()
+		case <-timer.C:
+			// The leader is slow: ask the app too, as nginx does after
+			// proxy_cache_lock_timeout.
+			c.fetch(next, w, r, url, e, expired, false)
+			return
 		case <-r.Context().Done():
+			timer.Stop()
 			return
 		}
 	}
@@ -458,6 +472,13 @@ func (c *Cache) revalidateInBackground(next http.Handler, r *http.Request, url, 
 		defer c.background.Done()
 		defer cancel()
 		defer c.leave(key, f)
+		defer func() {
+			// A handler aborts a broken stream with a panic, which
+			// net/http would recover on a client's goroutine.
+			if v := recover(); v != nil && v != http.ErrAbortHandler {
+				c.log.Error("cache: the background revalidation panicked", "url", url, "panic", v)
+			}
+		}()
 		c.fetch(next, &discard{h: make(http.Header)}, br, url, e, false, true)
 	}()
 }
@@ -497,7 +518,9 @@ func (c *Cache) put(r *http.Request, url string, e *entry, now time.Time) {
 		return
 	}
 	if err := c.store.put(r.Context(), url, variantKey(r, e.vary), e, ttl); err != nil {
-		c.storeErrors.Add(1)
+		if err != errTooLarge {
+			c.storeErrors.Add(1)
+		}
 		return
 	}
 	c.stores.Add(1)

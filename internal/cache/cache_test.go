@@ -222,13 +222,18 @@ func TestStaleIfError(t *testing.T) {
 		mode = m
 		expect(t, m+" in the window", get(h, "GET", "/"), "STALE", 200, "good")
 	}
+	// Portico's own 502 with an error page writer below: the stale entry
+	// answers, the error page is not asked for.
+	pw := &pagerRecorder{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(pw, httptest.NewRequest("GET", "http://example.com/", nil))
+	must(t, pw.asked == 0, "the error page writer was asked within the window")
+	expect(t, "portico502 with pages, in the window", pw.ResponseRecorder, "STALE", 200, "good")
 	clk.add(60 * time.Second)
 	mode = "503"
 	expect(t, "503 past the window", get(h, "GET", "/"), "EXPIRED", 503, "app error")
 	mode = "portico502"
-	r := httptest.NewRequest("GET", "http://example.com/", nil)
-	pw := &pagerRecorder{ResponseRecorder: httptest.NewRecorder()}
-	h.ServeHTTP(pw, r)
+	pw = &pagerRecorder{ResponseRecorder: httptest.NewRecorder()}
+	h.ServeHTTP(pw, httptest.NewRequest("GET", "http://example.com/", nil))
 	must(t, pw.asked == 1, "the error page writer was asked %d times", pw.asked)
 	// The 503 before found the entry dead and dropped it: a miss now.
 	expect(t, "portico502 past the window", pw.ResponseRecorder, "MISS", 502, "custom error page")
@@ -241,18 +246,29 @@ func TestStaleIfError(t *testing.T) {
 	clk2 := newClock()
 	mode = "ok"
 	o2 := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
-		if mode == "ok" {
+		switch mode {
+		case "ok":
 			w.Header().Set("Cache-Control", "max-age=10")
+			w.Header().Set("Etag", `"e"`)
 			io.WriteString(w, "good")
-			return
+		case "portico502":
+			if !errpage.Serve(w, http.StatusBadGateway) {
+				http.Error(w, "bad gateway", http.StatusBadGateway)
+			}
+		default:
+			w.WriteHeader(503)
 		}
-		w.WriteHeader(503)
 	}}
-	h2 := newCache(t, Options{}, clk2).Handler(o2)
+	c2 := newCache(t, Options{}, clk2)
+	h2 := c2.Handler(o2)
 	get(h2, "GET", "/")
 	clk2.add(11 * time.Second)
 	mode = "503"
 	expect(t, "no window", get(h2, "GET", "/"), "EXPIRED", 503, "")
+	mode = "portico502"
+	expect(t, "no window, Portico's 502", get(h2, "GET", "/"), "EXPIRED", 502, "bad gateway\n")
+	s := c2.Stats()
+	must(t, s.Miss == 1 && s.Expired == 2 && s.Stale == 0, "stats %+v", s)
 	// The Options' window applies when the response does not say.
 	clk3 := newClock()
 	mode = "ok"
@@ -493,6 +509,14 @@ func TestLRUBytes(t *testing.T) {
 	must(t, s.Entries == 2 && s.Evictions == 1 && s.Bytes <= 2500 && s.Bytes > 2000, "stats %+v", s)
 	expect(t, "b evicted", get(h, "GET", "/b"), "MISS", 200, body)
 	expect(t, "c kept", get(h, "GET", "/c"), "HIT", 200, body)
+	// An entry larger than the whole store is not stored, and evicts
+	// nothing.
+	before := c.Stats()
+	big := &origin{respond: fixed(clk, 200, strings.Repeat("z", 3000), "Cache-Control", "max-age=60")}
+	get(c.Handler(big), "GET", "/big")
+	s = c.Stats()
+	must(t, s.Entries == 2 && s.Evictions == before.Evictions && s.Stores == before.Stores && s.StoreErrors == 0,
+		"after a too large entry: %+v, before %+v", s, before)
 }
 
 // TestHeaderHygiene: the stored response has no hop-by-hop field, no
@@ -549,7 +573,8 @@ func TestStreaming(t *testing.T) {
 	c := newCache(t, Options{}, nil)
 	srv := httptest.NewServer(c.Handler(o))
 	defer srv.Close()
-	res, err := http.Get(srv.URL)
+	client := &http.Client{Timeout: 10 * time.Second} // a lost flush fails, not hangs
+	res, err := client.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +585,7 @@ func TestStreaming(t *testing.T) {
 	rest, _ := io.ReadAll(br)
 	res.Body.Close()
 	must(t, string(rest) == "second\n", "rest %q", rest)
-	res, err = http.Get(srv.URL)
+	res, err = client.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,5 +631,117 @@ func FuzzDecode(f *testing.F) {
 		if d, err := c.decode(b); err == nil {
 			d.encode()
 		}
+	})
+}
+
+// TestRefreshWithoutDate: a 304 without Date dates the refreshed entry at
+// its arrival, not with the stored Date (RFC 9110 6.6.1).
+func TestRefreshWithoutDate(t *testing.T) {
+	clk := newClock()
+	first := true
+	o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Etag", `"e"`)
+		if first {
+			first = false
+			w.Header().Set("Date", clk.now().Format(http.TimeFormat))
+			io.WriteString(w, "page")
+			return
+		}
+		w.Header().Del("Date")
+		w.WriteHeader(http.StatusNotModified)
+	}}
+	h := newCache(t, Options{}, clk).Handler(o)
+	get(h, "GET", "/")
+	clk.add(11 * time.Second)
+	expect(t, "revalidated", get(h, "GET", "/"), "REVALIDATED", 200, "page")
+	clk.add(5 * time.Second)
+	w := get(h, "GET", "/")
+	expect(t, "fresh again", w, "HIT", 200, "page")
+	must(t, w.Header().Get("Date") == t0.Add(11*time.Second).Format(http.TimeFormat) && w.Header().Get("Age") == "5",
+		"Date %q Age %q", w.Header().Get("Date"), w.Header().Get("Age"))
+}
+
+// TestLockTimeout: a waiter whose leader takes longer than lockTimeout
+// asks the app itself.
+func TestLockTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("X-Slow") != "" {
+				<-release
+			}
+			w.Header().Set("Cache-Control", "max-age=60")
+			io.WriteString(w, "page")
+		}}
+		h := newCache(t, Options{}, newClock()).Handler(o)
+		go get(h, "GET", "/", "X-Slow", "1")
+		synctest.Wait()
+		start := time.Now()
+		expect(t, "waiter", get(h, "GET", "/"), "MISS", 200, "page")
+		must(t, time.Since(start) == lockTimeout, "the waiter waited %v", time.Since(start))
+		must(t, o.calls.Load() == 2, "calls %d", o.calls.Load())
+		close(release)
+		synctest.Wait()
+	})
+}
+
+// TestRange: a range request passes through on a miss, stores nothing,
+// and a hit answers it whole.
+func TestRange(t *testing.T) {
+	clk := newClock()
+	o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		if r.Header.Get("Range") != "" {
+			w.Header().Set("Content-Range", "bytes 0-1/4")
+			w.WriteHeader(206)
+			io.WriteString(w, "pa")
+			return
+		}
+		io.WriteString(w, "page")
+	}}
+	c := newCache(t, Options{}, clk)
+	h := c.Handler(o)
+	expect(t, "range miss", get(h, "GET", "/", "Range", "bytes=0-1"), "MISS", 206, "pa")
+	must(t, c.Stats().Entries == 0, "a range answer was stored")
+	must(t, !c.passing("example.com/\x00http", clk.now()), "a range answer made the URL hit-for-pass")
+	expect(t, "whole", get(h, "GET", "/"), "MISS", 200, "page")
+	expect(t, "range hit", get(h, "GET", "/", "Range", "bytes=0-1"), "HIT", 200, "page")
+}
+
+// TestShortBody: an answer shorter than its Content-Length is not stored.
+func TestShortBody(t *testing.T) {
+	clk := newClock()
+	o := &origin{respond: fixed(clk, 200, "abc", "Cache-Control", "max-age=60", "Content-Length", "10")}
+	c := newCache(t, Options{}, clk)
+	get(c.Handler(o), "GET", "/")
+	must(t, c.Stats().Entries == 0, "a short answer was stored")
+}
+
+// TestBackgroundAbort: a background revalidation whose handler aborts
+// (http.ErrAbortHandler) does not take the process down, and the next
+// stale request tries again.
+func TestBackgroundAbort(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		clk := newClock()
+		abort := false
+		o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
+			if abort {
+				panic(http.ErrAbortHandler)
+			}
+			w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60")
+			io.WriteString(w, "page")
+		}}
+		c, _ := New(Options{Now: clk.now})
+		h := c.Handler(o)
+		get(h, "GET", "/")
+		clk.add(20 * time.Second)
+		abort = true
+		expect(t, "stale", get(h, "GET", "/"), "STALE", 200, "page")
+		synctest.Wait()
+		expect(t, "stale again", get(h, "GET", "/"), "STALE", 200, "page")
+		synctest.Wait()
+		must(t, o.calls.Load() == 3, "calls %d, want 3", o.calls.Load())
+		c.Close()
 	})
 }

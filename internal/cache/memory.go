@@ -3,6 +3,7 @@ package cache
 import (
 	"container/list"
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -51,6 +52,9 @@ type memItem struct {
 	size         int64
 }
 
+// errTooLarge: an entry larger than the memory store is not stored.
+var errTooLarge = errors.New("cache: the entry is larger than the store")
+
 func newMemory(limit int64, evictions *atomic.Int64) *memory {
 	return &memory{limit: limit, evictions: evictions, urls: make(map[string]*memURL)}
 }
@@ -73,6 +77,9 @@ func (m *memory) get(_ context.Context, url string, r *http.Request) (*entry, st
 
 func (m *memory) put(_ context.Context, url, variant string, e *entry, _ time.Duration) error {
 	size := e.size(url + variant)
+	if size > m.limit {
+		return errTooLarge // it would evict everything, itself included
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u := m.urls[url]

@@ -126,9 +126,12 @@ type policy struct {
 	varyStar       bool
 }
 
-// policyOf derives the policy of a response. date is its Date (zero if
-// absent or invalid) and explicit tells whether it carries freshness
-// information of its own.
+// policyOf derives the policy of a response, and tells whether it carries
+// freshness information of its own (explicit). The lifetime is s-maxage,
+// else max-age, else Expires minus Date, else DefaultTTL for a status
+// cacheable by default. There is no heuristic from Last-Modified (RFC 9111
+// 4.2.2 allows one; nginx has none, and a page would be cached that its
+// author never marked cacheable).
 func (c *Cache) policyOf(status int, h http.Header) (p policy, explicit bool) {
 	cc := parseCacheControl(h["Cache-Control"])
 	switch {

@@ -25,6 +25,8 @@ func TestFreshness(t *testing.T) {
 		{name: "max-age fresh", status: 200, fields: []string{"Cache-Control", "max-age=60"}, after: 59 * time.Second, want: "HIT", age: "59"},
 		{name: "max-age stale", status: 200, fields: []string{"Cache-Control", "max-age=60"}, after: 61 * time.Second, want: "EXPIRED"},
 		{name: "max-age at the limit is stale", status: 200, fields: []string{"Cache-Control", "max-age=60"}, after: 60 * time.Second, want: "EXPIRED"},
+		{name: "max-age at the limit, with a validator", status: 200, fields: []string{"Cache-Control", "max-age=60", "Etag", `"e"`}, after: 60 * time.Second, want: "EXPIRED"},
+		{name: "max-age at the limit, with a stale window", status: 200, fields: []string{"Cache-Control", "max-age=60, stale-if-error=60"}, after: 60 * time.Second, want: "EXPIRED"},
 		{name: "s-maxage wins over max-age", status: 200, fields: []string{"Cache-Control", "max-age=300, s-maxage=30"}, after: 31 * time.Second, want: "EXPIRED"},
 		{name: "s-maxage fresh", status: 200, fields: []string{"Cache-Control", "max-age=1, s-maxage=30"}, after: 29 * time.Second, want: "HIT"},
 		{name: "max-age wins over Expires", status: 200, fields: []string{"Cache-Control", "max-age=10", "Date", "now", "Expires", t0.Add(hour).Format(http.TimeFormat)}, after: 11 * time.Second, want: "EXPIRED"},

@@ -24,19 +24,24 @@ const redisRetry = time.Second
 // redisStore keeps entries in Redis so that several nodes share them.
 // Layout, with P = "portico:cache:" + the namespace + NUL:
 //
-//	P + "u" + url            the URL's Vary list (names joined by ",")
+//	P + "u" + url            a hash: field "vary", the URL's Vary list
+//	                         (names joined by ","), and a field NUL + v
+//	                         for each variant v stored
 //	P + "e" + url + NUL + v  the entry of variant v (entry.encode)
 //
 // Both expire: the entry at its lifetime plus its larger stale window
-// (plus revalidationGrace if it has a validator), the Vary list with the
-// longest-lived entry put. NUL cannot occur in a request target, so an
-// exact purge's pattern never matches another URL.
+// (plus revalidationGrace if it has a validator), the URL's hash with the
+// longest-lived entry put. An exact purge (and the invalidation after an
+// unsafe request) reads the hash's variants, with no SCAN; a prefix purge
+// SCANs. NUL cannot occur in a request target, so no URL's keys are
+// another's prefix plus NUL.
 type redisStore struct {
 	c      *Cache
 	client *redis.Client
 	prefix string
 	url    string // for the log, password hidden
 	log    *slog.Logger
+	retry  time.Duration // redisRetry; tests shorten it
 
 	mu      sync.Mutex
 	down    bool
@@ -51,7 +56,7 @@ func newRedisStore(c *Cache, rawURL, namespace string, log *slog.Logger) (*redis
 	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = redisTimeout, redisTimeout, redisTimeout
 	ro.MaxRetries = -1
 	ro.DisableIdentity = true
-	return &redisStore{c: c, client: redis.NewClient(ro), prefix: "portico:cache:" + namespace + "\x00", url: redactURL(rawURL), log: log}, nil
+	return &redisStore{c: c, client: redis.NewClient(ro), prefix: "portico:cache:" + namespace + "\x00", url: redactURL(rawURL), log: log, retry: redisRetry}, nil
 }
 
 var errRedisDown = errors.New("cache: the Redis store is unreachable")
@@ -79,7 +84,7 @@ func (s *redisStore) call(ctx context.Context, f func(ctx context.Context) error
 			s.log.Error("cache: the Redis store is unreachable; requests pass through uncached until it answers",
 				"store", s.url, "err", err)
 		}
-		s.retryAt = time.Now().Add(redisRetry)
+		s.retryAt = time.Now().Add(s.retry)
 		return fmt.Errorf("cache: asking the Redis store: %w", err)
 	}
 	if s.down {
@@ -95,7 +100,7 @@ func (s *redisStore) get(ctx context.Context, url string, r *http.Request) (*ent
 		variant = variantKey(r, nil)
 	)
 	err := s.call(ctx, func(ctx context.Context) error {
-		vary, err := s.client.Get(ctx, s.prefix+"u"+url).Result()
+		vary, err := s.client.HGet(ctx, s.prefix+"u"+url, "vary").Result()
 		if err != nil {
 			return err
 		}
@@ -120,7 +125,7 @@ func (s *redisStore) put(ctx context.Context, url, variant string, e *entry, ttl
 		_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Set(ctx, s.prefix+"e"+url+"\x00"+variant, e.encode(), ttl)
 			// The Vary list lives as long as the longest entry put.
-			p.Set(ctx, uk, strings.Join(e.vary, ","), redis.KeepTTL)
+			p.HSet(ctx, uk, "vary", strings.Join(e.vary, ","), "\x00"+variant, "")
 			p.Do(ctx, "PEXPIRE", uk, ttl.Milliseconds(), "GT")
 			p.Do(ctx, "PEXPIRE", uk, ttl.Milliseconds(), "NX")
 			return nil
@@ -136,18 +141,38 @@ func (s *redisStore) remove(ctx context.Context, url, variant string) error {
 }
 
 func (s *redisStore) purge(ctx context.Context, url string, prefix bool) (int, error) {
-	n := 0
-	pattern := s.prefix + "e" + url
 	if !prefix {
-		pattern += "\x00"
+		// Also on a client's path (an unsafe request invalidates its
+		// URL): bounded like the other calls.
+		n := 0
+		err := s.call(ctx, func(ctx context.Context) error {
+			uk := s.prefix + "u" + url
+			fields, err := s.client.HKeys(ctx, uk).Result()
+			if err != nil {
+				return err
+			}
+			var keys []string
+			for _, f := range fields {
+				if v, ok := strings.CutPrefix(f, "\x00"); ok {
+					keys = append(keys, s.prefix+"e"+url+"\x00"+v)
+				}
+			}
+			if len(keys) > 0 {
+				d, err := s.client.Del(ctx, keys...).Result()
+				if err != nil {
+					return err
+				}
+				n = int(d)
+			}
+			return s.client.Del(ctx, uk).Err()
+		})
+		return n, err
 	}
-	pattern = globEscape(pattern) + "*"
-	var uPattern string
-	if prefix {
-		uPattern = globEscape(s.prefix+"u"+url) + "*"
-	}
-	// A purge is an admin's request, not on a client's path: it gets
-	// the caller's context and no per-call timeout.
+	n := 0
+	pattern := globEscape(s.prefix+"e"+url) + "*"
+	uPattern := globEscape(s.prefix+"u"+url) + "*"
+	// A prefix purge is an admin's request, not on a client's path: it
+	// gets the caller's context and no per-call timeout.
 	del := func(pattern string, count bool) error {
 		iter := s.client.Scan(ctx, 0, pattern, 500).Iterator()
 		var batch []string
@@ -178,13 +203,7 @@ func (s *redisStore) purge(ctx context.Context, url string, prefix bool) (int, e
 	if err := del(pattern, true); err != nil {
 		return n, fmt.Errorf("cache: purging the Redis store: %w", err)
 	}
-	var err error
-	if prefix {
-		err = del(uPattern, false)
-	} else {
-		err = s.client.Del(ctx, s.prefix+"u"+url).Err()
-	}
-	if err != nil {
+	if err := del(uPattern, false); err != nil {
 		return n, fmt.Errorf("cache: purging the Redis store: %w", err)
 	}
 	return n, nil

@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,62 +15,9 @@ import (
 	"portico/internal/porticotest"
 )
 
-// redisServer is a redis-server (Debian's package) on a free loopback
-// port, without persistence.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port int
-	cmd  *exec.Cmd
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin := porticotest.RequireProgram(t, "redis-server")
-	s := &redisServer{t: t, bin: bin, port: porticotest.FreePort(t)}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-func (s *redisServer) url() string { return "redis://" + s.addr() + "/0" }
-
-func (s *redisServer) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	var out strings.Builder
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	porticotest.WaitFor(s.t, "redis-server to answer PING", 10*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", s.addr(), time.Second)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		fmt.Fprint(c, "PING\r\n")
-		b := make([]byte, 7)
-		n, _ := c.Read(b)
-		return string(b[:n]) == "+PONG\r\n"
-	})
-}
-
-func (s *redisServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-	s.cmd = nil
-}
-
-func (s *redisServer) client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.addr(), DisableIdentity: true})
-	s.t.Cleanup(func() { c.Close() })
+func redisClient(t *testing.T, s *porticotest.Redis) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), DisableIdentity: true})
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 
@@ -81,7 +25,7 @@ func (s *redisServer) client() *redis.Client {
 // stored, a purge from one is seen by the other, the keys expire, and
 // another namespace shares nothing.
 func TestRedisShared(t *testing.T) {
-	srv := startRedis(t)
+	srv := porticotest.StartRedis(t)
 	log := porticotest.NewLogRecorder()
 	clk := newClock()
 	o := &origin{respond: func(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +36,7 @@ func TestRedisShared(t *testing.T) {
 		io.WriteString(w, r.URL.RequestURI()+" "+r.Header.Get("Accept-Language"))
 	}}
 	node := func(ns string) *Cache {
-		return newCache(t, Options{Store: srv.url(), Namespace: ns, Logger: log.Logger()}, clk)
+		return newCache(t, Options{Store: srv.URL(), Namespace: ns, Logger: log.Logger()}, clk)
 	}
 	a, b, other := node("site/route"), node("site/route"), node("site/other")
 	ha, hb, hother := a.Handler(o), b.Handler(o), other.Handler(o)
@@ -107,7 +51,7 @@ func TestRedisShared(t *testing.T) {
 	must(t, o.calls.Load() == 3, "the app got %d requests, want 3", o.calls.Load())
 
 	// TTL: lifetime plus the stale window, on the entries and the Vary list.
-	rc := srv.client()
+	rc := redisClient(t, srv)
 	ctx := context.Background()
 	keys, err := rc.Keys(ctx, "portico:cache:site/route*").Result()
 	must(t, err == nil && len(keys) == 3, "keys %q %v", keys, err)
@@ -129,6 +73,10 @@ func TestRedisShared(t *testing.T) {
 	expect(t, "B after prefix purge", get(hb, "GET", "/pz"), "MISS", 200, "/pz ")
 	expect(t, "outside the prefix", get(hb, "GET", "/x"), "HIT", 200, "/x ")
 	expect(t, "other namespace untouched", get(hother, "GET", "/p?q=1", "Accept-Language", "en"), "HIT", 200, "/p?q=1 en")
+	// An unsafe request through one node invalidates for both.
+	expect(t, "B before the POST", get(hb, "GET", "/x"), "HIT", 200, "/x ")
+	get(ha, "POST", "/x")
+	expect(t, "B after A's POST", get(hb, "GET", "/x"), "MISS", 200, "/x ")
 	if recs := log.Records(); len(recs) != 0 {
 		t.Fatalf("unexpected log records:\n%s", log)
 	}
@@ -136,10 +84,10 @@ func TestRedisShared(t *testing.T) {
 
 // TestRedisGlobPurge: a prefix with glob characters matches only itself.
 func TestRedisGlobPurge(t *testing.T) {
-	srv := startRedis(t)
+	srv := porticotest.StartRedis(t)
 	clk := newClock()
 	o := &origin{respond: fixed(clk, 200, "x", "Cache-Control", "max-age=60")}
-	c := newCache(t, Options{Store: srv.url(), Namespace: "n*"}, clk)
+	c := newCache(t, Options{Store: srv.URL(), Namespace: "n*"}, clk)
 	h := c.Handler(o)
 	for _, u := range []string{"/a*", "/ab", "/a?x", "/b[1]", "/b1"} {
 		get(h, "GET", u)
@@ -157,21 +105,25 @@ func TestRedisGlobPurge(t *testing.T) {
 // TestRedisDown: with Redis killed, requests are answered (uncached) and
 // the outage is logged once; when it is back, the cache works again.
 func TestRedisDown(t *testing.T) {
-	srv := startRedis(t)
+	srv := porticotest.StartRedis(t)
 	log := porticotest.NewLogRecorder()
 	clk := newClock()
 	o := &origin{respond: fixed(clk, 200, "page", "Cache-Control", "max-age=600")}
-	c := newCache(t, Options{Store: srv.url(), Logger: log.Logger()}, clk)
+	c := newCache(t, Options{Store: srv.URL(), Logger: log.Logger()}, clk)
 	h := c.Handler(o)
 	get(h, "GET", "/")
 	expect(t, "up", get(h, "GET", "/"), "HIT", 200, "page")
-	srv.stop()
+	c.store.(*redisStore).retry = 0 // every request asks Redis
+	srv.Stop()
 	for i := range 20 {
 		expect(t, fmt.Sprint("down ", i), get(h, "GET", "/"), "MISS", 200, "page")
 	}
+	porticotest.WaitFor(t, "several failed calls", 10*time.Second, func() bool {
+		expect(t, "down", get(h, "GET", "/"), "MISS", 200, "page")
+		return c.Stats().StoreErrors >= 5
+	})
 	must(t, len(log.Records()) == 1 && log.Records()[0].Level == slog.LevelError, "log while down:\n%s", log)
-	must(t, c.Stats().StoreErrors >= 1, "store errors %d", c.Stats().StoreErrors)
-	srv.start()
+	srv.Start()
 	porticotest.WaitFor(t, "the cache to store again", 10*time.Second, func() bool {
 		get(h, "GET", "/")
 		return get(h, "GET", "/").Header().Get("X-Cache") == "HIT"

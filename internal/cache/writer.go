@@ -32,6 +32,7 @@ type teeWriter struct {
 	buf        []byte
 	reason     string // why the answer is not storable ("" if it is)
 	notModFrom bool   // the client got our 304: the body is only captured
+	counted    bool   // the answer's X-Cache is counted
 }
 
 type writerMode int
@@ -116,6 +117,11 @@ func (t *teeWriter) passHeaders() {
 	if t.expired {
 		res = resExpired
 	}
+	if t.counted {
+		dst["X-Cache"] = xCache[res]
+		return
+	}
+	t.counted = true
 	t.c.answered(t.w, res)
 }
 
@@ -218,8 +224,16 @@ func (t *teeWriter) finish(url string) {
 				return
 			}
 		}
-		if len(t.stored["Content-Length"]) == 0 && t.status != http.StatusNoContent {
-			t.stored["Content-Length"] = []string{strconv.Itoa(len(t.buf))}
+		if cl := t.stored["Content-Length"]; len(cl) == 0 {
+			if t.status != http.StatusNoContent {
+				t.stored["Content-Length"] = []string{strconv.Itoa(len(t.buf))}
+			}
+		} else if cl[0] != strconv.Itoa(len(t.buf)) {
+			return // the app wrote less than it announced: a broken answer
+		}
+		if _, remote := c.store.(*redisStore); remote && !t.bg {
+			// The client should not wait for the store.
+			http.NewResponseController(t.w).Flush()
 		}
 		e := c.newEntry(t.status, t.stored, t.buf, t.reqTime, resTime)
 		c.put(t.r, url, e, resTime)

@@ -1,76 +1,13 @@
 package limit
 
 import (
-	"fmt"
 	"log/slog"
-	"net"
-	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"portico/internal/porticotest"
 )
-
-// redisServer is a redis-server (Debian's package) on a free loopback
-// port, without persistence.
-type redisServer struct {
-	t    *testing.T
-	bin  string
-	port int
-	cmd  *exec.Cmd
-}
-
-func startRedis(t *testing.T) *redisServer {
-	t.Helper()
-	bin := porticotest.RequireProgram(t, "redis-server")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	s := &redisServer{t: t, bin: bin, port: port}
-	s.start()
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *redisServer) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-func (s *redisServer) url() string { return "redis://" + s.addr() + "/0" }
-
-func (s *redisServer) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
-	var out strings.Builder
-	s.cmd.Stdout, s.cmd.Stderr = &out, &out
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatal(err)
-	}
-	porticotest.WaitFor(s.t, "redis-server to answer PING", 10*time.Second, func() bool {
-		c, err := net.DialTimeout("tcp", s.addr(), time.Second)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(time.Second))
-		fmt.Fprint(c, "PING\r\n")
-		b := make([]byte, 7)
-		n, _ := c.Read(b)
-		return string(b[:n]) == "+PONG\r\n"
-	})
-}
-
-func (s *redisServer) stop() {
-	if s.cmd == nil {
-		return
-	}
-	s.cmd.Process.Kill()
-	s.cmd.Wait()
-	s.cmd = nil
-}
 
 func newRedisLimiter(t *testing.T, url string, opt Options, log *slog.Logger) *Limiter {
 	t.Helper()
@@ -86,11 +23,11 @@ func newRedisLimiter(t *testing.T, url string, opt Options, log *slog.Logger) *L
 // TestRedisShared: two limiters (two nodes) with one Redis share one
 // budget per key.
 func TestRedisShared(t *testing.T) {
-	srv := startRedis(t)
+	srv := porticotest.StartRedis(t)
 	log := porticotest.NewLogRecorder()
 	opt := Options{Rate: Rate{1, time.Minute}, Burst: 2}
-	a := newRedisLimiter(t, srv.url(), opt, log.Logger())
-	b := newRedisLimiter(t, srv.url(), opt, log.Logger())
+	a := newRedisLimiter(t, srv.URL(), opt, log.Logger())
+	b := newRedisLimiter(t, srv.URL(), opt, log.Logger())
 	for i, l := range []*Limiter{a, b, a} {
 		d, err := l.Allow("client")
 		if err != nil || !d.OK {
@@ -110,7 +47,7 @@ func TestRedisShared(t *testing.T) {
 		t.Fatalf("another key: %+v, %v", d, err)
 	}
 	// Delay mode (nginx without nodelay): the store says how long to wait.
-	c := newRedisLimiter(t, srv.url(), Options{Rate: Rate{1, time.Minute}, Burst: 2, Delay: true}, log.Logger())
+	c := newRedisLimiter(t, srv.URL(), Options{Rate: Rate{1, time.Minute}, Burst: 2, Delay: true}, log.Logger())
 	c.Allow("delayed")
 	d, err := c.Allow("delayed")
 	if err != nil || !d.OK || d.Delay < 59*time.Second || d.Delay > time.Minute {
@@ -125,16 +62,16 @@ func TestRedisShared(t *testing.T) {
 // one error record for the outage; when Redis is back the limit applies
 // again, with one info record.
 func TestRedisOutage(t *testing.T) {
-	srv := startRedis(t)
+	srv := porticotest.StartRedis(t)
 	log := porticotest.NewLogRecorder()
-	l := newRedisLimiter(t, srv.url(), Options{Rate: Rate{1, time.Minute}}, log.Logger())
+	l := newRedisLimiter(t, srv.URL(), Options{Rate: Rate{1, time.Minute}}, log.Logger())
 	if d, _ := l.Allow("k"); !d.OK {
 		t.Fatal("first refused")
 	}
 	if d, _ := l.Allow("k"); d.OK {
 		t.Fatal("second passed while Redis is up")
 	}
-	srv.stop()
+	srv.Stop()
 	calls := 0
 	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline) || calls < 5; calls++ {
 		start := time.Now()
@@ -155,7 +92,7 @@ func TestRedisOutage(t *testing.T) {
 	if errs != 1 {
 		t.Fatalf("%d error records for one outage of %d calls, want 1:\n%s", errs, calls, log)
 	}
-	srv.start() // a fresh Redis: the key is gone
+	srv.Start() // a fresh Redis: the key is gone
 	porticotest.WaitFor(t, "the limit to apply again", 10*time.Second, func() bool {
 		d, err := l.Allow("k2")
 		return err == nil && d.OK
