@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
+	"net/url"
 	"sync"
 	"time"
 
@@ -147,15 +147,10 @@ var errRedisDown = errors.New("limit: the Redis store is unreachable")
 func (s *RedisStore) Close() error { return s.client.Close() }
 
 // redactURL hides a password in a store URL for the log.
-func redactURL(u string) string {
-	scheme, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(an unparsable URL)"
 	}
-	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-		if user, _, ok := strings.Cut(rest[:at], ":"); ok {
-			return scheme + "://" + user + ":xxxxx@" + rest[at+1:]
-		}
-	}
-	return u
+	return u.Redacted()
 }
