@@ -103,8 +103,9 @@ Responses:
                             SIZE in memory, as their Cache-Control allows (default: none)
                             [nginx proxy_cache/uwsgi_cache, proxy_cache_path max_size]
       --cache-ttl DUR       with --cache, keep answers that carry no freshness information
-                            this long: micro-caching (default 0: not stored)
-                            [nginx proxy_cache_valid]
+                            this long (micro-caching), then serve them stale for as long
+                            again while one request refreshes them (default 0: not stored)
+                            [nginx proxy_cache_valid + proxy_cache_use_stale updating]
 
 Protection:
       --allow CIDR          only clients in CIDR (or an address, or "unix") may come in, on
@@ -418,7 +419,11 @@ func ParseRun(args []string, out io.Writer) (*Config, error) {
 		}
 		if cacheSize != 0 {
 			rt.Cache = DefaultCache()
-			rt.Cache.Size, rt.Cache.DefaultTTL = cacheSize, cacheTTL
+			// Micro-caching as nginx's recipes do it: fresh for the TTL,
+			// then stale for as long again while one request refreshes
+			// the entry, so that clients never queue behind the app at
+			// each expiry (proxy_cache_use_stale updating).
+			rt.Cache.Size, rt.Cache.DefaultTTL, rt.Cache.StaleWhileRevalidate = cacheSize, cacheTTL, cacheTTL
 			if rt.Cache.MaxEntry > cacheSize {
 				rt.Cache.MaxEntry = cacheSize
 			}

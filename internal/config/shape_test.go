@@ -148,7 +148,7 @@ func TestShapeFlags(t *testing.T) {
 				t.Errorf("static route: max_age %v cache %+v", r.Static.MaxAge, r.Cache)
 			}
 		default:
-			if r.Cache == nil || r.Cache.Size != 32<<20 || r.Cache.DefaultTTL != time.Second || r.CompressOn() {
+			if r.Cache == nil || r.Cache.Size != 32<<20 || r.Cache.DefaultTTL != time.Second || r.Cache.StaleWhileRevalidate != time.Second || r.CompressOn() {
 				t.Errorf("route %s: cache %+v compress %v", r.Path, r.Cache, r.CompressOn())
 			}
 		}

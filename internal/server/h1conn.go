@@ -87,6 +87,9 @@ type conn struct {
 	served bool
 	body   *body
 	resp   *response
+	// spareHeader is the cleared header map of the last response, for
+	// the next (see serveRequest).
+	spareHeader http.Header
 
 	// The current request's context and client-gone monitor (see reqCtx).
 	ctx     *reqCtx
@@ -442,6 +445,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// maxSpareHeader bounds the header maps kept for reuse: a larger one is
+// left to the collector rather than kept per idle connection.
+const maxSpareHeader = 32
+
 // reqState is what one request needs besides its http.Request, in one
 // allocation.
 type reqState struct {
@@ -520,6 +527,16 @@ func (c *conn) serveRequest(head *requestHead) (keep bool) {
 	if cap(c.out) <= maxPooledBuf {
 		*c.outp = c.out[:0]
 		outPool.Put(c.outp)
+	}
+	if h := w.header; h != nil && len(h) <= maxSpareHeader {
+		// The next response on this connection reuses the map, grown
+		// already: a page with a dozen header fields (an app's security
+		// headers, a cache's Age and X-Cache) would otherwise grow a new
+		// one past its first group of 8 on every request. The handler
+		// has returned: nothing may touch w's header any more (as with
+		// net/http).
+		clear(h)
+		c.spareHeader = h
 	}
 	c.out, c.outp, c.resp, c.body, c.ctx, c.mon = nil, nil, nil, nil, nil, nil
 	if c.rdKind == deadlineExplicit || c.rdKind == deadlineBody {
