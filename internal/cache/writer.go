@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -124,6 +125,21 @@ func (t *teeWriter) passHeaders() {
 	t.counted = true
 	t.c.answered(t.w, res)
 }
+
+// ReadFrom keeps sendfile for an answer that goes to the client without
+// a copy into the entry (a large file an app's X-Accel-Redirect names).
+func (t *teeWriter) ReadFrom(src io.Reader) (int64, error) {
+	if t.mode == modeUnset {
+		t.WriteHeader(http.StatusOK)
+	}
+	if rf, ok := t.w.(io.ReaderFrom); ok && t.mode == modePass && !t.capture && !t.bg && !t.notModFrom {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writeOnly{t}, src)
+}
+
+// writeOnly hides ReadFrom from io.Copy.
+type writeOnly struct{ io.Writer }
 
 func (t *teeWriter) Write(p []byte) (int, error) {
 	if t.mode == modeUnset {

@@ -404,6 +404,22 @@ func (rw *responseWriter) Write(p []byte) (int, error) {
 	}
 }
 
+// ReadFrom keeps sendfile for what is not compressed: a file served
+// through the route (an app's X-Accel-Redirect) whose type is not
+// compressible or that is compressed already.
+func (rw *responseWriter) ReadFrom(src io.Reader) (int64, error) {
+	if rw.mode == undecided {
+		rw.decide(nil)
+	}
+	if rf, ok := rw.w.(io.ReaderFrom); ok && rw.mode == identity {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(writeOnly{rw}, src)
+}
+
+// writeOnly hides ReadFrom from io.Copy.
+type writeOnly struct{ io.Writer }
+
 // Flush sends what was written so far, decodable by the client.
 func (rw *responseWriter) Flush() { _ = rw.FlushError() }
 
