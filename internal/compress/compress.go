@@ -477,8 +477,8 @@ func (rw *responseWriter) decide(p []byte) {
 		rw.passThrough()
 		return
 	}
-	if cl := h.Get("Content-Length"); cl != "" {
-		n, err := strconv.ParseInt(cl, 10, 64)
+	if cl := h["Content-Length"]; len(cl) > 0 && cl[0] != "" {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
 		if err != nil || n < 0 {
 			rw.passThrough() // net/http will refuse it; not ours to judge
 			return
