@@ -269,9 +269,11 @@ func (p *pageWriter) ReadFrom(src io.Reader) (int64, error) {
 }
 
 func (p *pageWriter) Flush() {
-	if !p.swallow {
-		_ = http.NewResponseController(p.ResponseWriter).Flush()
+	if p.swallow {
+		return
 	}
+	p.wrote = true // a flush sends the head (200 if none was written)
+	_ = http.NewResponseController(p.ResponseWriter).Flush()
 }
 
 func (p *pageWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
