@@ -73,10 +73,15 @@ const (
 	// 1.6 times its CPU; 3 is no smaller, 4 costs twice as much again
 	// for 9% fewer bytes, 5 and up three times.
 	DefaultBrotliLevel = 2
-	// DefaultGzipLevel: gzip 5 (klauspost/compress) costs less than
-	// nginx's zlib gzip 1 and is 8% smaller; 6 costs half as much again
-	// for 1%, 9 seven times as much for 3%.
-	DefaultGzipLevel = 5
+	// DefaultGzipLevel: gzip 1, as nginx's default. Alone, gzip 5 costs
+	// less than nginx's zlib gzip 1 for 8% fewer bytes; in the server,
+	// on the core the app's workers share (bench/run.sh django-gzip, the
+	// 9.7 kB /rows page, interleaved runs), its larger tables go cold
+	// between answers: level 5 cost about 90 µs more per answer than
+	// level 1, which costs what nginx's gzip does (80-90 µs) for 6% more
+	// bytes (1,572 vs 1,487). gzip is what API clients and curl ask for;
+	// browsers get brotli.
+	DefaultGzipLevel = 1
 	// DefaultZstdLevel: zstd 3, the library's default speed, costs half
 	// of nginx's gzip 1 and is smaller than gzip 9.
 	DefaultZstdLevel = 3
@@ -102,7 +107,7 @@ type Options struct {
 	// DefaultBrotliLevel (2). nginx (ngx_brotli): brotli_comp_level.
 	BrotliLevel int
 	// GzipLevel is gzip's level, 1 (fastest) to 9 (smallest); 0 means
-	// DefaultGzipLevel (5). nginx: gzip_comp_level (default 1).
+	// DefaultGzipLevel (1). nginx: gzip_comp_level (default 1).
 	GzipLevel int
 	// ZstdLevel is a zstd level as the zstd tool numbers them, 1 to 22,
 	// mapped onto the four speeds of the encoder (1-2 fastest, 3-5
