@@ -384,7 +384,7 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, now
 	for k, v := range e.header {
 		h[k] = v
 	}
-	h["Age"] = []string{strconv.FormatInt(int64(e.age(now)/time.Second), 10)}
+	h["Age"] = ageValue(int64(e.age(now) / time.Second))
 	c.answered(w, res)
 	if e.status == http.StatusOK && notModified(r, e.etag, e.lastMod) {
 		w.WriteHeader(http.StatusNotModified)
@@ -394,6 +394,23 @@ func (c *Cache) serveEntry(w http.ResponseWriter, r *http.Request, e *entry, now
 	if r.Method != http.MethodHead {
 		w.Write(e.body)
 	}
+}
+
+// ageValues are the Age header values of the first minute, shared by
+// every answer like xCache: a micro-cached hit is seconds old, and its
+// Age then costs no allocation.
+var ageValues = func() (v [60][]string) {
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+func ageValue(secs int64) []string {
+	if secs >= 0 && secs < int64(len(ageValues)) {
+		return ageValues[secs]
+	}
+	return []string{strconv.FormatInt(secs, 10)}
 }
 
 // notModified evaluates r's If-None-Match, or without it its
