@@ -683,7 +683,8 @@ func addVary(h http.Header) {
 			return
 		}
 	}
-	h["Vary"] = append(h["Vary"], "Accept-Encoding")
+	v := h["Vary"]
+	h["Vary"] = append(v[:len(v):len(v)], "Accept-Encoding") // a copy: the values may be shared (a stored answer's)
 }
 
 // hasToken reports whether the comma-separated list v holds token (lower
