@@ -14,7 +14,7 @@ ROWS = [
 def rows(request):
     """An HTML page with a 100-row table (template inheritance, a for loop with
     cycle and if, a CSRF token), about 2-3 ms of Django per request."""
-    return render(request, "benchsite/rows.html", {"title": "100 rows", "rows": ROWS})
+    return render(request, "benchsite/rows.html", {"title": "100 rows", "rows": ROWS, "form": True})
 
 
 @require_GET
@@ -24,4 +24,4 @@ def rows_public(request):
     shared cache may keep (bench/run.sh's django-cache scenario). /rows sets
     a cookie of its own on every answer to a visitor without one, and no
     shared cache stores an answer with Set-Cookie by default (nginx neither)."""
-    return render(request, "benchsite/rows_public.html", {"title": "100 rows", "rows": ROWS})
+    return render(request, "benchsite/rows.html", {"title": "100 rows", "rows": ROWS, "form": False})
