@@ -19,6 +19,7 @@ RESULTS_DIR holds tab-separated files written by run.sh:
   failed.tsv     scenario, stack, reason
   responses.tsv  scenario, stack, status, body bytes, Content-Length, Content-Encoding, X-Cache
                  (one answer to the scenario's request, before timing; django-cache, django-gzip)
+  tls.tsv        scenario, stack, the TLS version and cipher curl agreed on (HTTPS and HTTP/2 scenarios)
   idle.tsv       stack, asked, established, failed, seconds to open, RSS KiB before, RSS KiB holding,
                  held (ss), answer code, answer seconds, alive after the hold, kernel slab growth KiB
 
@@ -162,8 +163,9 @@ def load(results):
     failed = {(row[0], row[1]): row[2] for row in read_tsv(os.path.join(results, "failed.tsv"))}
     idle = {row[0]: row for row in read_tsv(os.path.join(results, "idle.tsv"))}
     responses = {(row[0], row[1]): row[2:] for row in read_tsv(os.path.join(results, "responses.tsv"))}
+    tls = {(row[0], row[1]): row[2] for row in read_tsv(os.path.join(results, "tls.tsv"))}
     stats = {key: Stat(rs, rss.get(key)) for key, rs in runs.items()}
-    return scenarios, labels, stats, failed, idle, responses
+    return scenarios, labels, stats, failed, idle, responses, tls
 
 
 def is_portico(stack):
@@ -486,7 +488,7 @@ def main(argv):
     ap.add_argument("--wrk-timeout", default="10s", help="wrk --timeout of the runs")
     args = ap.parse_args(argv)
 
-    scenarios, labels, stats, failed, idle, responses = load(args.results)
+    scenarios, labels, stats, failed, idle, responses, tls = load(args.results)
     out = ["## Results", ""]
     for name, kind, conns, stacks, title in scenarios:
         stacks = stacks.split()
@@ -499,6 +501,10 @@ def main(argv):
             responses_table(out, name, stacks, labels, responses)
             if name == "django-gzip":
                 compression_summary(out, conns, stats, responses)
+            agreed = [f"{labels.get(s, s)} {tls[(name, s)]}" for s in stacks if (name, s) in tls]
+            if agreed:
+                out.append("")
+                out.append("TLS agreed with curl (OpenSSL, as wrk; h2load offers TLS 1.3's AES-128-GCM first): " + "; ".join(agreed) + ".")
             if any(st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT
                    for (scn, _, _), st in stats.items() if scn == name):
                 out.append("")

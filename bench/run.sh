@@ -7,16 +7,17 @@
 #
 # What it does:
 #   1. installs what is missing from Debian (nginx, uwsgi, uwsgi-plugin-python3,
-#      gunicorn, caddy, php-fpm, python3-django, wrk, nghttp2-client, curl) with apt-get;
+#      gunicorn, caddy, php-fpm, python3-django, wrk, nghttp2-client, openssl, curl) with apt-get;
 #   2. builds portico (plain go build) and bench/idleconns into a temp dir;
 #   3. for each scenario and each stack: starts the stack pinned to CPU 0, in
 #      its own session, on its own loopback port; waits until it answers 200;
 #      warms up; runs wrk pinned to CPU 1 (-t1) BENCH_RUNS times for each
-#      connection count, measuring the server's CPU time (utime+stime of every
+#      connection count (h2load for the HTTP/2 scenarios, per CONNSxSTREAMS load),
+#      measuring the server's CPU time (utime+stime of every
 #      process of its sessions, from /proc) around each run and its RSS after;
 #      stops the stack by its own process group;
 #   4. prints one markdown table per scenario and writes BENCHMARKS.md (machine,
-#      versions, settings, tables, targets of issues 3, 10 and 13, the exact
+#      versions, settings, tables, targets of issues 3, 10, 13 and 14, the exact
 #      commands); with BENCH_SCENARIOS, the other scenarios are carried over
 #      from the BENCHMARKS.md it replaces (bench/carry.py).
 #
@@ -37,6 +38,8 @@
 #   BENCH_OUT [BENCHMARKS.md at the repository root]  where to write the report; "none" skips it
 #   BENCH_KEEP [0]        1 keeps the temp dir (logs, configs, raw wrk output)
 #   BENCH_PORTICO []      a portico binary to use instead of building ./cmd/portico
+#   BENCH_H2_LOADS ["64x10 64x1"]  h2load loads of static-h2: CONNSxSTREAMS (-c CONNS -m STREAMS)
+#   BENCH_H2_HELLO_LOADS ["64x10"] the same for hello-h2
 #   BENCH_PROFILE []      a directory: every portico process writes a CPU profile
 #                         there (PORTICO_CPUPROFILE), named SCENARIO-STACK.prof
 #
@@ -179,6 +182,7 @@ mkdir -p "$RESULTS" "$LOGS" "$RUNDIR" "$APPS"
 : >"$RESULTS/commands.md"
 : >"$RESULTS/scenarios.tsv"
 : >"$RESULTS/responses.tsv"
+: >"$RESULTS/tls.tsv"
 
 ALL_SIDS=()   # every session this script started (each a stack's process group leader)
 STACK_SIDS=() # the sessions of the stack that is running
@@ -681,12 +685,14 @@ start_nginx() {
 	local name=${5:-nginx}
 	local dir=$WORK/$name-$CUR conns=${3:-4096} listen="" tls=""
 	# The front of a TLS scenario (https, h2): ssl (and http2) on the run's
-	# certificate; keepalive_requests as the static benchmark's nginx, since
-	# h2load does not reconnect a connection nginx closes after its default of
-	# 1000 requests, and wrk would pay a handshake per 1000 (portico sets no limit).
+	# certificate; TLS 1.2 and 1.3 as portico (nginx 1.22's default stops at
+	# 1.2; 1.23.4 added 1.3); keepalive_requests as the static benchmark's
+	# nginx, since h2load does not reconnect a connection nginx closes after
+	# its default of 1000 requests, and wrk would pay a handshake per 1000
+	# (portico sets no limit).
 	if [[ $name == nginx && -n $TLS_LISTEN ]]; then
 		listen=" $TLS_LISTEN"
-		tls="ssl_certificate $CERT; ssl_certificate_key $KEY; keepalive_requests 1000000;"
+		tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000;"
 	fi
 	mkdir -p "$dir"
 	{
@@ -891,7 +897,11 @@ check_response() {
 		[[ $P_HTTP == "$proto" ]] || want="HTTP/$proto (got HTTP/$P_HTTP)"
 		[[ $SCENARIO != static-* || $P_BYTES == 1024 ]] || want="the 1024-byte file (got $P_BYTES bytes)"
 		[[ $P_CODE == 200 ]] || want="200 (got $P_CODE)"
-		log "  answer: $P_CODE, HTTP/$P_HTTP, $P_BYTES bytes"
+		# What TLS the stack agrees on with an OpenSSL client as wrk's.
+		local tls
+		tls=$(curl -sv "${CURL_TLS[@]}" -o /dev/null --max-time 10 "$url" 2>&1 | sed -n 's/^\* SSL connection using //p' | head -n 1)
+		printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "${tls:-?}" >>"$RESULTS/tls.tsv"
+		log "  answer: $P_CODE, HTTP/$P_HTTP, $P_BYTES bytes, ${tls:-?}"
 		if [[ -n $want ]]; then
 			CHECK_REASON="expected $want"
 			return 1
@@ -1160,7 +1170,7 @@ if [[ $OUT != none ]]; then
 			  django-gzip's wrk runs send \`-H 'Accept-Encoding: gzip'\`.
 			- TLS (static-https, static-h2, hello-https, hello-h2, issue 14): one self-signed ECDSA P-256 certificate for 127.0.0.1, made by the run,
 			  for every stack; portico \`--tls-cert --tls-key\` (its defaults: TLS 1.2+, HTTP/2 and HTTP/1.1 by ALPN), nginx \`listen … ssl\` (\`ssl http2\`
-			  in the h2 scenarios) with its default protocols and ciphers and \`keepalive_requests 1000000\` (h2load does not reconnect, and
+			  in the h2 scenarios) with \`ssl_protocols TLSv1.2 TLSv1.3\` (1.22's default stops at TLS 1.2), its default ciphers and \`keepalive_requests 1000000\` (h2load does not reconnect, and
 			  portico sets no limit). The static file: 1 KiB of random bytes, portico \`--static /s=DIR\` (1 worker of examples/hello, which run
 			  needs), nginx \`root\` with \`sendfile on\`, \`tcp_nopush on\`, \`open_file_cache\` as in bench/static (TLS without kTLS: no sendfile).
 			  The https scenarios run wrk on https:// URLs (HTTP/1.1: wrk offers no ALPN); the h2 scenarios run
