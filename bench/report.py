@@ -5,9 +5,11 @@
 
 RESULTS_DIR holds tab-separated files written by run.sh:
 
-  scenarios.tsv  name, kind (http|proxy|overload|idle), connection counts, stacks, title
+  scenarios.tsv  name, kind (http|proxy|https|h2|overload|idle), connection counts
+                 (kind h2: h2load loads, CONNSxSTREAMS), stacks, title
   labels.tsv     stack, label
-  runs.tsv       scenario, stack, conns, run, requests, seconds, req/s, p50 ms, p99 ms,
+  runs.tsv       scenario, stack, conns, run, requests, seconds, req/s, p50 ms, p99 ms
+                 (kind h2: h2load's mean and max time for request, it gives no percentiles),
                  non-2xx, connect+write+timeout errors, read errors, timeouts, status counts (code:n,...),
                  server CPU s, wrk CPU s, CPU s of everything else on the two CPUs,
                  CPU s of the stack's front (its last session; proxy scenarios),
@@ -17,13 +19,14 @@ RESULTS_DIR holds tab-separated files written by run.sh:
   failed.tsv     scenario, stack, reason
   responses.tsv  scenario, stack, status, body bytes, Content-Length, Content-Encoding, X-Cache
                  (one answer to the scenario's request, before timing; django-cache, django-gzip)
+  tls.tsv        scenario, stack, the TLS version and cipher curl agreed on (HTTPS and HTTP/2 scenarios)
   idle.tsv       stack, asked, established, failed, seconds to open, RSS KiB before, RSS KiB holding,
                  held (ss), answer code, answer seconds, alive after the hold, kernel slab growth KiB
 
 It prints a "Results" section (one table per scenario, with the ratio of each
 portico stack to every other stack) and a "Targets" section (the targets of
-issue 3, of issue 10 for the proxy scenarios and of issue 13 for the cache
-and compression ones, met or missed).
+issue 3, of issue 10 for the proxy scenarios, of issue 13 for the cache
+and compression ones and of issue 14 for HTTPS and HTTP/2, met or missed).
 """
 
 import argparse
@@ -62,6 +65,27 @@ def ratio(a, b):
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def conn_key(s):
+    """A connection count (wrk), or an h2load load "CONNSxSTREAMS" kept as text."""
+    return int(s) if s.isdigit() else s
+
+
+def conn_text(c):
+    """How a connection count or an h2load load reads in a table."""
+    if isinstance(c, str) and "x" in c:
+        conns, streams = c.split("x", 1)
+        return f"{conns} × {streams} stream{'' if streams == '1' else 's'}"
+    return str(c)
+
+
+def conn_label(c):
+    """A connection count or an h2load load, in a target's scenario cell."""
+    if isinstance(c, str) and "x" in c:
+        conns, streams = c.split("x", 1)
+        return f"{conns} conns × {streams} stream{'' if streams == '1' else 's'}"
+    return f"{c} conns"
 
 
 def fmt_ratio(r):
@@ -134,13 +158,14 @@ def load(results):
     runs = defaultdict(list)
     for row in read_tsv(os.path.join(results, "runs.tsv")):
         r = dict(zip(RUN_FIELDS, row))
-        runs[(r["scenario"], r["stack"], int(r["conns"]))].append(r)
-    rss = {(row[0], row[1], int(row[2])): num(row[3]) for row in read_tsv(os.path.join(results, "rss.tsv"))}
+        runs[(r["scenario"], r["stack"], conn_key(r["conns"]))].append(r)
+    rss = {(row[0], row[1], conn_key(row[2])): num(row[3]) for row in read_tsv(os.path.join(results, "rss.tsv"))}
     failed = {(row[0], row[1]): row[2] for row in read_tsv(os.path.join(results, "failed.tsv"))}
     idle = {row[0]: row for row in read_tsv(os.path.join(results, "idle.tsv"))}
     responses = {(row[0], row[1]): row[2:] for row in read_tsv(os.path.join(results, "responses.tsv"))}
+    tls = {(row[0], row[1]): row[2] for row in read_tsv(os.path.join(results, "tls.tsv"))}
     stats = {key: Stat(rs, rss.get(key)) for key, rs in runs.items()}
-    return scenarios, labels, stats, failed, idle, responses
+    return scenarios, labels, stats, failed, idle, responses, tls
 
 
 def is_portico(stack):
@@ -158,12 +183,14 @@ BUSY_OTHERS_PCT = 25
 EDGE_SCENARIOS = ("django-cache", "django-gzip")
 
 
-def http_table(out, name, conns, stacks, labels, stats, failed, front=False, edge=False):
+def http_table(out, name, conns, stacks, labels, stats, failed, front=False, edge=False, h2=False):
     """One row per stack and connection count; front adds the front's own
     CPU per request (proxy scenarios: the stack's CPU less its upstream's),
-    edge the CPU per request of its portico and nginx processes."""
+    edge the CPU per request of its portico and nginx processes; h2 (h2load's
+    runs) names the latency columns after what h2load gives, mean and max."""
     porticos = [s for s in stacks if is_portico(s)]
-    head = ["stack", "conns", "req/s", "min–max", "p50 ms", "p99 ms", "CPU µs/req"]
+    latency = ["mean ms", "max ms"] if h2 else ["p50 ms", "p99 ms"]
+    head = ["stack", "conns × streams" if h2 else "conns", "req/s", "min–max"] + latency + ["CPU µs/req"]
     head += ["front µs/req"] if front else []
     head += ["edge µs/req"] if edge else []
     head += ["srv CPU %", "wrk CPU %", "others %", "RSS MiB", "errors", "closes"]
@@ -176,12 +203,12 @@ def http_table(out, name, conns, stacks, labels, stats, failed, front=False, edg
             label = labels.get(s, s)
             st = stats.get((name, s, c))
             if st is None:
-                cells = [label, str(c)] + ["—"] * (len(head) - 2)
+                cells = [label, conn_text(c)] + ["—"] * (len(head) - 2)
                 cells[head.index("errors")] = "failed" if (name, s) in failed else "not run"
                 out.append("| " + " | ".join(cells) + " |")
                 continue
             flag = " ⚠" if st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT else ""
-            row = [label + flag, str(c), fmt(st.rps), f"{fmt(st.rps_min)}–{fmt(st.rps_max)}", fmt(st.p50, 2), fmt(st.p99, 2), fmt(st.cpu_us, 1)]
+            row = [label + flag, conn_text(c), fmt(st.rps), f"{fmt(st.rps_min)}–{fmt(st.rps_max)}", fmt(st.p50, 2), fmt(st.p99, 2), fmt(st.cpu_us, 1)]
             row += [fmt(st.front_us, 1)] if front else []
             row += [fmt(st.edge_us, 1)] if edge else []
             row += [fmt(st.srv_pct), fmt(st.wrk_pct), fmt(st.others_pct), fmt(st.rss_mib, 1), str(st.errors), str(st.closes)]
@@ -333,11 +360,11 @@ def idle_table(out, stacks, labels, idle):
 
 
 def targets(out, scenarios, labels, stats, idle, responses, capacity, queue_timeout_ms):
-    """The targets of issues 3, 10 and 13, each met or missed, at every connection count measured."""
+    """The targets of issues 3, 10, 13 and 14, each met or missed, at every connection count measured."""
     out.append("| scenario | target | measured | met |")
     out.append("|---|---|---|---|")
     names = {s[0] for s in scenarios}
-    conns_of = {s[0]: [int(c) for c in s[2].split()] for s in scenarios}
+    conns_of = {s[0]: [conn_key(c) for c in s[2].split()] for s in scenarios}
 
     def rps_target(scn, num_stack, den_stack, minimum, text):
         for c in conns_of.get(scn, []):
@@ -347,7 +374,7 @@ def targets(out, scenarios, labels, stats, idle, responses, capacity, queue_time
             r = ratio(a.rps, b.rps)
             cpu = ratio(a.cpu_us, b.cpu_us)
             met = "—" if minimum is None else ("yes" if r is not None and r >= minimum else "no")
-            out.append(f"| {scn} ({c} conns) | {text} | {fmt_ratio(r)} req/s, {fmt_ratio(cpu)} CPU/req | {met} |")
+            out.append(f"| {scn} ({conn_label(c)}) | {text} | {fmt_ratio(r)} req/s, {fmt_ratio(cpu)} CPU/req | {met} |")
 
     if "hello" in names:
         rps_target("hello", "portico", "nginx-uwsgi", 1.2, "portico ≥ 1.2× nginx → uWSGI")
@@ -431,6 +458,19 @@ def targets(out, scenarios, labels, stats, idle, responses, capacity, queue_time
                        f"{fmt(num(sizes.get(on)))} bytes per response | — |")
         rps_target("django-gzip", "portico", "nginx-uwsgi-gzip", None, "portico compressing vs nginx gzip on (no figure set)")
 
+    # Issue 14: static files over HTTPS and HTTP/2 at least as fast as nginx
+    # with ssl (and http2) on the same certificate; the hello app over TLS is
+    # reported next to nginx → uWSGI with no figure set (the plain hello
+    # scenario carries issue 3's ≥ 1.2×).
+    if "static-https" in names:
+        rps_target("static-https", "portico-static", "nginx-file", 1.0, "portico ≥ 1.0× nginx ssl")
+    if "static-h2" in names:
+        rps_target("static-h2", "portico-static", "nginx-file", 1.0, "portico ≥ 1.0× nginx ssl http2")
+    if "hello-https" in names:
+        rps_target("hello-https", "portico", "nginx-uwsgi", None, "portico vs nginx ssl → uWSGI (no figure set)")
+    if "hello-h2" in names:
+        rps_target("hello-h2", "portico", "nginx-uwsgi", None, "portico vs nginx ssl http2 → uWSGI (no figure set)")
+
 
 def duration_ms(s):
     s = s.strip()
@@ -448,18 +488,23 @@ def main(argv):
     ap.add_argument("--wrk-timeout", default="10s", help="wrk --timeout of the runs")
     args = ap.parse_args(argv)
 
-    scenarios, labels, stats, failed, idle, responses = load(args.results)
+    scenarios, labels, stats, failed, idle, responses, tls = load(args.results)
     out = ["## Results", ""]
     for name, kind, conns, stacks, title in scenarios:
         stacks = stacks.split()
-        conns = [int(c) for c in conns.split()]
+        conns = [conn_key(c) for c in conns.split()]
         out.append(f"### {name}: {title}")
         out.append("")
-        if kind in ("http", "proxy"):
-            http_table(out, name, conns, stacks, labels, stats, failed, front=kind == "proxy", edge=name in EDGE_SCENARIOS)
+        if kind in ("http", "proxy", "https", "h2"):
+            http_table(out, name, conns, stacks, labels, stats, failed, front=kind == "proxy", edge=name in EDGE_SCENARIOS,
+                       h2=kind == "h2")
             responses_table(out, name, stacks, labels, responses)
             if name == "django-gzip":
                 compression_summary(out, conns, stats, responses)
+            agreed = [f"{labels.get(s, s)} {tls[(name, s)]}" for s in stacks if (name, s) in tls]
+            if agreed:
+                out.append("")
+                out.append("TLS agreed with curl (OpenSSL, as wrk; h2load offers TLS 1.3's AES-128-GCM first): " + "; ".join(agreed) + ".")
             if any(st.others_pct is not None and st.others_pct > BUSY_OTHERS_PCT
                    for (scn, _, _), st in stats.items() if scn == name):
                 out.append("")
@@ -477,7 +522,7 @@ def main(argv):
                 out.append("")
                 out.append(f"- {labels.get(s, s)} failed: {failed[(name, s)]}")
         out.append("")
-    out.append("## Targets (issues 3, 10 and 13)")
+    out.append("## Targets (issues 3, 10, 13 and 14)")
     out.append("")
     targets(out, scenarios, labels, stats, idle, responses, args.capacity, duration_ms(args.queue_timeout))
     print("\n".join(out))

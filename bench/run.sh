@@ -7,16 +7,17 @@
 #
 # What it does:
 #   1. installs what is missing from Debian (nginx, uwsgi, uwsgi-plugin-python3,
-#      gunicorn, caddy, php-fpm, python3-django, wrk, nghttp2-client, curl) with apt-get;
+#      gunicorn, caddy, php-fpm, python3-django, wrk, nghttp2-client, openssl, curl) with apt-get;
 #   2. builds portico (plain go build) and bench/idleconns into a temp dir;
 #   3. for each scenario and each stack: starts the stack pinned to CPU 0, in
 #      its own session, on its own loopback port; waits until it answers 200;
 #      warms up; runs wrk pinned to CPU 1 (-t1) BENCH_RUNS times for each
-#      connection count, measuring the server's CPU time (utime+stime of every
+#      connection count (h2load for the HTTP/2 scenarios, per CONNSxSTREAMS load),
+#      measuring the server's CPU time (utime+stime of every
 #      process of its sessions, from /proc) around each run and its RSS after;
 #      stops the stack by its own process group;
 #   4. prints one markdown table per scenario and writes BENCHMARKS.md (machine,
-#      versions, settings, tables, targets of issues 3, 10 and 13, the exact
+#      versions, settings, tables, targets of issues 3, 10, 13 and 14, the exact
 #      commands); with BENCH_SCENARIOS, the other scenarios are carried over
 #      from the BENCHMARKS.md it replaces (bench/carry.py).
 #
@@ -37,6 +38,8 @@
 #   BENCH_OUT [BENCHMARKS.md at the repository root]  where to write the report; "none" skips it
 #   BENCH_KEEP [0]        1 keeps the temp dir (logs, configs, raw wrk output)
 #   BENCH_PORTICO []      a portico binary to use instead of building ./cmd/portico
+#   BENCH_H2_LOADS ["64x10 64x1"]  h2load loads of static-h2: CONNSxSTREAMS (-c CONNS -m STREAMS)
+#   BENCH_H2_HELLO_LOADS ["64x10"] the same for hello-h2
 #   BENCH_PROFILE []      a directory: every portico process writes a CPU profile
 #                         there (PORTICO_CPUPROFILE), named SCENARIO-STACK.prof
 #
@@ -97,6 +100,10 @@ SCENARIOS=(
 	"proxy-php|php|-|/index.php|proxy|Reverse proxy to php-fpm over TCP (bench/php/index.php, pm static, 2 children)"
 	"django-cache|djangobench|benchsite.wsgi:application|/rows-public|http|Django 3.2 template page the same for every visitor (bench/djangobench /rows-public: /rows without its CSRF form), micro-cached for 1 s"
 	"django-gzip|djangobench|benchsite.wsgi:application|/rows|http|The django-template page (bench/djangobench /rows, 9.8 kB of HTML) asked for with Accept-Encoding: gzip"
+	"static-https|hello|app:application|/s/1k.bin|https|Static 1 KiB file over HTTPS with HTTP/1.1 (wrk), the same self-signed certificate for every stack"
+	"static-h2|hello|app:application|/s/1k.bin|h2|Static 1 KiB file over HTTP/2 (h2load -c CONNS -m STREAMS), the same certificate"
+	"hello-https|hello|app:application|/|https|Hello-world WSGI app (examples/hello, 2 workers) over HTTPS with HTTP/1.1 (wrk)"
+	"hello-h2|hello|app:application|/|h2|Hello-world WSGI app (examples/hello, 2 workers) over HTTP/2 (h2load)"
 )
 declare -A SCENARIO_STACKS=(
 	[hello]="portico uwsgi nginx-uwsgi gunicorn-sync gunicorn-gthread nginx-gunicorn nginx-portico"
@@ -109,6 +116,15 @@ declare -A SCENARIO_STACKS=(
 	[proxy-php]="portico-php nginx-php"
 	[django-cache]="portico-cache portico nginx-uwsgi-cache"
 	[django-gzip]="portico portico-nocompress nginx-uwsgi-gzip nginx-uwsgi"
+	[static-https]="portico-static nginx-file"
+	[static-h2]="portico-static nginx-file"
+	[hello-https]="portico nginx-uwsgi"
+	[hello-h2]="portico nginx-uwsgi"
+)
+# h2load loads (kind h2): CONNSxSTREAMS, h2load -c CONNS -m STREAMS, per scenario.
+declare -A H2_LOADS=(
+	[static-h2]="${BENCH_H2_LOADS:-64x10 64x1}"
+	[hello-h2]="${BENCH_H2_HELLO_LOADS:-64x10}"
 )
 # Extra portico flags per scenario, and per stack (start_portico's variants).
 declare -A PORTICO_EXTRA=(
@@ -145,6 +161,8 @@ declare -A STACK_LABEL=(
 	[nginx-uwsgi-cache]="nginx uwsgi_cache (1 s) → uWSGI"
 	[portico-nocompress]="portico --compress=false"
 	[nginx-uwsgi-gzip]="nginx gzip on (level 1) → uWSGI"
+	[portico-static]="portico --static"
+	[nginx-file]="nginx (sendfile, open_file_cache)"
 )
 
 # ---------------------------------------------------------------------------
@@ -164,11 +182,16 @@ mkdir -p "$RESULTS" "$LOGS" "$RUNDIR" "$APPS"
 : >"$RESULTS/commands.md"
 : >"$RESULTS/scenarios.tsv"
 : >"$RESULTS/responses.tsv"
+: >"$RESULTS/tls.tsv"
 
 ALL_SIDS=()   # every session this script started (each a stack's process group leader)
 STACK_SIDS=() # the sessions of the stack that is running
 STACK_CMDS=() # their command lines, for the report
 IDLE_PID=""   # the idleconns client while it runs
+# Set per scenario (section 3) for the TLS kinds, https and h2:
+TLS_LISTEN=""  # nginx's listen options: "ssl", "ssl http2"
+PORTICO_TLS=() # portico's --tls-cert/--tls-key
+CURL_TLS=()    # curl's: the run's self-signed certificate, HTTP/1.1 or HTTP/2
 CLIENT_PID="" # wrk while it runs
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -332,7 +355,7 @@ spawn() {
 wait_answer() {
 	local url=$1 i code sid
 	for ((i = 0; i < 240; i++)); do
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+		code=$(curl -s "${CURL_TLS[@]}" -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
 		[[ $code == 200 ]] && return 0
 		for sid in "${STACK_SIDS[@]}"; do
 			if ! proc_fields "$sid" || [[ ${F[0]} == Z ]]; then
@@ -410,7 +433,24 @@ start_portico() {
 	# shellcheck disable=SC2086
 	spawn portico "${PENV[@]}" "$PORTICO" run --bind "127.0.0.1:$3" --workers "$WORKERS" --threads 1 \
 		--access-log off --python "$PYTHON" --chdir "$1" "${FLAGS[@]}" ${PORTICO_EXTRA[$SCENARIO]:-} \
-		${PORTICO_STACK_EXTRA[$STACK]:-} "$2"
+		${PORTICO_STACK_EXTRA[$STACK]:-} "${PORTICO_TLS[@]}" "$2"
+}
+
+# Static files (static-https, static-h2): the 1 KiB file under /s/, the app
+# (examples/hello, 1 worker as in bench/static) only because run needs one;
+# over TLS on the run's certificate.
+start_portico-static() {
+	portico_env
+	spawn portico "${PENV[@]}" "$PORTICO" run --bind "127.0.0.1:$3" --workers 1 --threads 1 \
+		--access-log off --python "$PYTHON" --chdir "$1" "${PORTICO_TLS[@]}" --static "/s=$WWW/s" "$2"
+}
+
+# nginx serving the same file as bench/static's: sendfile, tcp_nopush,
+# open_file_cache (with TLS, and no kTLS, nginx reads the file and encrypts
+# it in user space: sendfile does not apply).
+start_nginx-file() {
+	start_nginx "$3" "root $WWW;" "" "include /etc/nginx/mime.types; default_type application/octet-stream;
+	    sendfile on; tcp_nopush on; open_file_cache max=1000 inactive=60s; open_file_cache_valid 1s;"
 }
 
 # The same, with a shared cache of $CACHE_SIZE that keeps answers without
@@ -643,7 +683,17 @@ start_nginx-php() {
 # stack, such as an upstream, needs its own).
 start_nginx() {
 	local name=${5:-nginx}
-	local dir=$WORK/$name-$CUR conns=${3:-4096}
+	local dir=$WORK/$name-$CUR conns=${3:-4096} listen="" tls=""
+	# The front of a TLS scenario (https, h2): ssl (and http2) on the run's
+	# certificate; TLS 1.2 and 1.3 as portico (nginx 1.22's default stops at
+	# 1.2; 1.23.4 added 1.3); keepalive_requests as the static benchmark's
+	# nginx, since h2load does not reconnect a connection nginx closes after
+	# its default of 1000 requests, and wrk would pay a handshake per 1000
+	# (portico sets no limit).
+	if [[ $name == nginx && -n $TLS_LISTEN ]]; then
+		listen=" $TLS_LISTEN"
+		tls="ssl_certificate $CERT; ssl_certificate_key $KEY; ssl_protocols TLSv1.2 TLSv1.3; keepalive_requests 1000000;"
+	fi
 	mkdir -p "$dir"
 	{
 		# As root, nginx would switch its worker to nobody; keep it root like every other server here.
@@ -663,7 +713,8 @@ start_nginx() {
 			    scgi_temp_path $dir/scgi;
 			    ${4:-}
 			    server {
-			        listen 127.0.0.1:$1;
+			        listen 127.0.0.1:$1$listen;
+			        $tls
 			        location / { $2 }
 			    }
 			}
@@ -734,13 +785,39 @@ client() {
 	CLIENT_PID=""
 }
 
-# bench_http URL CONNS...: warm up, then RUNS wrk runs per connection count.
+# parse_h2load FILE: parse_wrk's fields from h2load's output. h2load gives no
+# percentiles: the p50 and p99 fields carry the mean and the max of its "time
+# for request"; non-2xx are its 3xx, 4xx and 5xx; requests are those done; errors are the
+# failed, errored and timed-out requests; no status counts.
+parse_h2load() {
+	awk '
+		function ms(v) {
+			if (v ~ /us$/) return v / 1000
+			if (v ~ /ms$/) return v + 0
+			if (v ~ /s$/) return v * 1000
+			return v + 0
+		}
+		BEGIN { req = 0; secs = 0; rps = 0; mean = "-"; max = "-"; non2xx = 0; errs = 0; timeouts = 0 }
+		/^finished in / { secs = $3; sub(/s,?$/, "", secs); rps = $4 }
+		/^requests: / { req = $6; errs = $10 + $12 + $14; timeouts = $14 }
+		/^status codes: / { non2xx = $5 + $7 + $9 }
+		/^time for request:/ { max = ms($5); mean = ms($6) }
+		END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", req, secs, rps, mean, max, non2xx, errs, 0, timeouts, "-" }
+	' "$1"
+}
+
+# bench_http URL LOAD...: warm up, then RUNS runs per load: wrk at LOAD
+# connections, or (kind h2) h2load at LOAD = CONNSxSTREAMS.
 bench_http() {
-	local url=$1 c run out t0 t1 f0 f1 e0 e1 b0 b1 wrkargs=()
+	local url=$1 c run out t0 t1 f0 f1 e0 e1 b0 b1 wrkargs=() gen
 	shift
 	[[ $KIND == overload ]] && wrkargs=(-s "$BENCH_DIR/status.lua")
 	[[ -n ${WRK_HEADER[$SCENARIO]:-} ]] && wrkargs+=(-H "${WRK_HEADER[$SCENARIO]}")
-	client /dev/null taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" "${wrkargs[@]}" "$url"
+	if [[ $KIND == h2 ]]; then
+		client /dev/null taskset -c "$CLIENT_CPU" h2load -t1 -c64 -m10 -D "$WARMUP" "$url"
+	else
+		client /dev/null taskset -c "$CLIENT_CPU" wrk -t1 -c64 -d"${WARMUP}s" --timeout "$WRK_TIMEOUT" "${wrkargs[@]}" "$url"
+	fi
 	quiesce
 	for c in "$@"; do
 		for ((run = 1; run <= RUNS; run++)); do
@@ -750,7 +827,11 @@ bench_http() {
 			e0=$(edge_ticks "${STACK_SIDS[@]}")
 			b0=$(cpus_busy)
 			times >"$WORK/times0"
-			client "$out" taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency "${wrkargs[@]}" "$url"
+			if [[ $KIND == h2 ]]; then
+				client "$out" taskset -c "$CLIENT_CPU" h2load -t1 -c"${c%x*}" -m"${c#*x}" -D "$DURATION" "$url"
+			else
+				client "$out" taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"${DURATION}s" --timeout "$WRK_TIMEOUT" --latency "${wrkargs[@]}" "$url"
+			fi
 			times >"$WORK/times1"
 			b1=$(cpus_busy)
 			t1=$(cpu_ticks "${STACK_SIDS[@]}")
@@ -758,7 +839,9 @@ bench_http() {
 			e1=$(edge_ticks "${STACK_SIDS[@]}")
 			quiesce
 			local r srv wrk
-			r=$(parse_wrk "$out")
+			gen=parse_wrk
+			[[ $KIND == h2 ]] && gen=parse_h2load
+			r=$($gen "$out")
 			srv=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", t / hz }')
 			wrk=$(children_cpu "$WORK/times0" "$WORK/times1")
 			# The last columns: the CPU seconds of the stack's last session (its
@@ -775,11 +858,12 @@ bench_http() {
 
 # probe URL: one GET with the scenario's request header, as wrk sends it;
 # sets P_CODE, P_BYTES (body bytes on the wire), P_LENGTH (Content-Length),
-# P_ENCODING (Content-Encoding) and P_XCACHE (X-Cache), "-" when absent.
+# P_ENCODING (Content-Encoding) and P_XCACHE (X-Cache), "-" when absent;
+# P_HTTP the HTTP version it was answered in (1.1, 2).
 probe() {
 	local hdr=() head=$WORK/probe-head
 	[[ -n ${WRK_HEADER[$SCENARIO]:-} ]] && hdr=(-H "${WRK_HEADER[$SCENARIO]}")
-	read -r P_CODE P_BYTES < <(curl -s -o /dev/null -D "$head" -w '%{http_code} %{size_download}\n' --max-time 10 "${hdr[@]}" "$1" || echo "000 0")
+	read -r P_CODE P_BYTES P_HTTP < <(curl -s "${CURL_TLS[@]}" -o /dev/null -D "$head" -w '%{http_code} %{size_download} %{http_version}\n' --max-time 10 "${hdr[@]}" "$1" || echo "000 0 -")
 	P_LENGTH=$(head_field "$head" content-length)
 	P_ENCODING=$(head_field "$head" content-encoding)
 	P_XCACHE=$(head_field "$head" x-cache)
@@ -803,6 +887,27 @@ check_response() {
 	local url=$1 want=""
 	case $SCENARIO in
 	django-cache | django-gzip) ;;
+	static-https | static-h2 | hello-https | hello-h2)
+		# The TLS scenarios: the answer comes in the protocol the load
+		# generator will speak (curl offers the same ALPN: h2 for h2load,
+		# none for wrk), and the static file whole.
+		probe "$url"
+		local proto=1.1
+		[[ $KIND == h2 ]] && proto=2
+		[[ $P_HTTP == "$proto" ]] || want="HTTP/$proto (got HTTP/$P_HTTP)"
+		[[ $SCENARIO != static-* || $P_BYTES == 1024 ]] || want="the 1024-byte file (got $P_BYTES bytes)"
+		[[ $P_CODE == 200 ]] || want="200 (got $P_CODE)"
+		# What TLS the stack agrees on with an OpenSSL client as wrk's.
+		local tls
+		tls=$(curl -sv "${CURL_TLS[@]}" -o /dev/null --max-time 10 "$url" 2>&1 | sed -n 's/^\* SSL connection using //p' | head -n 1)
+		printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "${tls:-?}" >>"$RESULTS/tls.tsv"
+		log "  answer: $P_CODE, HTTP/$P_HTTP, $P_BYTES bytes, ${tls:-?}"
+		if [[ -n $want ]]; then
+			CHECK_REASON="expected $want"
+			return 1
+		fi
+		return 0
+		;;
 	*) return 0 ;;
 	esac
 	probe "$url"
@@ -858,7 +963,7 @@ bench_idle() {
 # ---------------------------------------------------------------------------
 # 1. Packages.
 
-PACKAGES=(nginx uwsgi uwsgi-plugin-python3 gunicorn caddy php-fpm python3-django wrk nghttp2-client curl)
+PACKAGES=(nginx uwsgi uwsgi-plugin-python3 gunicorn caddy php-fpm python3-django wrk nghttp2-client openssl curl)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
 	status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -874,7 +979,7 @@ if ((${#missing[@]} > 0)); then
 fi
 # Debian's php-fpm names its binary after the PHP version (php-fpm8.2).
 PHP_FPM=$(command -v php-fpm || compgen -G '/usr/sbin/php-fpm[0-9]*' | sort -V | tail -n 1 || true)
-for cmd in nginx uwsgi gunicorn caddy "${PHP_FPM:-php-fpm}" wrk curl taskset setsid ss go "$PYTHON"; do
+for cmd in nginx uwsgi gunicorn caddy "${PHP_FPM:-php-fpm}" wrk h2load openssl curl taskset setsid ss go "$PYTHON"; do
 	command -v "$cmd" >/dev/null 2>&1 || die "$cmd not found"
 done
 (($(nproc) >= 2)) || die "need 2 CPUs (server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU)"
@@ -904,6 +1009,22 @@ declare -A APP_ENVS=(
 	[djangoproject]="DJANGO_DB=$APPS/djangoproject/db.sqlite3"
 )
 
+# The TLS scenarios' certificate, one for every stack: self-signed, ECDSA
+# P-256 (the default of most ACME clients), for 127.0.0.1; and their static
+# file, 1 KiB of random bytes (application/octet-stream: nobody compresses it)
+# as in bench/static.
+CERT=$WORK/tls/cert.pem
+KEY=$WORK/tls/key.pem
+mkdir -p "$WORK/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+	-addext subjectAltName=IP:127.0.0.1 -keyout "$KEY" -out "$CERT" 2>"$LOGS/openssl.log" ||
+	die "openssl could not make the certificate: $(cat "$LOGS/openssl.log")"
+chmod 644 "$KEY" "$CERT"
+WWW=$WORK/www
+mkdir -p "$WWW/s"
+head -c 1024 /dev/urandom >"$WWW/s/1k.bin"
+chmod -R a+rX "$WWW"
+
 selected() { # selected NAME FILTER: FILTER empty or NAME in it
 	[[ -z $2 ]] && return 0
 	[[ " ${2//,/ } " == *" $1 "* ]]
@@ -920,10 +1041,17 @@ for entry in "${SCENARIOS[@]}"; do
 	IFS='|' read -r SCENARIO APP MODULE URLPATH KIND TITLE <<<"$entry"
 	selected "$SCENARIO" "$SCENARIO_FILTER" || continue
 	case $KIND in
-	http | proxy) conns=$CONNS ;;
+	http | proxy | https) conns=$CONNS ;;
+	h2) conns=${H2_LOADS[$SCENARIO]} ;;
 	overload) conns=$OVERLOAD_CONNS ;;
 	idle) conns=$IDLE_CONNS ;;
 	esac
+	scheme=http TLS_LISTEN="" PORTICO_TLS=() CURL_TLS=()
+	case $KIND in
+	https) scheme=https TLS_LISTEN=ssl CURL_TLS=(--cacert "$CERT" --http1.1) ;;
+	h2) scheme=https TLS_LISTEN="ssl http2" CURL_TLS=(--cacert "$CERT" --http2) ;;
+	esac
+	[[ $scheme == https ]] && PORTICO_TLS=(--tls-cert "$CERT" --tls-key "$KEY")
 	stacks=()
 	for STACK in ${SCENARIO_STACKS[$SCENARIO]}; do
 		selected "$STACK" "$STACK_FILTER" && stacks+=("$STACK")
@@ -943,7 +1071,7 @@ for entry in "${SCENARIOS[@]}"; do
 		STACK_CMDS=()
 		free_port
 		log "$CUR on 127.0.0.1:$PORT"
-		url=http://127.0.0.1:$PORT$URLPATH
+		url=$scheme://127.0.0.1:$PORT$URLPATH
 		"start_$STACK" "$APPS/$APP" "$MODULE" "$PORT" || true # a failed upstream shows in wait_answer
 		if ! wait_answer "$url"; then
 			printf '%s\t%s\t%s\n' "$SCENARIO" "$STACK" "did not answer 200 (log: $(tail -n 3 "$LOGS/$CUR-"*.log | tr '\n\t' '  ' | cut -c1-300))" >>"$RESULTS/failed.tsv"
@@ -1011,7 +1139,7 @@ if [[ $OUT != none ]]; then
 			- $(version_of "$PYTHON" --version) ($PYTHON)
 			- Django $("$PYTHON" -c 'import django; print(django.get_version())')
 			- $(version_of wrk -v | cut -d' ' -f1-3)
-			- h2load: $(version_of h2load --version) (installed, not used: no TLS/HTTP/2 in portico yet)
+			- h2load: $(version_of h2load --version) (static-h2, hello-h2); $(version_of openssl version) (the certificate; wrk's and nginx's TLS)
 
 			## Settings
 
@@ -1040,13 +1168,23 @@ if [[ $OUT != none ]]; then
 			  compression less without. Before the runs each stack answers once to the scenario's request (the table under each scenario);
 			  a cached stack must answer \`X-Cache: HIT\` to a second request, or it is not timed and the run fails.
 			  django-gzip's wrk runs send \`-H 'Accept-Encoding: gzip'\`.
+			- TLS (static-https, static-h2, hello-https, hello-h2, issue 14): one self-signed ECDSA P-256 certificate for 127.0.0.1, made by the run,
+			  for every stack; portico \`--tls-cert --tls-key\` (its defaults: TLS 1.2+, HTTP/2 and HTTP/1.1 by ALPN), nginx \`listen … ssl\` (\`ssl http2\`
+			  in the h2 scenarios) with \`ssl_protocols TLSv1.2 TLSv1.3\` (1.22's default stops at TLS 1.2), its default ciphers and \`keepalive_requests 1000000\` (h2load does not reconnect, and
+			  portico sets no limit). The static file: 1 KiB of random bytes, portico \`--static /s=DIR\` (1 worker of examples/hello, which run
+			  needs), nginx \`root\` with \`sendfile on\`, \`tcp_nopush on\`, \`open_file_cache\` as in bench/static (TLS without kTLS: no sendfile).
+			  The https scenarios run wrk on https:// URLs (HTTP/1.1: wrk offers no ALPN); the h2 scenarios run
+			  \`taskset -c $CLIENT_CPU h2load -t1 -cC -mM -D $DURATION URL\` for each load C × M (\`static-h2\`: ${H2_LOADS[static-h2]// /, }; \`hello-h2\`: ${H2_LOADS[hello-h2]// /, }),
+			  after a ${WARMUP} s warm-up at 64 × 10; h2load gives no percentiles, so their tables give the median of its mean and max time for request.
+			  Before the runs each stack must answer the scenario's URL in the protocol its load generator speaks (curl, HTTP/1.1 or HTTP/2), the file whole.
 
 		EOF
 		printf '%s\n' "$TABLES"
 		printf '\n## Commands\n\nThe exact commands of this run (%s is the temp dir; the apps are copies of examples/hello, examples/djangoproject, bench/djangobench, bench/apps). The load generator:\n\n' "\$TMP"
 		# shellcheck disable=SC2016 # $TMP is meant literally
-		printf '```sh\ntaskset -c %s wrk -t1 -c64 -d%ss --timeout %s URL                # warm-up\ntaskset -c %s wrk -t1 -cC -d%ss --timeout %s --latency URL      # each run\ntaskset -c %s wrk -t1 -c%s -d%ss --timeout %s --latency -s bench/status.lua URL   # overload\n$TMP/idleconns -addr 127.0.0.1:PORT -n %s -per-child 5000     # idle (built from bench/idleconns)\n```\n' \
-			"$CLIENT_CPU" "$WARMUP" "$WRK_TIMEOUT" "$CLIENT_CPU" "$DURATION" "$WRK_TIMEOUT" "$CLIENT_CPU" "$OVERLOAD_CONNS" "$DURATION" "$WRK_TIMEOUT" "$IDLE_CONNS"
+		printf '```sh\ntaskset -c %s wrk -t1 -c64 -d%ss --timeout %s URL                # warm-up\ntaskset -c %s wrk -t1 -cC -d%ss --timeout %s --latency URL      # each run\ntaskset -c %s wrk -t1 -c%s -d%ss --timeout %s --latency -s bench/status.lua URL   # overload\n$TMP/idleconns -addr 127.0.0.1:PORT -n %s -per-child 5000     # idle (built from bench/idleconns)\ntaskset -c %s h2load -t1 -c64 -m10 -D %s URL               # warm-up (static-h2, hello-h2)\ntaskset -c %s h2load -t1 -cC -mM -D %s URL                 # each run (static-h2, hello-h2)\n```\n' \
+			"$CLIENT_CPU" "$WARMUP" "$WRK_TIMEOUT" "$CLIENT_CPU" "$DURATION" "$WRK_TIMEOUT" "$CLIENT_CPU" "$OVERLOAD_CONNS" "$DURATION" "$WRK_TIMEOUT" "$IDLE_CONNS" \
+			"$CLIENT_CPU" "$WARMUP" "$CLIENT_CPU" "$DURATION"
 		for s in "${!WRK_HEADER[@]}"; do
 			printf '\n%s: every wrk run (warm-up included) adds `-H \047%s\047`.\n' "$s" "${WRK_HEADER[$s]}"
 		done
