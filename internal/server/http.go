@@ -133,7 +133,8 @@ type HTTP struct {
 	uwConns   map[*uwConn]struct{} // ServeUWSGI's; each carries one request
 	tlsUsed   bool
 
-	warnTLSOnce sync.Once // see setTLSTimeouts
+	warnTLSOnce sync.Once   // see setTLSTimeouts
+	h2pool      handlerPool // runs the handlers of HTTP/2 streams (tlsconn.go)
 
 	uwIdleOnce  sync.Once
 	uwIdleConns chan *uwConn // goroutines waiting for a uwsgi connection to serve

@@ -202,9 +202,17 @@ func (s *HTTP) setTLSTimeouts(c net.Conn) {
 }
 
 // tlsHandler wraps the handler of ServeTLS so that each request body is
-// read under the body timeout, and each HTTP/2 response written under the
-// send timeout.
+// read under the body timeout, each HTTP/2 response written under the
+// send timeout, and each HTTP/2 handler run on s.h2pool.
 func (s *HTTP) tlsHandler(h http.Handler) http.Handler {
+	inner := h
+	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 { // see handlerPool
+			s.h2pool.serve(inner, w, r)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
 	if s.bodyTimeout <= 0 && s.writeTimeout <= 0 {
 		return h
 	}
