@@ -195,8 +195,11 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		MaxHeaderBytes:    s.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		ConnState: func(c net.Conn, state http.ConnState) {
-			if state == http.StateNew {
+			switch state {
+			case http.StateNew:
 				s.setTLSTimeouts(c)
+			case http.StateActive:
+				combineH2(c)
 			}
 			s.stats.tlsConnState(c, state)
 		},

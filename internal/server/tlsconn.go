@@ -59,7 +59,8 @@ func (l deadlineListener) Accept() (net.Conn, error) {
 // it refreshes the deadline at most every min(send/8, 1s), so a write
 // times out between send-1s and send after the last progress.
 //
-// It also combines writes. net/http's HTTP/2 server flushes its buffer
+// On an HTTP/2 connection (see combineH2) it also combines writes.
+// net/http's HTTP/2 server flushes its buffer
 // whenever its queue of frames runs empty, which under h2load -c 64 -m 10
 // on one core was 2.9 write(2) calls per 1 KiB response (nginx: 1.0), each
 // a TLS record, and write(2) was 31% of Portico's CPU. So Write only
@@ -78,6 +79,8 @@ type deadlineConn struct {
 	send     atomic.Int64 // time.Duration; <= 0: none (set by ServeTLS)
 	explicit atomic.Bool  // a caller's deadline is in force
 	armed    atomic.Int64 // mono time of the last arming; 0: none
+	combine  atomic.Bool  // HTTP/2: combine writes (set once, by combineH2)
+	decided  atomic.Bool  // combineH2 has looked at the protocol
 
 	mu      sync.Mutex
 	drained sync.Cond // signalled when flush wrote a batch or stopped
@@ -106,6 +109,9 @@ func (c *deadlineConn) Write(p []byte) (int, error) {
 			c.armed.Store(m)
 			_ = c.Conn.SetWriteDeadline(now.Add(d))
 		}
+	}
+	if !c.combine.Load() {
+		return c.Conn.Write(p)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -156,6 +162,27 @@ func (c *deadlineConn) flush() {
 	c.writing = false
 	c.drained.Broadcast()
 	c.mu.Unlock()
+}
+
+// combineH2 is ServeTLS's ConnState hook for an active connection: it
+// turns on the combining of writes for an HTTP/2 connection. Over
+// HTTP/1.1 net/http writes a response in one flush, so there is nothing to
+// combine (measured: 2.0 writes per request either way, the flushing
+// goroutine only added CPU). tls.Conn serializes the writes under it, so
+// the switch, made once before the first stream, cannot reorder bytes.
+func combineH2(c net.Conn) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return
+	}
+	dc, ok := tc.NetConn().(*deadlineConn)
+	if !ok || dc.decided.Load() {
+		return
+	}
+	dc.decided.Store(true)
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		dc.combine.Store(true)
+	}
 }
 
 // Close closes the connection once its pending bytes are written (or

@@ -2,8 +2,11 @@ package server
 
 import (
 	"bytes"
+	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -56,6 +59,7 @@ func TestDeadlineConnCombinesWrites(t *testing.T) {
 	raw, client := tcpPair(t)
 	cc := &writeCountConn{Conn: raw}
 	c := &deadlineConn{Conn: cc}
+	c.combine.Store(true)
 	const records = 100
 	var want bytes.Buffer
 	for i := range records {
@@ -85,6 +89,7 @@ func TestDeadlineConnCombinesWrites(t *testing.T) {
 func TestDeadlineConnWriteError(t *testing.T) {
 	raw, _ := tcpPair(t)
 	c := &deadlineConn{Conn: raw}
+	c.combine.Store(true)
 	raw.Close() // the socket fails every write from now on
 	if _, err := c.Write([]byte("record")); err != nil {
 		t.Fatalf("first Write = %v; want nil (it is only queued)", err)
@@ -99,5 +104,61 @@ func TestDeadlineConnWriteError(t *testing.T) {
 	}
 	if _, err2 := c.Write([]byte("again")); err2 == nil {
 		t.Fatal("a Write after a failed one succeeded")
+	}
+}
+
+// A connsListener hands each accepted deadlineConn to the test.
+type connsListener struct {
+	net.Listener
+	conns chan *deadlineConn
+}
+
+func (l connsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if dc, ok := c.(*deadlineConn); ok {
+		l.conns <- dc
+	}
+	return c, err
+}
+
+// ServeTLS combines the writes of HTTP/2 connections, not those of
+// HTTP/1.1 ones (net/http writes an HTTP/1.1 response in one flush).
+func TestTLSWriteCombiningH2Only(t *testing.T) {
+	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello")
+	}), Options{Logger: slog.New(slog.DiscardHandler)})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan *deadlineConn, 4)
+	tl := tls.NewListener(connsListener{deadlineListener{l}, conns}, &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+		Certificates: []tls.Certificate{testCert(t)},
+	})
+	done := make(chan error, 1)
+	go func() { done <- s.ServeTLS(tl) }()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	for _, tc := range []struct {
+		proto   string
+		combine bool
+	}{{"h2", true}, {"http/1.1", false}} {
+		resp, err := tlsClient(t, tc.proto, nil).Get("https://" + l.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "hello" {
+			t.Fatalf("%s: body %q", tc.proto, body)
+		}
+		dc := <-conns
+		if !dc.decided.Load() || dc.combine.Load() != tc.combine {
+			t.Fatalf("%s: combine = %v (decided %v); want %v", tc.proto, dc.combine.Load(), dc.decided.Load(), tc.combine)
+		}
 	}
 }
