@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -35,17 +36,15 @@ const poolIdle = 10 * time.Second
 
 type poolWorker struct {
 	jobs  chan poolJob
+	done  chan any  // after each job: the handler's panic value, or nil
 	since time.Time // idle since
 }
 
 type poolJob struct {
-	h    http.Handler
-	w    http.ResponseWriter
-	r    *http.Request
-	done chan any // the handler's panic value, nil if none
+	h http.Handler
+	w http.ResponseWriter
+	r *http.Request
 }
-
-var poolDone = sync.Pool{New: func() any { return make(chan any, 1) }}
 
 // A handlerPanic carries a handler's panic, with the stack where it
 // happened, to the stream's goroutine, where net/http recovers and logs it.
@@ -60,7 +59,6 @@ func (p handlerPanic) String() string { return fmt.Sprintf("%v\n%s", p.v, p.stac
 // has returned; a panic of the handler is raised again here (as
 // http.ErrAbortHandler itself, so net/http keeps quiet about it).
 func (p *handlerPool) serve(h http.Handler, w http.ResponseWriter, r *http.Request) {
-	j := poolJob{h: h, w: w, r: r, done: poolDone.Get().(chan any)}
 	p.mu.Lock()
 	var wk *poolWorker
 	if n := len(p.idle); n > 0 {
@@ -70,42 +68,54 @@ func (p *handlerPool) serve(h http.Handler, w http.ResponseWriter, r *http.Reque
 	}
 	p.mu.Unlock()
 	if wk == nil {
-		wk = &poolWorker{jobs: make(chan poolJob, 1)}
+		wk = &poolWorker{jobs: make(chan poolJob, 1), done: make(chan any, 1)}
 		go p.work(wk)
 	}
-	wk.jobs <- j
-	v := <-j.done
-	poolDone.Put(j.done)
+	wk.jobs <- poolJob{h: h, w: w, r: r}
+	v := <-wk.done
+	if v == goexited {
+		runtime.Goexit() // as the handler did; the worker has ended
+	}
+	// The worker goes back to the pool only once its done is taken here:
+	// a caller taking it next cannot receive this one's.
+	p.mu.Lock()
+	wk.since = time.Now()
+	p.idle = append(p.idle, wk)
+	if !p.reaping {
+		p.reaping = true
+		time.AfterFunc(p.idleTime(), p.reap)
+	}
+	p.mu.Unlock()
 	if v != nil {
 		panic(v)
 	}
 }
 
+// goexited is the done value of a handler that called runtime.Goexit.
+var goexited = new(int)
+
 func (p *handlerPool) work(wk *poolWorker) {
 	for j := range wk.jobs {
-		p.run(j)
-		p.mu.Lock()
-		wk.since = time.Now()
-		p.idle = append(p.idle, wk)
-		if !p.reaping {
-			p.reaping = true
-			time.AfterFunc(p.idleTime(), p.reap)
-		}
-		p.mu.Unlock()
+		p.run(wk, j)
 	}
 }
 
 // run runs one job, handing its panic, if any, to the caller. A handler
 // that calls runtime.Goexit ends the worker (and its job, with no panic).
-func (p *handlerPool) run(j poolJob) {
+func (p *handlerPool) run(wk *poolWorker, j poolJob) {
+	returned := false
 	defer func() {
 		v := recover()
-		if v != nil && v != http.ErrAbortHandler {
+		switch {
+		case v != nil && v != http.ErrAbortHandler:
 			v = handlerPanic{v: v, stack: debug.Stack()}
+		case v == nil && !returned:
+			v = goexited
 		}
-		j.done <- v
+		wk.done <- v
 	}()
 	j.h.ServeHTTP(j.w, j.r)
+	returned = true
 }
 
 func (p *handlerPool) idleTime() time.Duration {
