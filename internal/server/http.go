@@ -133,7 +133,8 @@ type HTTP struct {
 	uwConns   map[*uwConn]struct{} // ServeUWSGI's; each carries one request
 	tlsUsed   bool
 
-	warnTLSOnce sync.Once // see setTLSTimeouts
+	warnTLSOnce sync.Once   // see setTLSTimeouts
+	h2pool      handlerPool // runs the handlers of HTTP/2 streams (tlsconn.go)
 
 	uwIdleOnce  sync.Once
 	uwIdleConns chan *uwConn // goroutines waiting for a uwsgi connection to serve
@@ -194,8 +195,11 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		MaxHeaderBytes:    s.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		ConnState: func(c net.Conn, state http.ConnState) {
-			if state == http.StateNew {
+			switch state {
+			case http.StateNew:
 				s.setTLSTimeouts(c)
+			case http.StateActive:
+				combineH2(c)
 			}
 			s.stats.tlsConnState(c, state)
 		},

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,12 +58,48 @@ func (l deadlineListener) Accept() (net.Conn, error) {
 // in force (a zero deadline hands the control back). Like the plain front,
 // it refreshes the deadline at most every min(send/8, 1s), so a write
 // times out between send-1s and send after the last progress.
+//
+// On an HTTP/2 connection (see combineH2) it also combines writes.
+// net/http's HTTP/2 server flushes its buffer
+// whenever its queue of frames runs empty, which under h2load -c 64 -m 10
+// on one core was 2.9 write(2) calls per 1 KiB response (nginx: 1.0), each
+// a TLS record, and write(2) was 31% of Portico's CPU. So Write only
+// appends the (already encrypted) record to a pending buffer and starts a
+// flushing goroutine if none runs; that goroutine runs once the goroutines
+// already runnable have had their turn, and writes everything appended by
+// then in one call. Measured (h2load -c 64 -m 10, 1 KiB static file,
+// server on one core, 3 interleaved runs, medians, a loaded machine):
+// 2.85 -> 1.23 write(2) per request, server CPU 70.4 -> 47.9 us/request,
+// 7,053 -> 10,375 req/s (nginx 1.22: 1.0 write, 17.3 us). Write blocks while maxPending bytes wait (backpressure, under
+// the send timeout as before); a write error is returned by the next
+// Write; Close waits for the pending bytes to be written, at most
+// closeDrain.
 type deadlineConn struct {
 	net.Conn
 	send     atomic.Int64 // time.Duration; <= 0: none (set by ServeTLS)
 	explicit atomic.Bool  // a caller's deadline is in force
 	armed    atomic.Int64 // mono time of the last arming; 0: none
+	combine  atomic.Bool  // HTTP/2: combine writes (set once, by combineH2)
+	decided  atomic.Bool  // combineH2 has looked at the protocol
+
+	mu      sync.Mutex
+	drained sync.Cond // signalled when flush wrote a batch or stopped
+	pending []byte    // bytes written and not yet sent; nil when idle
+	writing bool      // a flush goroutine runs
+	err     error     // the first write error: every later Write fails
 }
+
+const (
+	// maxPending bounds the bytes a deadlineConn holds before Write blocks.
+	maxPending = 64 << 10
+	// closeDrain bounds how long Close waits for pending bytes (crypto/tls
+	// gives its close_notify alert 5 seconds too).
+	closeDrain = 5 * time.Second
+)
+
+// pendingPool holds the buffers of deadlineConns between bursts, so an
+// idle connection keeps none.
+var pendingPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func (c *deadlineConn) Write(p []byte) (int, error) {
 	if d := time.Duration(c.send.Load()); d > 0 && !c.explicit.Load() {
@@ -73,7 +110,93 @@ func (c *deadlineConn) Write(p []byte) (int, error) {
 			_ = c.Conn.SetWriteDeadline(now.Add(d))
 		}
 	}
-	return c.Conn.Write(p)
+	if !c.combine.Load() {
+		return c.Conn.Write(p)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.drained.L == nil {
+		c.drained.L = &c.mu
+	}
+	for c.err == nil && len(c.pending) >= maxPending {
+		c.drained.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.pending == nil {
+		c.pending = (*pendingPool.Get().(*[]byte))[:0]
+	}
+	c.pending = append(c.pending, p...)
+	if !c.writing {
+		c.writing = true
+		go c.flush()
+	}
+	return len(p), nil
+}
+
+// flush writes the pending bytes, batch after batch, until none are left
+// or a write fails.
+func (c *deadlineConn) flush() {
+	c.mu.Lock()
+	var spare []byte
+	for len(c.pending) > 0 && c.err == nil {
+		b := c.pending
+		c.pending = spare
+		c.mu.Unlock()
+		_, err := c.Conn.Write(b)
+		c.mu.Lock()
+		spare = b[:0]
+		if err != nil {
+			c.err = err
+		}
+		c.drained.Broadcast()
+	}
+	for _, b := range [][]byte{c.pending, spare} {
+		if b != nil && cap(b) <= maxPending+16<<10 {
+			b = b[:0]
+			pendingPool.Put(&b)
+		}
+	}
+	c.pending = nil
+	c.writing = false
+	c.drained.Broadcast()
+	c.mu.Unlock()
+}
+
+// combineH2 is ServeTLS's ConnState hook for an active connection: it
+// turns on the combining of writes for an HTTP/2 connection. Over
+// HTTP/1.1 net/http writes a response in one flush, so there is nothing to
+// combine (measured: 2.0 writes per request either way, the flushing
+// goroutine only added CPU). tls.Conn serializes the writes under it, so
+// the switch, made once before the first stream, cannot reorder bytes.
+func combineH2(c net.Conn) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return
+	}
+	dc, ok := tc.NetConn().(*deadlineConn)
+	if !ok || dc.decided.Load() {
+		return
+	}
+	dc.decided.Store(true)
+	if tc.ConnectionState().NegotiatedProtocol == "h2" {
+		dc.combine.Store(true)
+	}
+}
+
+// Close closes the connection once its pending bytes are written (or
+// failed to be), waiting at most closeDrain for them.
+func (c *deadlineConn) Close() error {
+	c.mu.Lock()
+	if c.writing {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeDrain))
+		for c.writing {
+			c.drained.Wait()
+		}
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
@@ -106,9 +229,17 @@ func (s *HTTP) setTLSTimeouts(c net.Conn) {
 }
 
 // tlsHandler wraps the handler of ServeTLS so that each request body is
-// read under the body timeout, and each HTTP/2 response written under the
-// send timeout.
+// read under the body timeout, each HTTP/2 response written under the
+// send timeout, and each HTTP/2 handler run on s.h2pool.
 func (s *HTTP) tlsHandler(h http.Handler) http.Handler {
+	inner := h
+	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 { // see handlerPool
+			s.h2pool.serve(inner, w, r)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
 	if s.bodyTimeout <= 0 && s.writeTimeout <= 0 {
 		return h
 	}
