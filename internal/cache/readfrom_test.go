@@ -4,21 +4,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"portico/internal/porticotest"
 	"strings"
 	"testing"
 )
-
-// readFromRecorder counts the ReadFrom calls that reach it (sendfile, on
-// Portico's own server).
-type readFromRecorder struct {
-	*httptest.ResponseRecorder
-	readFrom int
-}
-
-func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
-	r.readFrom++
-	return io.Copy(r.ResponseRecorder, src)
-}
 
 // TestReadFrom: an answer copied in with io.Copy (a file an app's
 // X-Accel-Redirect names) reaches the client's ReadFrom when it is not
@@ -44,10 +33,10 @@ func TestReadFrom(t *testing.T) {
 				t.Error(err)
 			}
 		}))
-		rec := &readFromRecorder{ResponseRecorder: httptest.NewRecorder()}
+		rec := porticotest.NewReadFromRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/f.pdf", nil))
-		if rec.readFrom != tc.readFrom || rec.Body.String() != body {
-			t.Errorf("%s: ReadFrom reached the client %d times (want %d), body %d bytes", tc.cc, rec.readFrom, tc.readFrom, rec.Body.Len())
+		if rec.ReadFromCalls != tc.readFrom || rec.Body.String() != body {
+			t.Errorf("%s: ReadFrom reached the client %d times (want %d), body %d bytes", tc.cc, rec.ReadFromCalls, tc.readFrom, rec.Body.Len())
 		}
 		rec2 := httptest.NewRecorder()
 		h.ServeHTTP(rec2, httptest.NewRequest(http.MethodGet, "/f.pdf", nil))

@@ -4,21 +4,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"portico/internal/porticotest"
 	"strings"
 	"testing"
 )
-
-// readFromRecorder counts the ReadFrom calls that reach it (sendfile, on
-// Portico's own server).
-type readFromRecorder struct {
-	*httptest.ResponseRecorder
-	readFrom int
-}
-
-func (r *readFromRecorder) ReadFrom(src io.Reader) (int64, error) {
-	r.readFrom++
-	return io.Copy(r.ResponseRecorder, src)
-}
 
 // TestReadFrom: a body copied in with io.Copy (a file an app's
 // X-Accel-Redirect names) reaches the client's ReadFrom when it is not
@@ -41,12 +30,12 @@ func TestReadFrom(t *testing.T) {
 				t.Error(err)
 			}
 		}))
-		rec := &readFromRecorder{ResponseRecorder: httptest.NewRecorder()}
+		rec := porticotest.NewReadFromRecorder()
 		req := httptest.NewRequest(http.MethodGet, "/", nil)
 		req.Header.Set("Accept-Encoding", "gzip")
 		h.ServeHTTP(rec, req)
-		if rec.readFrom != tc.readFrom || rec.Header().Get("Content-Encoding") != tc.coding {
-			t.Errorf("%s: ReadFrom reached the client %d times (want %d), Content-Encoding %q (want %q)", tc.ctype, rec.readFrom, tc.readFrom, rec.Header().Get("Content-Encoding"), tc.coding)
+		if rec.ReadFromCalls != tc.readFrom || rec.Header().Get("Content-Encoding") != tc.coding {
+			t.Errorf("%s: ReadFrom reached the client %d times (want %d), Content-Encoding %q (want %q)", tc.ctype, rec.ReadFromCalls, tc.readFrom, rec.Header().Get("Content-Encoding"), tc.coding)
 		}
 		if tc.coding == "" && rec.Body.String() != body {
 			t.Errorf("%s: body of %d bytes, want %d", tc.ctype, rec.Body.Len(), len(body))

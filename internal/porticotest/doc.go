@@ -9,7 +9,9 @@
 //   - RequireProgram and Missing guard tests that need an external program
 //     (nginx, uwsgi, python3): they skip, or with PORTICO_REQUIRE_INTEROP=1
 //     fail, so that a machine meant to run every test cannot pass by skipping.
-//   - StartNginx runs a real nginx for the length of a test.
+//   - StartNginx and StartRedis run a real nginx or redis-server for the
+//     length of a test; ReadFromRecorder counts the ReadFrom calls that
+//     reach a response writer.
 //
 // The package imports no other portico package, so that every package's
 // tests may use it (internal/app's import rules check this).
