@@ -4,9 +4,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"portico/internal/porticotest"
 	"strings"
 	"testing"
+
+	"portico/internal/porticotest"
 )
 
 // TestReadFrom: a body copied in with io.Copy (a file an app's
