@@ -41,9 +41,10 @@ type poolWorker struct {
 }
 
 type poolJob struct {
-	h http.Handler
-	w http.ResponseWriter
-	r *http.Request
+	task poolTask // a task (start), or a handler (serve)
+	h    http.Handler
+	w    http.ResponseWriter
+	r    *http.Request
 }
 
 // A handlerPanic carries a handler's panic, with the stack where it
@@ -59,6 +60,45 @@ func (p handlerPanic) String() string { return fmt.Sprintf("%v\n%s", p.v, p.stac
 // has returned; a panic of the handler is raised again here (as
 // http.ErrAbortHandler itself, so net/http keeps quiet about it).
 func (p *handlerPool) serve(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	wk := p.take()
+	wk.jobs <- poolJob{h: h, w: w, r: r}
+	v := <-wk.done
+	if v == goexited {
+		runtime.Goexit() // as the handler did; the worker has ended
+	}
+	// The worker goes back to the pool only once its done is taken here:
+	// a caller taking it next cannot receive this one's.
+	p.putIdle(wk)
+	if v != nil {
+		panic(v)
+	}
+}
+
+// goexited is the done value of a handler that called runtime.Goexit.
+var goexited = new(int)
+
+func (p *handlerPool) work(wk *poolWorker) {
+	for j := range wk.jobs {
+		if j.task != nil {
+			j.task.run() // a runtime.Goexit in it ends the worker here
+			p.putIdle(wk)
+			continue
+		}
+		p.run(wk, j)
+	}
+}
+
+// A poolTask is work for start: an HTTP/2 stream of Portico's own server,
+// which handles its handler's panics itself.
+type poolTask interface{ run() }
+
+// start runs t.run() on a pooled goroutine and returns at once.
+func (p *handlerPool) start(t poolTask) {
+	p.take().jobs <- poolJob{task: t}
+}
+
+// take returns an idle worker, or a new one.
+func (p *handlerPool) take() *poolWorker {
 	p.mu.Lock()
 	var wk *poolWorker
 	if n := len(p.idle); n > 0 {
@@ -71,13 +111,11 @@ func (p *handlerPool) serve(h http.Handler, w http.ResponseWriter, r *http.Reque
 		wk = &poolWorker{jobs: make(chan poolJob, 1), done: make(chan any, 1)}
 		go p.work(wk)
 	}
-	wk.jobs <- poolJob{h: h, w: w, r: r}
-	v := <-wk.done
-	if v == goexited {
-		runtime.Goexit() // as the handler did; the worker has ended
-	}
-	// The worker goes back to the pool only once its done is taken here:
-	// a caller taking it next cannot receive this one's.
+	return wk
+}
+
+// putIdle returns wk to the pool.
+func (p *handlerPool) putIdle(wk *poolWorker) {
 	p.mu.Lock()
 	wk.since = time.Now()
 	p.idle = append(p.idle, wk)
@@ -86,18 +124,6 @@ func (p *handlerPool) serve(h http.Handler, w http.ResponseWriter, r *http.Reque
 		time.AfterFunc(p.idleTime(), p.reap)
 	}
 	p.mu.Unlock()
-	if v != nil {
-		panic(v)
-	}
-}
-
-// goexited is the done value of a handler that called runtime.Goexit.
-var goexited = new(int)
-
-func (p *handlerPool) work(wk *poolWorker) {
-	for j := range wk.jobs {
-		p.run(wk, j)
-	}
 }
 
 // run runs one job, handing its panic, if any, to the caller. A handler

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -131,6 +132,8 @@ type HTTP struct {
 	listeners map[*net.Listener]struct{}
 	conns     map[*conn]struct{}
 	uwConns   map[*uwConn]struct{} // ServeUWSGI's; each carries one request
+	h2conns   map[*h2conn]struct{} // serveH2Conn's
+	h2handler http.Handler         // the handler of HTTP/2 streams
 	tlsUsed   bool
 
 	warnTLSOnce sync.Once   // see setTLSTimeouts
@@ -185,8 +188,10 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 		listeners:         map[*net.Listener]struct{}{},
 		conns:             map[*conn]struct{}{},
 		uwConns:           map[*uwConn]struct{}{},
+		h2conns:           map[*h2conn]struct{}{},
 		stopped:           make(chan struct{}),
 	}
+	s.h2handler = s.strictTLS(h)
 	s.SetMaxHeaderFields(opt.MaxHeaderFields)
 	s.tls = &http.Server{
 		Handler:           s.tlsHandler(s.strictTLS(h)),
@@ -202,6 +207,10 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 				combineH2(c)
 			}
 			s.stats.tlsConnState(c, state)
+		},
+		// HTTP/2 is Portico's own (h2conn.go).
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
+			"h2": func(_ *http.Server, tc *tls.Conn, _ http.Handler) { s.serveH2Conn(tc) },
 		},
 	}
 	return s
@@ -352,6 +361,22 @@ func (s *HTTP) track(c *conn) bool {
 	return true
 }
 
+func (s *HTTP) trackH2(c *h2conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shuttingDown() {
+		return false
+	}
+	s.h2conns[c] = struct{}{}
+	return true
+}
+
+func (s *HTTP) untrackH2(c *h2conn) {
+	s.mu.Lock()
+	delete(s.h2conns, c)
+	s.mu.Unlock()
+}
+
 func (s *HTTP) untrack(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
@@ -417,7 +442,10 @@ func (s *HTTP) closeIdle() bool {
 			}
 		}
 	}
-	left := len(s.conns) - len(parked) + len(s.uwConns) // a uwsgi connection is never idle
+	for c := range s.h2conns {
+		go c.shutdown() // GOAWAY; closes once its streams are done
+	}
+	left := len(s.conns) - len(parked) + len(s.uwConns) + len(s.h2conns) // a uwsgi connection is never idle
 	s.mu.Unlock()
 	for _, c := range parked {
 		c.close()
@@ -441,6 +469,9 @@ func (s *HTTP) Close() error {
 	}
 	for c := range s.uwConns {
 		c.rwc.Close()
+	}
+	for c := range s.h2conns {
+		c.tc.Close()
 	}
 	tlsUsed := s.tlsUsed
 	s.mu.Unlock()

@@ -1,0 +1,568 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2response is the http.ResponseWriter of an HTTP/2 stream. As with
+// net/http, the header map is read when WriteHeader is called (later
+// changes have no effect, but for trailers); the body is buffered up to
+// writeBufSize, so a handler that returns within it gets one HEADERS and
+// one DATA frame with an exact content-length, encoded into the
+// connection's output with the other streams' responses.
+type h2response struct {
+	st     *h2stream
+	header http.Header
+	snap   []hfield // the header at WriteHeader, but what the server owns
+
+	status      int
+	wroteHeader bool
+	headSent    bool
+	bodyAllowed bool
+	isHead      bool
+	hasDate     bool // a Date header (a nil one suppresses it)
+	hasCT       bool // Content-Type or Content-Encoding: no sniffing
+	declared    int64
+	written     int64
+	trailers    []string // declared with the Trailer header
+	done        bool
+
+	bufp *[]byte
+	buf  []byte
+}
+
+type hfield struct {
+	name string // lower case
+	vals []string
+}
+
+var (
+	_ http.ResponseWriter = (*h2response)(nil)
+	_ http.Flusher        = (*h2response)(nil)
+	_ io.StringWriter     = (*h2response)(nil)
+)
+
+func (w *h2response) init(st *h2stream) {
+	w.st = st
+	w.declared = -1
+}
+
+func (w *h2response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 4)
+	}
+	return w.header
+}
+
+// WriteHeader records the status and takes the snapshot of the headers.
+// A 1xx status (but 101) is sent at once; a second final one is ignored;
+// a code outside 100-999 panics, as with net/http.
+func (w *h2response) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if w.wroteHeader || w.done {
+		return
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		c := w.st.c
+		c.mu.Lock()
+		if !w.st.localClosed && c.werr == nil {
+			w.snapshot()
+			w.encodeHeadLocked(code, false, nil)
+			c.flushLocked()
+			w.snap = w.snap[:0]
+		}
+		c.mu.Unlock()
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	w.bodyAllowed = code != http.StatusNoContent && code != http.StatusNotModified
+	w.isHead = w.st.req.Method == http.MethodHead
+	w.snapshot()
+}
+
+// snapshot records the headers to send, but Content-Length (taken as the
+// declared length) and the connection-specific ones.
+func (w *h2response) snapshot() {
+	w.snap = w.snap[:0]
+	w.trailers = w.trailers[:0]
+	w.hasDate, w.hasCT = false, false
+	for k, vs := range w.header {
+		switch k {
+		case "Content-Length":
+			if len(vs) > 0 && w.status != http.StatusNotModified {
+				if n, ok := parseContentLength(strings.TrimSpace(vs[0])); ok {
+					w.declared = n
+				}
+			}
+			continue
+		case "Date":
+			w.hasDate = true
+		case "Content-Type", "Content-Encoding":
+			w.hasCT = true
+		case "Trailer":
+			for _, v := range vs {
+				for t := range strings.SplitSeq(v, ",") {
+					if t = http.CanonicalHeaderKey(trimOWS(t)); t != "" {
+						w.trailers = append(w.trailers, t)
+					}
+				}
+			}
+		case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade":
+			continue // RFC 9113 8.2.2
+		}
+		name, ok := lowerName(k)
+		if !ok || len(vs) == 0 {
+			continue
+		}
+		w.snap = append(w.snap, hfield{name: name, vals: vs})
+	}
+}
+
+// lowerName gives the HTTP/2 (lower-case) name of a header, false for one
+// not to send.
+func lowerName(k string) (string, bool) {
+	if l, ok := commonLower[k]; ok {
+		return l, true
+	}
+	if !isToken(k) || strings.HasPrefix(k, http.TrailerPrefix) {
+		return "", false
+	}
+	return strings.ToLower(k), true
+}
+
+// commonLower maps canonical header names to their lower-case form,
+// without allocating for the common ones.
+var commonLower = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range commonHeaders {
+		m[k] = strings.ToLower(k)
+	}
+	for _, k := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Age", "Allow", "Cache-Control",
+		"Content-Disposition", "Content-Encoding", "Content-Language", "Content-Location",
+		"Content-Range", "Content-Security-Policy", "Etag", "Expires", "Last-Modified", "Link",
+		"Location", "Referrer-Policy", "Retry-After", "Server", "Set-Cookie",
+		"Strict-Transport-Security", "Vary", "Www-Authenticate", "X-Cache",
+		"X-Content-Type-Options", "X-Frame-Options", "X-Xss-Protection", "Date",
+	} {
+		m[k] = strings.ToLower(k)
+	}
+	return m
+}()
+
+func (w *h2response) Write(p []byte) (int, error) {
+	if err := w.beforeWrite(len(p)); err != nil {
+		return 0, err
+	}
+	w.written += int64(len(p))
+	if w.isHead {
+		return len(p), nil
+	}
+	if w.bufp == nil {
+		w.bufp = outPool.Get().(*[]byte)
+		w.buf = (*w.bufp)[:0]
+	}
+	if len(w.buf)+len(p) <= cap(w.buf) {
+		w.buf = append(w.buf, p...)
+		return len(p), nil
+	}
+	if err := w.send(p, false); err != nil {
+		w.written -= int64(len(p))
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *h2response) WriteString(s string) (int, error) {
+	if w.bufp != nil && len(w.buf)+len(s) <= cap(w.buf) && w.wroteHeader && w.bodyAllowed && !w.isHead {
+		if err := w.beforeWrite(len(s)); err != nil {
+			return 0, err
+		}
+		w.written += int64(len(s))
+		w.buf = append(w.buf, s...)
+		return len(s), nil
+	}
+	return w.Write([]byte(s))
+}
+
+func (w *h2response) beforeWrite(n int) error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	switch {
+	case !w.bodyAllowed:
+		return http.ErrBodyNotAllowed
+	case w.declared >= 0 && w.written+int64(n) > w.declared:
+		return http.ErrContentLength
+	}
+	return nil
+}
+
+// Flush sends the head and what is buffered.
+func (w *h2response) Flush() { _ = w.FlushError() }
+
+// FlushError is Flush returning the write error, for
+// http.ResponseController.
+func (w *h2response) FlushError() error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.send(nil, false)
+}
+
+// SetReadDeadline sets the deadline of the request body's reads (the
+// body timeout no longer applies), for http.ResponseController.
+func (w *h2response) SetReadDeadline(t time.Time) error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	c := w.st.c
+	c.mu.Lock()
+	w.st.readDeadline = t
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return nil
+}
+
+// SetWriteDeadline sets the deadline of the response's writes (the send
+// timeout no longer applies), for http.ResponseController.
+func (w *h2response) SetWriteDeadline(t time.Time) error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	c := w.st.c
+	c.mu.Lock()
+	w.st.writeDeadline = t
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	return nil
+}
+
+// EnableFullDuplex reports success: an HTTP/2 handler may always read the
+// body while it writes.
+func (w *h2response) EnableFullDuplex() error { return nil }
+
+// send sends the head if it is not sent, what is buffered, and p, flushing
+// the connection.
+func (w *h2response) send(p []byte, final bool) error {
+	c := w.st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := w.sendLocked(p, false)
+	if err == nil {
+		c.flushLocked()
+		err = c.werr
+	}
+	return err
+}
+
+// sendLocked sends the head if it is not sent, then the buffered body and
+// p as DATA frames; final ends the stream (with the trailers, if any).
+func (w *h2response) sendLocked(p []byte, final bool) error {
+	st := w.st
+	c := st.c
+	if st.localClosed {
+		return errH2StreamClosed
+	}
+	if c.werr != nil {
+		return c.werr
+	}
+	var trailers []hfield
+	if final {
+		trailers = w.collectTrailers()
+	}
+	body := len(w.buf) + len(p)
+	if !w.headSent {
+		w.headSent = true
+		end := final && body == 0 && trailers == nil
+		var extra [3]hpack.HeaderField
+		x := extra[:0]
+		switch {
+		case w.declared >= 0 && w.bodyAllowed:
+			x = append(x, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.declared, 10)})
+		case final && w.bodyAllowed && (body > 0 || !w.isHead):
+			x = append(x, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(body)})
+		case final && w.isHead && w.written > 0:
+			x = append(x, hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(w.written, 10)})
+		}
+		if !w.hasCT && w.bodyAllowed && body > 0 {
+			b := w.buf
+			if len(b) == 0 {
+				b = p
+			}
+			x = append(x, hpack.HeaderField{Name: "content-type", Value: http.DetectContentType(b)})
+		}
+		if !w.hasDate {
+			x = append(x, hpack.HeaderField{Name: "date", Value: h2Date(time.Now())})
+		}
+		w.encodeHeadLocked(w.status, end, x)
+		if end {
+			w.endLocked()
+			return nil
+		}
+	}
+	if len(w.buf) > 0 {
+		if err := w.dataLocked(w.buf, final && len(p) == 0 && trailers == nil); err != nil {
+			return err
+		}
+		w.buf = w.buf[:0]
+	}
+	if len(p) > 0 || final && trailers == nil && body == 0 {
+		if err := w.dataLocked(p, final && trailers == nil); err != nil {
+			return err
+		}
+	}
+	if trailers != nil {
+		c.hbuf.b = c.hbuf.b[:0]
+		for _, f := range trailers {
+			for _, v := range f.vals {
+				if validHeaderValue(v) {
+					_ = c.enc.WriteField(hpack.HeaderField{Name: f.name, Value: v})
+				}
+			}
+		}
+		c.headerFramesLocked(st.id, true)
+	}
+	if final {
+		w.endLocked()
+	}
+	return nil
+}
+
+// endLocked records the END_STREAM sent: a request still sending its body
+// is told to stop (RST_STREAM NO_ERROR, RFC 9113 8.1).
+func (w *h2response) endLocked() {
+	st := w.st
+	c := st.c
+	st.localClosed = true
+	if !st.remoteClosed {
+		c.appendRSTLocked(st.id, http2.ErrCodeNo)
+		st.remoteClosed = true
+	}
+	c.removeLocked(st)
+}
+
+// collectTrailers returns the trailers to send: the declared ones set by
+// now, and those named with http.TrailerPrefix.
+func (w *h2response) collectTrailers() []hfield {
+	var out []hfield
+	for _, k := range w.trailers {
+		if vs := w.header[k]; len(vs) > 0 {
+			if name, ok := lowerName(k); ok {
+				out = append(out, hfield{name: name, vals: vs})
+			}
+		}
+	}
+	for k, vs := range w.header {
+		if strings.HasPrefix(k, http.TrailerPrefix) && len(vs) > 0 {
+			if name, ok := lowerName(http.CanonicalHeaderKey(k[len(http.TrailerPrefix):])); ok {
+				out = append(out, hfield{name: name, vals: vs})
+			}
+		}
+	}
+	return out
+}
+
+// encodeHeadLocked encodes a response head (status, the snapshot, extra)
+// as HEADERS and CONTINUATION frames.
+func (w *h2response) encodeHeadLocked(status int, end bool, extra []hpack.HeaderField) {
+	c := w.st.c
+	c.hbuf.b = c.hbuf.b[:0]
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: statusText(status)})
+	for _, f := range w.snap {
+		if w.isTrailer(f.name) {
+			continue
+		}
+		for _, v := range f.vals {
+			if validHeaderValue(v) {
+				_ = c.enc.WriteField(hpack.HeaderField{Name: f.name, Value: v})
+			}
+		}
+	}
+	for _, f := range extra {
+		_ = c.enc.WriteField(f)
+	}
+	c.headerFramesLocked(w.st.id, end)
+}
+
+func (w *h2response) isTrailer(name string) bool {
+	for _, t := range w.trailers {
+		if len(t) == len(name) && strings.EqualFold(t, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// headerFramesLocked sends the encoded block in c.hbuf as HEADERS and, past
+// the peer's frame size, CONTINUATION frames.
+func (c *h2conn) headerFramesLocked(id uint32, end bool) {
+	b := c.hbuf.b
+	typ := http2.FrameHeaders
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagHeadersEndStream
+	}
+	for {
+		n := min(len(b), c.peerMaxFrame)
+		f := flags
+		if n == len(b) {
+			f |= http2.FlagHeadersEndHeaders
+		}
+		c.frameLocked(typ, f, id, n)
+		c.out = append(c.out, b[:n]...)
+		b = b[n:]
+		if len(b) == 0 {
+			return
+		}
+		typ, flags = http2.FrameContinuation, 0
+	}
+}
+
+// dataLocked sends p as DATA frames, as the peer's frame size and the flow
+// control windows allow, waiting (under the send timeout) while a window
+// is empty; end sets END_STREAM on the last.
+func (w *h2response) dataLocked(p []byte, end bool) error {
+	st := w.st
+	c := st.c
+	var deadline time.Time
+	for {
+		if st.localClosed || st.ended {
+			return errH2StreamClosed
+		}
+		if c.werr != nil {
+			return c.werr
+		}
+		n := min(int64(len(p)), int64(c.peerMaxFrame), st.sendWindow, c.sendWindow)
+		if n <= 0 && len(p) > 0 {
+			if deadline.IsZero() {
+				deadline = st.writeDeadline
+				if deadline.IsZero() && c.srv.writeTimeout > 0 {
+					deadline = time.Now().Add(c.srv.writeTimeout)
+				}
+			}
+			c.flushLocked()
+			if !c.waitLocked(deadline) && !st.localClosed && min(st.sendWindow, c.sendWindow) <= 0 {
+				c.resetLocked(st.id, http2.ErrCodeInternal)
+				return os.ErrDeadlineExceeded
+			}
+			continue
+		}
+		var flags http2.Flags
+		if end && n == int64(len(p)) {
+			flags = http2.FlagDataEndStream
+		}
+		c.frameLocked(http2.FrameData, flags, st.id, int(n))
+		c.out = append(c.out, p[:n]...)
+		st.sendWindow -= n
+		c.sendWindow -= n
+		p = p[n:]
+		if len(p) == 0 {
+			return nil
+		}
+		c.flushIfLargeLocked()
+	}
+}
+
+// writeContinueLocked sends 100 Continue (the handler reads the body of a
+// request that expects it).
+func (w *h2response) writeContinueLocked() {
+	c := w.st.c
+	c.hbuf.b = c.hbuf.b[:0]
+	_ = c.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+	c.headerFramesLocked(w.st.id, false)
+}
+
+// finish completes the response after the handler returned (aborted: it
+// panicked or called runtime.Goexit, and the stream is reset).
+func (w *h2response) finish(aborted bool) {
+	st := w.st
+	c := st.c
+	if !aborted && !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	c.mu.Lock()
+	if !st.localClosed {
+		if aborted {
+			c.resetLocked(st.id, http2.ErrCodeInternal)
+		} else if err := w.sendLocked(nil, true); err != nil && !st.localClosed {
+			c.resetLocked(st.id, http2.ErrCodeInternal)
+		}
+	}
+	w.done = true
+	st.closeBodyLocked()
+	st.ctx.cancel(errHandlerDone)
+	if w.bufp != nil {
+		*w.bufp = w.buf[:0]
+		outPool.Put(w.bufp)
+		w.bufp, w.buf = nil, nil
+	}
+	c.handlers--
+	c.busy--
+	for len(c.queue) > 0 && c.handlers < h2MaxStreams && !c.closed {
+		next := c.queue[0]
+		c.queue = c.queue[1:]
+		if !next.ended {
+			c.startLocked(next)
+		}
+	}
+	c.updateIdleLocked()
+	c.doneLocked()
+	c.mu.Unlock()
+}
+
+var errHandlerDone = fmt.Errorf("server: handler returned: %w", errH2StreamClosed)
+
+// statusText gives the :status value.
+func statusText(code int) string {
+	if code >= 100 && code < 600 {
+		if s := statusStrings[code]; s != "" {
+			return s
+		}
+	}
+	return strconv.Itoa(code)
+}
+
+var statusStrings = func() (t [600]string) {
+	for i := 100; i < 600; i++ {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+// h2DateCache holds the Date value of the current second.
+var h2DateCache atomic.Pointer[h2DateValue]
+
+type h2DateValue struct {
+	sec int64
+	v   string
+}
+
+func h2Date(now time.Time) string {
+	sec := now.Unix()
+	if d := h2DateCache.Load(); d != nil && d.sec == sec {
+		return d.v
+	}
+	v := now.UTC().Format(http.TimeFormat)
+	h2DateCache.Store(&h2DateValue{sec: sec, v: v})
+	return v
+}
