@@ -83,16 +83,16 @@ type h2conn struct {
 	cond sync.Cond // window updates, body data, stream and connection ends
 
 	// Output, under mu.
-	out        []byte
-	outp       *[]byte
-	busy       int  // parties that will flush: the reader in a batch, running handlers
-	readerBusy bool // the reader counts in busy
-	kick       chan struct{}
-	kicked     bool // the flusher has been woken and has not run yet
-	flusherOn  bool
-	werr       error // the first write error: every later write fails
-	enc        *hpack.Encoder
-	hbuf       byteSink // the encoder's output
+	out         []byte
+	outp        *[]byte
+	busy        int  // parties that will flush: the reader in a batch, running handlers
+	readerBusy  bool // the reader counts in busy
+	kick        chan struct{}
+	kicked      bool // the flusher has been woken and has not run yet
+	flusherOn   bool
+	werr        error    // the first write error: every later write fails
+	hbuf        byteSink // a header block being encoded
+	tableUpdate bool     // the next header block starts with a table size update
 
 	// Streams, under mu.
 	streams     map[uint32]*h2stream
@@ -198,7 +198,6 @@ func (c *h2conn) serve() {
 	c.fr.MaxHeaderListSize = uint32(c.srv.maxHeaderBytes)
 	c.fr.SetMaxReadFrameSize(h2FrameSize)
 	c.fr.SetReuseFrames()
-	c.enc = hpack.NewEncoder(&c.hbuf)
 
 	s := c.srv
 	c.mu.Lock()
@@ -599,7 +598,7 @@ func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = int(s.Val)
 		case http2.SettingHeaderTableSize:
-			c.enc.SetMaxDynamicTableSize(s.Val)
+			c.tableUpdate = true
 		}
 		return nil
 	})
