@@ -63,6 +63,9 @@ const (
 	h2FlushAt = 32 << 10
 	// h2MaxQueued bounds the streams waiting for a handler slot.
 	h2MaxQueued = 4 * h2MaxStreams
+	// h2SpareHeaders bounds the response header maps a connection keeps
+	// for reuse (as many as the streams h2load -m 10 has in flight).
+	h2SpareHeaders = 16
 	// h2ReadBufSize is the reader's buffer: a TLS record's plaintext.
 	h2ReadBufSize = 16 << 10
 )
@@ -83,16 +86,19 @@ type h2conn struct {
 	cond sync.Cond // window updates, body data, stream and connection ends
 
 	// Output, under mu.
-	out         []byte
-	outp        *[]byte
-	busy        int  // parties that will flush: the reader in a batch, running handlers
-	readerBusy  bool // the reader counts in busy
-	kick        chan struct{}
-	kicked      bool // the flusher has been woken and has not run yet
-	flusherOn   bool
-	werr        error    // the first write error: every later write fails
-	hbuf        byteSink // a header block being encoded
-	tableUpdate bool     // the next header block starts with a table size update
+	out        []byte
+	outp       *[]byte
+	busy       int  // parties that will flush: the reader in a batch, running handlers
+	readerBusy bool // the reader counts in busy
+	kick       chan struct{}
+	kicked     bool // the flusher has been woken and has not run yet
+	flusherOn  bool
+	werr       error    // the first write error: every later write fails
+	hbuf       byteSink // a header block being encoded
+	// spareHeaders are response header maps of finished streams, for the
+	// next ones; up to h2SpareHeaders.
+	spareHeaders []http.Header
+	tableUpdate  bool // the next header block starts with a table size update
 
 	// Streams, under mu.
 	streams     map[uint32]*h2stream
@@ -180,6 +186,7 @@ func (s *HTTP) serveH2Conn(tc *tls.Conn) {
 		peerMaxFrame:   16384,
 		recvWindow:     h2ConnWindow,
 		kick:           make(chan struct{}, 1),
+		spareHeaders:   make([]http.Header, 0, h2SpareHeaders),
 	}
 	c.rd.r = tc
 	c.cond.L = &c.mu
@@ -488,6 +495,7 @@ func (c *h2conn) shut() {
 		st.endLocked(errH2StreamClosed)
 	}
 	c.queue = nil
+	c.spareHeaders = nil
 	c.out = c.out[:0]
 	c.releaseOutLocked()
 	if c.flusherOn {

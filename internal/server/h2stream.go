@@ -198,6 +198,7 @@ func (st *h2stream) buildRequest(f *http2.MetaHeadersFrame) (status int, err err
 	req := &st.req
 	regular := f.RegularFields()
 	h := make(http.Header, len(regular))
+	vals := make([]string, len(regular)) // the values' backing array, one allocation
 	var lower [64]byte
 	var cookies []string
 	for _, hf := range regular {
@@ -213,7 +214,13 @@ func (st *h2stream) buildRequest(f *http2.MetaHeadersFrame) (status int, err err
 			continue
 		}
 		k := canonicalKey(hf.Name, &lower)
-		h[k] = append(h[k], hf.Value)
+		if v, ok := h[k]; ok {
+			h[k] = append(v, hf.Value)
+		} else {
+			vals[0] = hf.Value
+			h[k] = vals[:1:1]
+			vals = vals[1:]
+		}
 	}
 	if len(cookies) == 1 {
 		h["Cookie"] = cookies

@@ -38,6 +38,8 @@ type h2response struct {
 
 	bufp *[]byte
 	buf  []byte
+
+	snapArr [12]hfield // snap's first backing array
 }
 
 type hfield struct {
@@ -54,11 +56,17 @@ var (
 func (w *h2response) init(st *h2stream) {
 	w.st = st
 	w.declared = -1
+	w.snap = w.snapArr[:0]
+	c := st.c
+	if n := len(c.spareHeaders); n > 0 {
+		w.header = c.spareHeaders[n-1]
+		c.spareHeaders = c.spareHeaders[:n-1]
+	}
 }
 
 func (w *h2response) Header() http.Header {
 	if w.header == nil {
-		w.header = make(http.Header, 4)
+		w.header = make(http.Header, 8)
 	}
 	return w.header
 }
@@ -501,6 +509,13 @@ func (w *h2response) finish(aborted bool) {
 		outPool.Put(w.bufp)
 		w.bufp, w.buf = nil, nil
 	}
+	if h := w.header; h != nil && len(h) <= maxSpareHeader && len(c.spareHeaders) < cap(c.spareHeaders) {
+		// The next stream reuses the map, grown already (see
+		// conn.spareHeader); the handler has returned.
+		clear(h)
+		c.spareHeaders = append(c.spareHeaders, h)
+	}
+	w.header = nil
 	c.handlers--
 	c.busy--
 	for len(c.queue) > 0 && c.handlers < h2MaxStreams && !c.closed {
