@@ -311,12 +311,18 @@ func (e *engine) internalRedirect(w http.ResponseWriter, r *http.Request, status
 
 // ServeHTTP sends the request to the current generation.
 func (e *engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The defer outside the loop: one inside is allocated on the heap, on
+	// every request (6% of the CPU under h2load on a small file).
+	g := e.acquire()
+	defer g.release()
+	g.handler.ServeHTTP(w, r)
+}
+
+// acquire returns the current generation, acquired.
+func (e *engine) acquire() *generation {
 	for {
-		g := e.cur.Load()
-		if g.acquire() {
-			defer g.release()
-			g.handler.ServeHTTP(w, r)
-			return
+		if g := e.cur.Load(); g.acquire() {
+			return g
 		}
 	}
 }
