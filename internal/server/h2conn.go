@@ -202,7 +202,7 @@ func (c *h2conn) serve() {
 	defer c.shut()
 	c.fr = http2.NewFramer(nil, &c.rd)
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = uint32(c.srv.maxHeaderBytes)
+	c.fr.MaxHeaderListSize = c.maxHeaderListSize()
 	c.fr.SetMaxReadFrameSize(h2FrameSize)
 	c.fr.SetReuseFrames()
 
@@ -415,12 +415,20 @@ func (c *h2conn) appendSettingsLocked() {
 	settings := []http2.Setting{
 		{ID: http2.SettingMaxConcurrentStreams, Val: h2MaxStreams},
 		{ID: http2.SettingInitialWindowSize, Val: h2StreamWindow},
-		{ID: http2.SettingMaxHeaderListSize, Val: uint32(c.srv.maxHeaderBytes)},
+		{ID: http2.SettingMaxHeaderListSize, Val: c.maxHeaderListSize()},
 	}
 	c.frameLocked(http2.FrameSettings, 0, 0, 6*len(settings))
 	for _, s := range settings {
 		c.out = append(c.out, byte(s.ID>>8), byte(s.ID), byte(s.Val>>24), byte(s.Val>>16), byte(s.Val>>8), byte(s.Val))
 	}
+}
+
+// maxHeaderListSize is SETTINGS_MAX_HEADER_LIST_SIZE: MaxHeaderBytes,
+// plus HPACK's 32 bytes of overhead per field for ten fields, as net/http
+// (its size counts each field's name and value and 32 bytes, RFC 9113
+// 6.5.2).
+func (c *h2conn) maxHeaderListSize() uint32 {
+	return uint32(c.srv.maxHeaderBytes + 10*32)
 }
 
 func (c *h2conn) appendWindowUpdateLocked(stream uint32, n int64) {
