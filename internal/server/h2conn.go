@@ -334,6 +334,11 @@ func (c *h2conn) endBatch() {
 // flushes; one leaving bytes behind while others are busy wakes the
 // flusher.
 func (c *h2conn) doneLocked() {
+	if c.closed {
+		c.out = c.out[:0] // nowhere to go
+		c.releaseOutLocked()
+		return
+	}
 	if len(c.out) == 0 {
 		c.releaseOutLocked()
 		return

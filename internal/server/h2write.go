@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -503,7 +504,7 @@ func (w *h2response) finish(aborted bool) {
 	}
 	w.done = true
 	st.closeBodyLocked()
-	st.ctx.cancel(errHandlerDone)
+	st.ctx.cancel(context.Canceled)
 	if w.bufp != nil {
 		*w.bufp = w.buf[:0]
 		outPool.Put(w.bufp)
@@ -529,8 +530,6 @@ func (w *h2response) finish(aborted bool) {
 	c.doneLocked()
 	c.mu.Unlock()
 }
-
-var errHandlerDone = fmt.Errorf("server: handler returned: %w", errH2StreamClosed)
 
 // statusText gives the :status value.
 func statusText(code int) string {
