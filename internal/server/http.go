@@ -91,8 +91,8 @@ type Options struct {
 	// cmd/portico collects and frees. Nil: nothing is called.
 	OnIdleDrop func()
 
-	// Logger receives the server's warnings (handler panics, accept errors,
-	// TLS handshake errors at warn level; malformed requests at info).
+	// Logger receives the server's warnings (handler panics, accept errors
+	// at warn level; malformed requests and failed TLS handshakes at info).
 	// Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -303,22 +303,6 @@ func (s *HTTP) acceptLoop(l net.Listener, serve func(net.Conn) bool) error {
 	}
 }
 
-// ServeTLS serves l, a listener of TLS connections (TLSListener), with
-// net/http: HTTP/2 or HTTP/1.1 as ALPN decides. It returns as Serve does.
-// The body and send timeouts apply as on a plain listener (see
-// tlsconn.go); the send timeout needs the connections under TLS, which
-// TLSListener gives, and a plain tls.NewListener does not.
-func (s *HTTP) ServeTLS(l net.Listener) error {
-	s.mu.Lock()
-	s.tlsUsed = true
-	s.mu.Unlock()
-	if s.shuttingDown() {
-		l.Close()
-		return http.ErrServerClosed
-	}
-	return s.tls.Serve(l)
-}
-
 func (s *HTTP) shuttingDown() bool { return s.shutting.Load() }
 
 // markShuttingLocked sets the server shutting down and wakes the Serve loops
@@ -410,7 +394,7 @@ func (s *HTTP) closeIdle() bool {
 	s.mu.Lock()
 	var parked []*conn
 	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateHandshake, stateClosed) {
 			c.rwc.Close()
 			if s.park != nil && s.park.forget(c) {
 				parked = append(parked, c) // no goroutine to clean it up
