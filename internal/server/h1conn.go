@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ const (
 	stateActive int32 = iota
 	stateIdle
 	stateClosed
+	stateHandshake // a TLS connection before its handshake is done
 )
 
 // Kinds of the read deadline the server sets itself.
@@ -55,6 +57,7 @@ type conn struct {
 	raw    syscall.RawConn // nil if rwc has none
 	tcp    *net.TCPConn    // for sendfile; nil for other connections
 	remote string
+	tls    *tls.ConnectionState // for the requests of a TLS connection
 	// proxy, until the connection's goroutine has read its PROXY
 	// protocol header, is the wrapper that reads it (see ProxyListener);
 	// rwc is then the connection it wraps, so that the raw *net.TCPConn
@@ -482,6 +485,7 @@ func (c *conn) serveRequest(head *requestHead) (keep bool) {
 		Host:          head.host,
 		RemoteAddr:    c.remote,
 		RequestURI:    head.target,
+		TLS:           c.tls,
 	}
 	if head.chunked || head.contentLength > 0 {
 		st.body.c = c

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -134,6 +135,8 @@ func TestTLSStrict(t *testing.T) {
 		{"NUL in the path", "GET /refused%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400},
 		{"10 header fields", "GET /ok HTTP/1.1\r\nHost: x\r\n" + fields(9) + "\r\n", 200},
 		{"11 header fields", "GET /refused HTTP/1.1\r\nHost: x\r\n" + fields(10) + "\r\n", 431},
+		// The plain front's framing rules (net/http merges these).
+		{"two Content-Length", "POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			leaked.Store(nil)
@@ -161,6 +164,66 @@ func TestTLSStrict(t *testing.T) {
 		t.Errorf("HTTP/2 GET: %d, %v", code, err)
 	}
 }
+
+// TestTLSFrontH1: HTTP/1.1 over TLS is served by the plain front, with
+// the request's TLS state; a plain HTTP request on the TLS port gets a 400
+// that says so; a client that fails its handshake is logged and the
+// server serves on.
+func TestTLSFrontH1(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			io.WriteString(w, "no TLS state")
+			return
+		}
+		fmt.Fprintf(w, "%s %s %v", r.Proto, r.TLS.NegotiatedProtocol, r.TLS.HandshakeComplete)
+	})
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	s := NewHTTP(h, Options{Logger: logger})
+	addr := serveTLS(t, s)
+
+	plain, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	io.WriteString(plain, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(plain), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(body), "HTTPS") {
+		t.Errorf("plain HTTP on the TLS port: %d %q", resp.StatusCode, body)
+	}
+
+	for range 2 { // twice: the second request on the kept connection
+		resp, err := tlsClient(t, "http/1.1", nil).Get("https://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "HTTP/1.1 http/1.1 true" {
+			t.Errorf("HTTP/1.1 over TLS: handler saw %q", body)
+		}
+	}
+	mu.Lock()
+	got := logs.String()
+	mu.Unlock()
+	if !strings.Contains(got, "plain HTTP request on a TLS listener") {
+		t.Errorf("no log record for the plain HTTP request; log:\n%s", got)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // HTTP/2 frames, written by hand (RFC 9113 4.1) so that the test needs no
 // module.

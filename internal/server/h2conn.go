@@ -94,6 +94,7 @@ type h2conn struct {
 	kicked     bool // the flusher has been woken and has not run yet
 	flusherOn  bool
 	werr       error    // the first write error: every later write fails
+	wArmed     int64    // mono time the write deadline was last set; 0: never
 	hbuf       byteSink // a header block being encoded
 	// spareHeaders are response header maps of finished streams, for the
 	// next ones; up to h2SpareHeaders.
@@ -194,6 +195,8 @@ func (s *HTTP) serveH2Conn(tc *tls.Conn) {
 		tc.Close()
 		return
 	}
+	s.stats.tlsConnState(tc, http.StateNew)
+	defer s.stats.tlsConnState(tc, http.StateClosed)
 	defer s.untrackH2(c)
 	c.serve()
 }
@@ -387,6 +390,16 @@ func (c *h2conn) flushLocked() {
 		return
 	}
 	if c.werr == nil {
+		if d := c.srv.writeTimeout; d > 0 {
+			// The send timeout on the connection's writes, refreshed at
+			// most every min(d/8, 1s) as on the HTTP/1.1 front: a client
+			// that takes nothing for d loses the connection.
+			now := time.Now()
+			if m := mono(now); c.wArmed == 0 || m-c.wArmed >= int64(min(d/8, time.Second)) {
+				c.wArmed = m
+				_ = c.tc.SetWriteDeadline(now.Add(d))
+			}
+		}
 		if _, err := c.tc.Write(c.out); err != nil {
 			c.werr = err
 			c.tc.Close() // the reader ends

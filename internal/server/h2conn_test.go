@@ -465,6 +465,17 @@ func TestH2Shutdown(t *testing.T) {
 	}
 }
 
+// A writeCountConn counts the writes that reach the socket.
+type writeCountConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *writeCountConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
 // TestH2WriteCombining: the responses to requests that arrived together
 // go out in one write to the socket (on one P, as with the server on one
 // core). serveH2Conn is called directly on a connection from tlsListen.

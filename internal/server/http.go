@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -92,8 +91,8 @@ type Options struct {
 	// cmd/portico collects and frees. Nil: nothing is called.
 	OnIdleDrop func()
 
-	// Logger receives the server's warnings (handler panics, accept errors,
-	// TLS handshake errors at warn level; malformed requests at info).
+	// Logger receives the server's warnings (handler panics, accept errors
+	// at warn level; malformed requests and failed TLS handshakes at info).
 	// Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -107,7 +106,8 @@ type Options struct {
 // background read per request, a bufio pair per connection); it is about
 // three times as fast as net/http on a small response, and an idle
 // keep-alive connection costs a few KiB instead of about 20. TLS listeners
-// (ServeTLS) are served by net/http, which brings HTTP/2.
+// (ServeTLS) get the same for HTTP/1.1, and Portico's own HTTP/2 server
+// (h2conn.go) for the connections that negotiate h2.
 //
 // A malformed request gets its status (400, 405, 414, 431, 501, 505) and the
 // connection is closed while the server keeps serving others; the cause is
@@ -123,8 +123,6 @@ type HTTP struct {
 	maxHeaderFields   atomic.Int64 // see SetMaxHeaderFields
 	onIdleDrop        func()
 
-	tls *http.Server // for ServeTLS
-
 	shutting  atomic.Bool
 	stopped   chan struct{} // closed with shutting set: ends accept backoffs
 	stopOnce  sync.Once
@@ -134,10 +132,8 @@ type HTTP struct {
 	uwConns   map[*uwConn]struct{} // ServeUWSGI's; each carries one request
 	h2conns   map[*h2conn]struct{} // serveH2Conn's
 	h2handler http.Handler         // the handler of HTTP/2 streams
-	tlsUsed   bool
 
-	warnTLSOnce sync.Once   // see setTLSTimeouts
-	h2pool      handlerPool // runs the handlers of HTTP/2 streams (tlsconn.go)
+	h2pool handlerPool // runs the handlers of HTTP/2 streams (h2conn.go)
 
 	uwIdleOnce  sync.Once
 	uwIdleConns chan *uwConn // goroutines waiting for a uwsgi connection to serve
@@ -193,26 +189,6 @@ func NewHTTP(h http.Handler, opt Options) *HTTP {
 	}
 	s.h2handler = s.strictTLS(h)
 	s.SetMaxHeaderFields(opt.MaxHeaderFields)
-	s.tls = &http.Server{
-		Handler:           s.tlsHandler(s.strictTLS(h)),
-		ReadHeaderTimeout: s.readHeaderTimeout,
-		IdleTimeout:       s.idleTimeout,
-		MaxHeaderBytes:    s.maxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		ConnState: func(c net.Conn, state http.ConnState) {
-			switch state {
-			case http.StateNew:
-				s.setTLSTimeouts(c)
-			case http.StateActive:
-				combineH2(c)
-			}
-			s.stats.tlsConnState(c, state)
-		},
-		// HTTP/2 is Portico's own (h2conn.go).
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){
-			"h2": func(_ *http.Server, tc *tls.Conn, _ http.Handler) { s.serveH2Conn(tc) },
-		},
-	}
 	return s
 }
 
@@ -312,22 +288,6 @@ func (s *HTTP) acceptLoop(l net.Listener, serve func(net.Conn) bool) error {
 	}
 }
 
-// ServeTLS serves l, a listener of TLS connections (TLSListener), with
-// net/http: HTTP/2 or HTTP/1.1 as ALPN decides. It returns as Serve does.
-// The body and send timeouts apply as on a plain listener (see
-// tlsconn.go); the send timeout needs the connections under TLS, which
-// TLSListener gives, and a plain tls.NewListener does not.
-func (s *HTTP) ServeTLS(l net.Listener) error {
-	s.mu.Lock()
-	s.tlsUsed = true
-	s.mu.Unlock()
-	if s.shuttingDown() {
-		l.Close()
-		return http.ErrServerClosed
-	}
-	return s.tls.Serve(l)
-}
-
 func (s *HTTP) shuttingDown() bool { return s.shutting.Load() }
 
 // markShuttingLocked sets the server shutting down and wakes the Serve loops
@@ -393,31 +353,23 @@ func (s *HTTP) closeListenersLocked() {
 // Shutdown stops the server gracefully: it closes the listeners (Serve
 // returns http.ErrServerClosed at once) and the idle connections, then
 // waits for in-flight requests to finish (their connections close after
-// the response, which says "Connection: close"), or for ctx to end,
+// the response, which says "Connection: close"; an HTTP/2 connection gets
+// a GOAWAY and closes once its streams are done), or for ctx to end,
 // whichever comes first; in the latter case it returns ctx's error and the
 // remaining connections stay open until Close.
 func (s *HTTP) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.markShuttingLocked()
 	s.closeListenersLocked()
-	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
 	s.stopParker()
-
-	var tlsErr error
-	var wg sync.WaitGroup
-	if tlsUsed {
-		wg.Go(func() { tlsErr = s.tls.Shutdown(ctx) })
-	}
-	defer wg.Wait()
 
 	t := time.NewTimer(0)
 	defer t.Stop()
 	wait := time.Millisecond
 	for {
 		if s.closeIdle() {
-			wg.Wait()
-			return tlsErr
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -435,7 +387,7 @@ func (s *HTTP) closeIdle() bool {
 	s.mu.Lock()
 	var parked []*conn
 	for c := range s.conns {
-		if c.state.CompareAndSwap(stateIdle, stateClosed) {
+		if c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateHandshake, stateClosed) {
 			c.rwc.Close()
 			if s.park != nil && s.park.forget(c) {
 				parked = append(parked, c) // no goroutine to clean it up
@@ -473,14 +425,10 @@ func (s *HTTP) Close() error {
 	for c := range s.h2conns {
 		c.tc.Close()
 	}
-	tlsUsed := s.tlsUsed
 	s.mu.Unlock()
 	for _, c := range parked {
 		c.close()
 	}
 	s.stopParker()
-	if tlsUsed {
-		return s.tls.Close()
-	}
 	return nil
 }

@@ -88,17 +88,13 @@ func TestHTTPDefaults(t *testing.T) {
 		{"IdleTimeout", s.idleTimeout, 75 * time.Second},
 		{"BodyTimeout", s.bodyTimeout, 60 * time.Second},
 		{"SendTimeout", s.writeTimeout, 60 * time.Second},
-		{"TLS ReadHeaderTimeout", s.tls.ReadHeaderTimeout, 60 * time.Second},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	if s.maxHeaderBytes != 64<<10 || s.tls.MaxHeaderBytes != 64<<10 {
-		t.Errorf("MaxHeaderBytes = %v, %v; want 64 KiB", s.maxHeaderBytes, s.tls.MaxHeaderBytes)
-	}
-	if s.tls.ReadTimeout != 0 || s.tls.WriteTimeout != 0 {
-		t.Errorf("TLS ReadTimeout, WriteTimeout = %v, %v; want none", s.tls.ReadTimeout, s.tls.WriteTimeout)
+	if s.maxHeaderBytes != 64<<10 {
+		t.Errorf("MaxHeaderBytes = %v; want 64 KiB", s.maxHeaderBytes)
 	}
 
 	s = NewHTTP(hello, Options{ReadHeaderTimeout: -1, IdleTimeout: -1, BodyTimeout: -1, SendTimeout: -1})

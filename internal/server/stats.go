@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
@@ -25,15 +24,16 @@ type Stats struct {
 
 // stats holds the counters behind Stats.
 type stats struct {
-	accepted atomic.Int64 // plain listeners
+	accepted atomic.Int64
 	refused  atomic.Int64
 
-	// TLS connections, from net/http's ConnState hook.
+	// HTTP/2 connections, from serveH2Conn (ServeTLS counts them
+	// accepted, or refused if their handshake failed, before it hands
+	// them over): StateNew, then StateIdle and StateActive as their
+	// streams come and go, then StateClosed.
 	mu       sync.Mutex
 	tlsConns map[net.Conn]http.ConnState
 	tlsIdle  int64
-	tlsAccepted,
-	tlsRefused int64
 }
 
 func (st *stats) tlsConnState(c net.Conn, state http.ConnState) {
@@ -47,20 +47,12 @@ func (st *stats) tlsConnState(c net.Conn, state http.ConnState) {
 		st.tlsIdle--
 	}
 	switch state {
-	case http.StateNew:
-		st.tlsAccepted++
-		st.tlsConns[c] = state
-	case http.StateActive:
+	case http.StateNew, http.StateActive:
 		st.tlsConns[c] = state
 	case http.StateIdle:
 		st.tlsIdle++
 		st.tlsConns[c] = state
 	case http.StateClosed, http.StateHijacked:
-		if known && prev == http.StateNew {
-			if tc, ok := c.(*tls.Conn); ok && !tc.ConnectionState().HandshakeComplete {
-				st.tlsRefused++
-			}
-		}
 		delete(st.tlsConns, c)
 	}
 }
@@ -82,8 +74,6 @@ func (s *HTTP) Stats() Stats {
 	st.mu.Lock()
 	out.Open += int64(len(st.tlsConns))
 	out.Idle += st.tlsIdle
-	out.Accepted += st.tlsAccepted
-	out.Refused += st.tlsRefused
 	st.mu.Unlock()
 	return out
 }
