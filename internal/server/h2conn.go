@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -109,7 +110,8 @@ type h2conn struct {
 	goingAway   bool        // a GOAWAY was sent
 	closing     bool        // close once no stream and handler are left
 	closed      bool
-	idle        bool // no stream, no handler: the idle timeout runs
+	idle        bool        // no stream, no handler: the idle timeout runs
+	idleNow     atomic.Bool // idle, for the reader's buffer
 
 	// Flow control, under mu.
 	sendWindow     int64 // connection-level, what the peer allows us
@@ -127,11 +129,16 @@ func (s *byteSink) Write(p []byte) (int, error) { s.b = append(s.b, p...); retur
 
 // h2reader buffers a connection's reads. Buffered tells the reader
 // whether more frames are in hand (then it does not flush yet). The buffer
-// is pooled: it goes back when it is drained between reads.
+// is pooled: it goes back when it is drained, and while the connection is
+// idle (no stream) a read waits with a small buffer of its own, so an idle
+// connection holds no pooled buffer.
 type h2reader struct {
-	r    io.Reader
-	bufp *[]byte
-	i, n int
+	r     io.Reader
+	idle  *atomic.Bool // the connection has no stream
+	bufp  *[]byte
+	small [256]byte
+	buf   []byte // *bufp or small[:], while i < n
+	i, n  int
 }
 
 var h2ReadPool = sync.Pool{New: func() any { b := make([]byte, h2ReadBufSize); return &b }}
@@ -141,17 +148,22 @@ func (r *h2reader) Read(p []byte) (int, error) {
 		if len(p) >= h2ReadBufSize {
 			return r.r.Read(p)
 		}
-		if r.bufp == nil {
-			r.bufp = h2ReadPool.Get().(*[]byte)
+		if r.idle != nil && r.idle.Load() {
+			r.buf = r.small[:]
+		} else {
+			if r.bufp == nil {
+				r.bufp = h2ReadPool.Get().(*[]byte)
+			}
+			r.buf = *r.bufp
 		}
-		n, err := r.r.Read(*r.bufp)
+		n, err := r.r.Read(r.buf)
 		r.i, r.n = 0, n
 		if n == 0 {
 			r.release()
 			return 0, err
 		}
 	}
-	n := copy(p, (*r.bufp)[r.i:r.n])
+	n := copy(p, r.buf[r.i:r.n])
 	r.i += n
 	if r.i == r.n {
 		r.release()
@@ -162,6 +174,7 @@ func (r *h2reader) Read(p []byte) (int, error) {
 func (r *h2reader) buffered() int { return r.n - r.i }
 
 func (r *h2reader) release() {
+	r.buf = nil
 	if r.bufp != nil {
 		h2ReadPool.Put(r.bufp)
 		r.bufp = nil
@@ -190,6 +203,7 @@ func (s *HTTP) serveH2Conn(tc *tls.Conn) {
 		spareHeaders:   make([]http.Header, 0, h2SpareHeaders),
 	}
 	c.rd.r = tc
+	c.rd.idle = &c.idleNow
 	c.cond.L = &c.mu
 	if !s.trackH2(c) {
 		tc.Close()
@@ -540,7 +554,13 @@ func (c *h2conn) setIdleLocked(idle bool) {
 		return
 	}
 	c.idle = idle
+	c.idleNow.Store(idle)
 	if idle {
+		// Memory kept while idle: one spare header map at most.
+		if len(c.spareHeaders) > 1 {
+			clear(c.spareHeaders[1:])
+			c.spareHeaders = c.spareHeaders[:1]
+		}
 		c.srv.stats.tlsConnState(c.tc, http.StateIdle)
 		if d := c.srv.idleTimeout; d > 0 {
 			_ = c.tc.SetReadDeadline(time.Now().Add(d))
