@@ -96,6 +96,7 @@ type h2conn struct {
 	flusherOn  bool
 	werr       error    // the first write error: every later write fails
 	wArmed     int64    // mono time the write deadline was last set; 0: never
+	writing    bool     // a party is writing to the connection (see flushLocked)
 	hbuf       byteSink // a header block being encoded
 	// spareHeaders are response header maps of finished streams, for the
 	// next ones; up to h2SpareHeaders.
@@ -398,12 +399,20 @@ func (c *h2conn) flusher() {
 	}
 }
 
-// flushLocked writes the output buffer to the connection.
+// flushLocked writes the output buffer to the connection. The write runs
+// without mu (the reader and the other handlers go on meanwhile; a client
+// that reads slowly does not stop the reader), so mu is released and
+// taken again: callers check their state again after it. One party writes
+// at a time: if another is writing, what is in the output is left to it
+// (it writes until the output is empty).
 func (c *h2conn) flushLocked() {
-	if len(c.out) == 0 {
+	if c.writing || len(c.out) == 0 {
 		return
 	}
-	if c.werr == nil {
+	c.writing = true
+	for len(c.out) > 0 && c.werr == nil {
+		b, bp := c.out, c.outp
+		c.out, c.outp = nil, nil // later frames go to a fresh buffer
 		if d := c.srv.writeTimeout; d > 0 {
 			// The send timeout on the connection's writes, refreshed at
 			// most every min(d/8, 1s) as on the HTTP/1.1 front: a client
@@ -414,13 +423,35 @@ func (c *h2conn) flushLocked() {
 				_ = c.tc.SetWriteDeadline(now.Add(d))
 			}
 		}
-		if _, err := c.tc.Write(c.out); err != nil {
+		c.mu.Unlock()
+		_, err := c.tc.Write(b)
+		c.mu.Lock()
+		if cap(b) <= maxPooledBuf {
+			*bp = b[:0]
+			h2OutPool.Put(bp)
+		}
+		if err != nil && c.werr == nil {
 			c.werr = err
 			c.tc.Close() // the reader ends
-			c.cond.Broadcast()
 		}
 	}
-	c.out = c.out[:0]
+	if c.werr != nil {
+		c.out = c.out[:0]
+	}
+	c.writing = false
+	c.cond.Broadcast() // waiters for room, or for the write's end
+}
+
+// drainLocked writes the output out, waiting for another party's write to
+// end first: before the connection closes.
+func (c *h2conn) drainLocked() {
+	for c.werr == nil && (c.writing || len(c.out) > 0) {
+		if c.writing {
+			c.cond.Wait()
+			continue
+		}
+		c.flushLocked()
+	}
 }
 
 func (c *h2conn) releaseOutLocked() {
@@ -479,7 +510,7 @@ func (c *h2conn) goAway(code http2.ErrCode) {
 	c.mu.Lock()
 	if !c.closed {
 		c.appendGoAwayLocked(code)
-		c.flushLocked()
+		c.drainLocked()
 	}
 	c.mu.Unlock()
 	c.tc.Close()
@@ -513,7 +544,7 @@ func (c *h2conn) shutdown() {
 // is left.
 func (c *h2conn) closeIfDoneLocked() {
 	if c.closing && len(c.streams) == 0 && c.handlers == 0 && len(c.queue) == 0 {
-		c.flushLocked()
+		c.drainLocked()
 		c.tc.Close()
 	}
 }
@@ -592,8 +623,9 @@ func (c *h2conn) processFrame(f http2.Frame) error {
 		c.mu.Lock()
 		c.frameLocked(http2.FramePing, http2.FlagPingAck, 0, 8)
 		c.out = append(c.out, f.Data[:]...)
-		c.flushIfLargeLocked()
+		err := c.controlFlushLocked()
 		c.mu.Unlock()
+		return err
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdate(f)
 	case *http2.RSTStreamFrame:
@@ -628,6 +660,19 @@ func (c *h2conn) flushIfLargeLocked() {
 	}
 }
 
+// h2MaxControlOutput bounds the output the reader lets pile up while
+// another party writes (answers to PING and SETTINGS of a client that
+// sends them and reads nothing): past it the connection ends.
+const h2MaxControlOutput = 1 << 20
+
+func (c *h2conn) controlFlushLocked() error {
+	if len(c.out) > h2MaxControlOutput {
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
+	c.flushIfLargeLocked()
+	return nil
+}
+
 func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
@@ -660,8 +705,7 @@ func (c *h2conn) onSettings(f *http2.SettingsFrame) error {
 		return err
 	}
 	c.frameLocked(http2.FrameSettings, http2.FlagSettingsAck, 0, 0)
-	c.flushIfLargeLocked()
-	return nil
+	return c.controlFlushLocked()
 }
 
 func (c *h2conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {

@@ -81,6 +81,10 @@ func TestH2HandlerPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The worker goes back to the pool once its response is written.
+	porticotest.WaitFor(t, "the worker back in the pool", 10*time.Second, func() bool {
+		return idleWorkers(&s.h2pool) == 1
+	})
 	second, err := get("/")
 	if err != nil {
 		t.Fatal(err)

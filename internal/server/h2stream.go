@@ -65,6 +65,7 @@ func (st *h2stream) endLocked(err error) {
 		st.bodyErr = err
 	}
 	st.ctx.cancel(context.Canceled)
+	st.c.cond.Broadcast() // a handler waiting for window or body data
 }
 
 func (st *h2stream) appendBody(p []byte) {
@@ -361,7 +362,10 @@ func (b *h2body) Read(p []byte) (int, error) {
 				deadline = time.Now().Add(c.srv.bodyTimeout)
 			}
 		}
-		c.flushLocked() // window updates, 100 Continue
+		if len(c.out) > 0 && !c.writing {
+			c.flushLocked() // window updates, 100 Continue
+			continue        // mu was released: look again
+		}
 		if !c.waitLocked(deadline) && st.bodyLen() == 0 && st.bodyErr == nil {
 			// As net/http: the stream is reset, the read fails.
 			c.resetLocked(st.id, http2.ErrCodeInternal)

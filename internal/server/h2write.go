@@ -455,7 +455,10 @@ func (w *h2response) dataLocked(p []byte, end bool) error {
 					deadline = time.Now().Add(c.srv.writeTimeout)
 				}
 			}
-			c.flushLocked()
+			if len(c.out) > 0 && !c.writing {
+				c.flushLocked()
+				continue // mu was released: look again
+			}
 			if !c.waitLocked(deadline) && !st.localClosed && min(st.sendWindow, c.sendWindow) <= 0 {
 				c.resetLocked(st.id, http2.ErrCodeInternal)
 				return os.ErrDeadlineExceeded
@@ -475,6 +478,20 @@ func (w *h2response) dataLocked(p []byte, end bool) error {
 			return nil
 		}
 		c.flushIfLargeLocked()
+		// Backpressure: while another party writes, the output grows to
+		// a bound at most.
+		for c.writing && len(c.out) >= 4*h2FlushAt && c.werr == nil && !st.localClosed {
+			if deadline.IsZero() {
+				deadline = st.writeDeadline
+				if deadline.IsZero() && c.srv.writeTimeout > 0 {
+					deadline = time.Now().Add(c.srv.writeTimeout)
+				}
+			}
+			if !c.waitLocked(deadline) {
+				c.resetLocked(st.id, http2.ErrCodeInternal)
+				return os.ErrDeadlineExceeded
+			}
+		}
 	}
 }
 
