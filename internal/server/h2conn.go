@@ -248,6 +248,17 @@ func (c *h2conn) serve() {
 		}
 		return
 	}
+	// The preface came within the header timeout; from now on the idle
+	// timeout runs while there is no stream.
+	c.mu.Lock()
+	if c.idle {
+		var deadline time.Time
+		if d := s.idleTimeout; d > 0 {
+			deadline = time.Now().Add(d)
+		}
+		_ = c.tc.SetReadDeadline(deadline)
+	}
+	c.mu.Unlock()
 	first := true
 	for {
 		f, err := c.fr.ReadFrame()

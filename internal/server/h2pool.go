@@ -59,6 +59,12 @@ func (p *handlerPool) start(t poolTask) {
 // runtime.Goexit in a task ends the worker (the task's deferred calls
 // run; the worker never returns to the pool).
 func (p *handlerPool) work(wk *poolWorker) {
+	// The worker waits for its next task below a frame of stackPad bytes,
+	// so that the garbage collector, which halves the stack of a goroutine
+	// using less than a quarter of it, does not shrink a stack the next
+	// handler grows again.
+	var pad [stackPad]byte
+	keepStack(&pad)
 	for t := range wk.jobs {
 		t.run()
 		p.mu.Lock()
@@ -71,6 +77,13 @@ func (p *handlerPool) work(wk *poolWorker) {
 		p.mu.Unlock()
 	}
 }
+
+// stackPad is the stack a pool worker keeps while idle: the handlers'
+// stack (the chain, the router, static files) grew it to 16-32 KiB.
+const stackPad = 8 << 10
+
+//go:noinline
+func keepStack(*[stackPad]byte) {}
 
 func (p *handlerPool) idleTime() time.Duration {
 	if p.idleFor > 0 {
