@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 )
 
 // Portico's own HTTP/2 server, for the TLS connections that negotiated
@@ -82,6 +81,7 @@ type h2conn struct {
 	handler  http.Handler
 	rd       h2reader
 	fr       *http2.Framer
+	block    h2block // the header block being read
 
 	mu   sync.Mutex
 	cond sync.Cond // window updates, body data, stream and connection ends
@@ -219,8 +219,7 @@ func (s *HTTP) serveH2Conn(tc *tls.Conn) {
 func (c *h2conn) serve() {
 	defer c.shut()
 	c.fr = http2.NewFramer(nil, &c.rd)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = c.maxHeaderListSize()
+	c.block.init(c.maxHeaderListSize())
 	c.fr.SetMaxReadFrameSize(h2FrameSize)
 	c.fr.SetReuseFrames()
 
@@ -621,8 +620,8 @@ func (c *h2conn) updateIdleLocked() {
 // processFrame acts on one frame from the client.
 func (c *h2conn) processFrame(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.onHeaders(f)
+	case *http2.HeadersFrame, *http2.ContinuationFrame:
+		return c.onBlockFrame(f)
 	case *http2.DataFrame:
 		return c.onData(f)
 	case *http2.SettingsFrame:

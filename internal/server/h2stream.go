@@ -81,12 +81,12 @@ func (st *h2stream) localAddr() net.Addr { return st.c.tc.LocalAddr() }
 
 // onHeaders handles a HEADERS frame (with its CONTINUATIONs): a new
 // request, or the trailers of one.
-func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (c *h2conn) onHeaders(f *h2block) error {
+	id := f.stream
 	if id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	if f.HasPriority() && f.Priority.StreamDep == id {
+	if f.priority && f.dep == id {
 		return http2.StreamError{StreamID: id, Code: http2.ErrCodeProtocol}
 	}
 	c.mu.Lock()
@@ -111,7 +111,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return err
 	}
 	c.streams[id] = st
-	if f.StreamEnded() {
+	if f.endStream {
 		st.remoteClosed = true
 		st.bodyErr = io.EOF
 	}
@@ -144,14 +144,14 @@ func (c *h2conn) startLocked(st *h2stream) {
 
 // onTrailers handles a HEADERS frame on an open stream: the request's
 // trailers, which must end it.
-func (c *h2conn) onTrailers(st *h2stream, f *http2.MetaHeadersFrame) error {
+func (c *h2conn) onTrailers(st *h2stream, f *h2block) error {
 	if st.remoteClosed {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeStreamClosed}
 	}
-	if !f.StreamEnded() {
+	if !f.endStream {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	if len(f.PseudoFields()) > 0 {
+	if len(f.pseudo) > 0 {
 		return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	}
 	if st.declared >= 0 && st.received != st.declared {
@@ -159,7 +159,7 @@ func (c *h2conn) onTrailers(st *h2stream, f *http2.MetaHeadersFrame) error {
 	}
 	if tr := st.req.Trailer; tr != nil {
 		var lower [64]byte
-		for _, hf := range f.RegularFields() {
+		for _, hf := range f.regular {
 			k := canonicalKey(hf.Name, &lower)
 			if !httpguts.ValidTrailerHeader(k) {
 				return http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
@@ -175,10 +175,10 @@ func (c *h2conn) onTrailers(st *h2stream, f *http2.MetaHeadersFrame) error {
 // buildRequest fills st.req from the header block. A malformed block is a
 // stream error; a status is an answer the server gives instead of the
 // handler (431 for a header list past MaxHeaderBytes).
-func (st *h2stream) buildRequest(f *http2.MetaHeadersFrame) (status int, err error) {
+func (st *h2stream) buildRequest(f *h2block) (status int, err error) {
 	protoErr := http2.StreamError{StreamID: st.id, Code: http2.ErrCodeProtocol}
 	var method, scheme, authority, path string
-	for _, hf := range f.PseudoFields() {
+	for _, hf := range f.pseudo {
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
@@ -197,7 +197,7 @@ func (st *h2stream) buildRequest(f *http2.MetaHeadersFrame) (status int, err err
 	}
 	c := st.c
 	req := &st.req
-	regular := f.RegularFields()
+	regular := f.regular
 	h := make(http.Header, len(regular))
 	vals := make([]string, len(regular)) // the values' backing array, one allocation
 	var lower [64]byte
@@ -258,7 +258,7 @@ func (st *h2stream) buildRequest(f *http2.MetaHeadersFrame) (status int, err err
 		}
 		st.url = *u
 	}
-	if !f.StreamEnded() {
+	if !f.endStream {
 		req.ContentLength = -1
 		if v := h["Content-Length"]; len(v) > 0 {
 			n, ok := parseContentLength(v[0])
@@ -289,7 +289,7 @@ func (st *h2stream) buildRequest(f *http2.MetaHeadersFrame) (status int, err err
 		}
 	}
 	st.req = *req.WithContext(&st.ctx)
-	if f.Truncated {
+	if f.truncated {
 		return http.StatusRequestHeaderFieldsTooLarge, nil
 	}
 	return 0, nil
