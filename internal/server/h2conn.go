@@ -113,6 +113,7 @@ type h2conn struct {
 	closed      bool
 	idle        bool        // no stream, no handler: the idle timeout runs
 	idleNow     atomic.Bool // idle, for the reader's buffer
+	shutStarted atomic.Bool // HTTP.Shutdown has called shutdown
 
 	// Flow control, under mu.
 	sendWindow     int64 // connection-level, what the peer allows us

@@ -544,3 +544,85 @@ func TestH2WriteCombining(t *testing.T) {
 	c.tc.Close()
 	<-served
 }
+
+// TestH2ResponseController: http.ResponseController works on the HTTP/2
+// ResponseWriter: a read deadline in the past fails the body's read, Flush
+// sends the head before the handler returns.
+func TestH2ResponseController(t *testing.T) {
+	readErr := make(chan error, 1)
+	flushed := make(chan struct{})
+	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		if r.URL.Path == "/deadline" {
+			if err := rc.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+				readErr <- err
+				return
+			}
+			_, err := r.Body.Read(make([]byte, 10))
+			readErr <- err
+			return
+		}
+		if err := rc.SetWriteDeadline(time.Now().Add(time.Minute)); err != nil {
+			t.Errorf("SetWriteDeadline: %v", err)
+		}
+		if err := rc.EnableFullDuplex(); err != nil {
+			t.Errorf("EnableFullDuplex: %v", err)
+		}
+		w.WriteHeader(http.StatusAccepted)
+		if err := rc.Flush(); err != nil {
+			t.Errorf("Flush: %v", err)
+		}
+		<-flushed
+		io.WriteString(w, "after")
+	}), Options{Logger: slog.New(slog.DiscardHandler)})
+	addr := serveTLS(t, s)
+	c := dialH2(t, addr)
+
+	c.headers(1, false, c.block("POST", "/deadline"))
+	if err := <-readErr; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a read past its deadline: %v", err)
+	}
+	c.headers(3, true, c.block("GET", "/flush"))
+	for {
+		if f, ok := c.read().(*http2.MetaHeadersFrame); ok && f.StreamID == 3 {
+			if f.PseudoValue("status") != "202" || f.StreamEnded() {
+				t.Fatalf("flushed head: %v", f)
+			}
+			break
+		}
+	}
+	close(flushed)
+	var body []byte
+	for {
+		if f, ok := c.read().(*http2.DataFrame); ok && f.StreamID == 3 {
+			body = append(body, f.Data()...)
+			if f.StreamEnded() {
+				break
+			}
+		}
+	}
+	if string(body) != "after" {
+		t.Fatalf("body %q", body)
+	}
+}
+
+// TestH2PrefaceTimeout: a connection that negotiated h2 and sends no
+// preface is closed at the header timeout.
+func TestH2PrefaceTimeout(t *testing.T) {
+	s := NewHTTP(http.NotFoundHandler(), Options{ReadHeaderTimeout: 300 * time.Millisecond})
+	addr := serveTLS(t, s)
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	t0 := time.Now()
+	_, err = io.Copy(io.Discard, tc) // the server's SETTINGS, then the end
+	if err != nil {
+		t.Fatalf("the connection was not closed: %v", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Fatalf("closed after %v, want about the header timeout", d)
+	}
+}

@@ -395,7 +395,9 @@ func (s *HTTP) closeIdle() bool {
 		}
 	}
 	for c := range s.h2conns {
-		go c.shutdown() // GOAWAY; closes once its streams are done
+		if c.shutStarted.CompareAndSwap(false, true) {
+			go c.shutdown() // GOAWAY; closes once its streams are done
+		}
 	}
 	left := len(s.conns) - len(parked) + len(s.uwConns) + len(s.h2conns) // a uwsgi connection is never idle
 	s.mu.Unlock()
