@@ -105,6 +105,11 @@ func (p *parker) park(c *conn) bool {
 	}
 	p.gen++
 	c.parkFD, c.parkGen = fd, p.gen
+	// The header map kept for the next response is not kept while
+	// parked: a connection idle past parkAfter has no next response soon,
+	// and the map was 0.54 of the 2.44 KiB each of 18,000 parked
+	// connections held (bench/idleconns against a hello handler).
+	c.spareHeader = nil
 	p.conns[fd] = c
 	now := time.Now()
 	if c.served {

@@ -268,3 +268,48 @@ func TestOnIdleDrop(t *testing.T) {
 	case <-time.After(1500 * time.Millisecond):
 	}
 }
+
+// TestParkDropsSpareHeader checks that a parked connection does not keep
+// the header map it reuses between requests (a few hundred bytes each of a
+// large number of idle connections), and that a resumed one answers with
+// its headers as before.
+func TestParkDropsSpareHeader(t *testing.T) {
+	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Path", r.URL.Path)
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "hello "+r.URL.Path)
+	}), Options{})
+	s.parkAfter = 50 * time.Millisecond
+	addr := serve(t, s, "127.0.0.1:0")
+
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip(t, c, br, "/first")
+	porticotest.WaitFor(t, "the connection to be parked", 5*time.Second, func() bool { return parkedCount(s) == 1 })
+	p := s.parker()
+	p.mu.Lock()
+	for _, pc := range p.conns {
+		if pc.spareHeader != nil {
+			t.Errorf("a parked connection keeps its spare header map (%d entries)", len(pc.spareHeader))
+		}
+	}
+	p.mu.Unlock()
+
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Path"); got != "/second" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("resumed response headers: X-Path %q, Cache-Control %q", got, resp.Header.Get("Cache-Control"))
+	}
+}
