@@ -75,10 +75,15 @@ type conn struct {
 	outp *[]byte
 	werr error // sticky write error
 
-	now            time.Time // at the start of the current request
-	rdKind         int
-	rdSet, wrSet   int64 // when the deadlines were set, in mono time
-	explicitWrite  bool
+	now           time.Time // at the start of the current request
+	rdKind        int
+	rdSet, wrSet  int64 // when the deadlines were set, in mono time
+	explicitWrite bool
+	// detached is set while the connection is parked without its
+	// net.Conn (rwc, raw and tcp are nil; parkFD is a duplicate of its
+	// descriptor that the connection owns): see parker.park. The server's
+	// lock guards the change of rwc.
+	detached       bool
 	keepAlive      bool
 	expectContinue bool
 	// served is set once the connection's first request head has been
@@ -187,7 +192,14 @@ func (c *conn) serve() {
 }
 
 // resume serves a connection the parker saw become readable.
-func (c *conn) resume() { c.serve() }
+func (c *conn) resume() {
+	if c.detached && !c.attach() {
+		c.state.Store(stateClosed)
+		c.srv.untrack(c)
+		return
+	}
+	c.serve()
+}
 
 // Outcomes of waitRequest.
 const (
@@ -810,7 +822,11 @@ func (c *conn) shuttingDown() bool { return c.srv.shuttingDown() }
 func (c *conn) close() {
 	c.stopMonitor()
 	c.state.Store(stateClosed)
-	_ = c.rwc.Close()
+	if c.detached {
+		syscall.Close(int(c.parkFD))
+	} else {
+		_ = c.rwc.Close()
+	}
 	c.releaseReadForce()
 	c.srv.untrack(c)
 }
