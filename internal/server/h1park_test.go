@@ -272,9 +272,10 @@ func TestOnIdleDrop(t *testing.T) {
 }
 
 // TestParkDropsSpareHeader checks that a parked connection does not keep
-// the header map it reuses between requests (a few hundred bytes each of a
-// large number of idle connections), and that a resumed one answers with
-// its headers as before.
+// the state of a connection being served, the header map it reuses
+// between requests among it (a few hundred bytes each of a large number of
+// idle connections), and that a resumed one answers with its headers as
+// before.
 func TestParkDropsSpareHeader(t *testing.T) {
 	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Path", r.URL.Path)
@@ -295,8 +296,8 @@ func TestParkDropsSpareHeader(t *testing.T) {
 	p := s.parker()
 	p.mu.Lock()
 	for _, pc := range p.conns {
-		if pc.spareHeader != nil {
-			t.Errorf("a parked connection keeps its spare header map (%d entries)", len(pc.spareHeader))
+		if pc.connActive != nil {
+			t.Errorf("a parked connection keeps its active state (spare header map of %d entries)", len(pc.spareHeader))
 		}
 	}
 	p.mu.Unlock()
