@@ -30,6 +30,9 @@
 #                          1 KiB run at the last connection count; `go tool
 #                          pprof -top` of it is printed
 #   BENCH_KEEP [0]         1 keeps the temp dir
+#   BENCH_SERVERS ["nginx caddy portico"]  the servers to measure, in order
+#                          (nginx first: the ratios are against it; a
+#                          server left out shows as 0 in the table)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -188,7 +191,7 @@ print(rps, tput, p99, 100 * srv_ticks / hz / wall, 100 * cli_ticks / hz / wall)
 PY
 }
 
-SERVERS=(nginx caddy portico)
+read -r -a SERVERS <<<"${BENCH_SERVERS:-nginx caddy portico}"
 declare -A RESULT # key "server file conns" → "rps tput p99" (medians)
 for server in "${SERVERS[@]}"; do
 	port=$PORT
@@ -235,8 +238,8 @@ table() {
 	echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for file in 1k.bin 1m.bin; do
 		for c in $CONNS; do
-			read -r nr _ np _ <<<"${RESULT["nginx $file $c"]}"
-			read -r cr _ <<<"${RESULT["caddy $file $c"]}"
+			read -r nr _ np _ <<<"${RESULT["nginx $file $c"]:-0 0 0 0 0}"
+			read -r cr _ <<<"${RESULT["caddy $file $c"]:-0 0 0 0 0}"
 			for server in "${SERVERS[@]}"; do
 				read -r r tp p sc cc <<<"${RESULT["$server $file $c"]}"
 				python3 -c '
@@ -244,7 +247,8 @@ import sys
 f, c, s, r, t, p, sc, cc, nr, cr, np = sys.argv[1:]
 r, t, p, sc, cc, nr, cr, np = map(float, (r, t, p, sc, cc, nr, cr, np))
 label = {"1k.bin": "1 KiB", "1m.bin": "1 MiB"}[f]
-print(f"| {label} | {c} | {s} | {r:,.0f} | {t/1048576:,.1f} | {p:.2f} | {sc:.0f} | {cc:.0f} | {r/nr:.2f} | {r/cr:.2f} | {p/np:.2f} |")
+ratio = lambda a, b: f"{a/b:.2f}" if b else "-"
+print(f"| {label} | {c} | {s} | {r:,.0f} | {t/1048576:,.1f} | {p:.2f} | {sc:.0f} | {cc:.0f} | {ratio(r, nr)} | {ratio(r, cr)} | {ratio(p, np)} |")
 ' "$file" "$c" "$server" "$r" "$tp" "$p" "$sc" "$cc" "$nr" "$cr" "$np"
 			done
 		done

@@ -70,6 +70,28 @@ type conn struct {
 	parkFD  int32
 	parkGen uint64
 
+	// served is set once the connection's first request head has been
+	// read: before it, the wait for a byte is bounded by the header
+	// timeout, after it by the idle timeout.
+	served bool
+	// detached is set while the connection is parked without its
+	// net.Conn (rwc, raw and tcp are nil; parkFD is a duplicate of its
+	// descriptor that the connection owns): see parker.park. The server's
+	// lock guards the change of rwc.
+	detached bool
+	// hijacked is set when the handler took the connection over
+	// (response.Hijack): the server no longer reads, writes or closes it.
+	hijacked bool
+
+	// The state of a connection that has a goroutine, nil while it is
+	// parked (see parker.park): what a parked connection holds is the
+	// fields above, 112 bytes instead of 288.
+	*connActive
+}
+
+// connActive is the part of a conn that only a connection being served
+// (one with a goroutine) needs.
+type connActive struct {
 	bp   *[]byte // pooled read buffer, nil while idle
 	buf  []byte
 	r, w int
@@ -84,12 +106,8 @@ type conn struct {
 	explicitWrite  bool
 	keepAlive      bool
 	expectContinue bool
-	// served is set once the connection's first request head has been
-	// read: before it, the wait for a byte is bounded by the header
-	// timeout, after it by the idle timeout.
-	served bool
-	body   *body
-	resp   *response
+	body           *body
+	resp           *response
 	// spareHeader is the cleared header map of the last response, for
 	// the next (see serveRequest).
 	spareHeader http.Header
@@ -98,11 +116,11 @@ type conn struct {
 	ctx     *reqCtx
 	mon     *monitor
 	bodyEOF atomic.Bool
-
-	// hijacked is set when the handler took the connection over
-	// (response.Hijack): the server no longer reads, writes or closes it.
-	hijacked bool
 }
+
+// activePool holds the connActive of parked connections for the ones
+// that resume or start.
+var activePool = sync.Pool{New: func() any { return new(connActive) }}
 
 // monitor is the state of a request's client-gone monitor (see reqCtx).
 type monitor struct {
@@ -120,6 +138,7 @@ func newConn(srv *HTTP, rwc net.Conn) *conn {
 		rwc = pc.Conn
 	}
 	c := &conn{srv: srv, rwc: rwc, remote: rwc.RemoteAddr().String(), proxy: pc}
+	c.connActive = activePool.Get().(*connActive)
 	if sc, ok := rwc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			c.raw = raw
@@ -145,6 +164,9 @@ type TCPWrapper interface {
 // is parked (see parker); a parked connection is resumed by a new
 // goroutine running serve again.
 func (c *conn) serve() {
+	if c.connActive == nil {
+		c.connActive = activePool.Get().(*connActive)
+	}
 	parked := false
 	defer func() {
 		switch {
@@ -190,7 +212,14 @@ func (c *conn) serve() {
 }
 
 // resume serves a connection the parker saw become readable.
-func (c *conn) resume() { c.serve() }
+func (c *conn) resume() {
+	if c.detached && !c.attach() {
+		c.state.Store(stateClosed)
+		c.srv.untrack(c)
+		return
+	}
+	c.serve()
+}
 
 // Outcomes of waitRequest.
 const (
@@ -812,10 +841,18 @@ func (c *conn) writeError(status int) {
 func (c *conn) shuttingDown() bool { return c.srv.shuttingDown() }
 
 func (c *conn) close() {
-	c.stopMonitor()
+	if c.connActive != nil {
+		c.stopMonitor()
+	}
 	c.state.Store(stateClosed)
-	_ = c.rwc.Close()
-	c.releaseReadForce()
+	if c.detached {
+		syscall.Close(int(c.parkFD))
+	} else {
+		_ = c.rwc.Close()
+	}
+	if c.connActive != nil { // nil: closed while parked
+		c.releaseReadForce()
+	}
 	c.srv.untrack(c)
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,4 +269,159 @@ func TestOnIdleDrop(t *testing.T) {
 		t.Error("OnIdleDrop called twice for one burst")
 	case <-time.After(1500 * time.Millisecond):
 	}
+}
+
+// TestParkDropsSpareHeader checks that a parked connection does not keep
+// the state of a connection being served, the header map it reuses
+// between requests among it (a few hundred bytes each of a large number of
+// idle connections), and that a resumed one answers with its headers as
+// before.
+func TestParkDropsSpareHeader(t *testing.T) {
+	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Path", r.URL.Path)
+		w.Header().Set("Cache-Control", "no-store")
+		io.WriteString(w, "hello "+r.URL.Path)
+	}), Options{})
+	s.parkAfter = 50 * time.Millisecond
+	addr := serve(t, s, "127.0.0.1:0")
+
+	c, err := net.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip(t, c, br, "/first")
+	porticotest.WaitFor(t, "the connection to be parked", 5*time.Second, func() bool { return parkedCount(s) == 1 })
+	p := s.parker()
+	p.mu.Lock()
+	for _, pc := range p.conns {
+		if pc.connActive != nil {
+			t.Errorf("a parked connection keeps its active state (spare header map of %d entries)", len(pc.spareHeader))
+		}
+	}
+	p.mu.Unlock()
+
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Path"); got != "/second" || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("resumed response headers: X-Path %q, Cache-Control %q", got, resp.Header.Get("Cache-Control"))
+	}
+}
+
+// openFDs counts the process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	return len(ents)
+}
+
+// closeCountingListener wraps each connection in a TCPWrapper that counts
+// its Close calls, as internal/limit's does to release a place.
+type closeCountingListener struct {
+	net.Listener
+	closes *atomic.Int64
+}
+
+type closeCountingConn struct {
+	countingConn
+	closes *atomic.Int64
+}
+
+func (c closeCountingConn) Close() error { c.closes.Add(1); return c.countingConn.Close() }
+
+func (c closeCountingConn) SyscallConn() (syscall.RawConn, error) {
+	return c.countingConn.Conn.(syscall.Conn).SyscallConn()
+}
+
+func (l closeCountingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return closeCountingConn{countingConn{c}, l.closes}, nil
+}
+
+// TestParkDetaches checks that a parked bare TCP connection is held by a
+// descriptor alone (its net.Conn closed, the socket open), is served again
+// over a fresh net.Conn, many times, without leaking descriptors; and that
+// a wrapped connection is parked as it is, its wrapper not closed.
+func TestParkDetaches(t *testing.T) {
+	s := NewHTTP(echoPath, Options{})
+	s.parkAfter = 20 * time.Millisecond
+	addr := serve(t, s, "127.0.0.1:0")
+
+	const n = 10
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i], readers[i] = c, bufio.NewReader(c)
+		roundTrip(t, c, readers[i], "/first")
+	}
+	porticotest.WaitFor(t, "the connections to be parked", 5*time.Second, func() bool { return parkedCount(s) == n })
+	fds := openFDs(t)
+	for round := range 3 {
+		p := s.parker()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			if !c.detached || c.rwc != nil {
+				t.Errorf("round %d: a parked TCP connection keeps its net.Conn (detached %v)", round, c.detached)
+			}
+		}
+		p.mu.Unlock()
+		for i, c := range conns {
+			roundTrip(t, c, readers[i], fmt.Sprintf("/again%d", round))
+		}
+		porticotest.WaitFor(t, "the connections to be parked again", 5*time.Second, func() bool { return parkedCount(s) == n })
+		if got := openFDs(t); got > fds {
+			t.Errorf("round %d: %d open descriptors, %d after the first parking", round, got, fds)
+		}
+	}
+
+	// A wrapped connection: parked, never closed behind its wrapper's back.
+	var closes atomic.Int64
+	ws := NewHTTP(echoPath, Options{})
+	ws.parkAfter = 20 * time.Millisecond
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ws.Serve(closeCountingListener{l, &closes})
+	defer ws.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	roundTrip(t, c, br, "/w")
+	porticotest.WaitFor(t, "the wrapped connection to be parked", 5*time.Second, func() bool { return parkedCount(ws) == 1 })
+	if closes.Load() != 0 {
+		t.Errorf("parking closed the wrapper %d times", closes.Load())
+	}
+	wp := ws.parker()
+	wp.mu.Lock()
+	for _, pc := range wp.conns {
+		if _, ok := pc.rwc.(closeCountingConn); !ok || pc.detached {
+			t.Errorf("a parked wrapped connection lost its wrapper (rwc %T, detached %v)", pc.rwc, pc.detached)
+		}
+	}
+	wp.mu.Unlock()
+	roundTrip(t, c, br, "/w2")
 }

@@ -97,7 +97,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Header returns the response headers.
 func (w *response) Header() http.Header {
 	if w.header == nil {
-		if w.c != nil && w.c.spareHeader != nil {
+		if w.c != nil && !w.done && w.c.spareHeader != nil {
 			w.header, w.c.spareHeader = w.c.spareHeader, nil
 		} else {
 			w.header = make(http.Header, 4)

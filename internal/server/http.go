@@ -388,7 +388,9 @@ func (s *HTTP) closeIdle() bool {
 	var parked []*conn
 	for c := range s.conns {
 		if c.state.CompareAndSwap(stateIdle, stateClosed) || c.state.CompareAndSwap(stateHandshake, stateClosed) {
-			c.rwc.Close()
+			if c.rwc != nil { // nil: parked detached, closed below
+				c.rwc.Close()
+			}
 			if s.park != nil && s.park.forget(c) {
 				parked = append(parked, c) // no goroutine to clean it up
 			}
@@ -416,7 +418,9 @@ func (s *HTTP) Close() error {
 	var parked []*conn
 	for c := range s.conns {
 		c.state.Store(stateClosed)
-		c.rwc.Close()
+		if c.rwc != nil { // nil: parked detached, closed below
+			c.rwc.Close()
+		}
 		if s.park != nil && s.park.forget(c) {
 			parked = append(parked, c)
 		}

@@ -83,8 +83,16 @@ func (x *reqCtx) cancel(err error) {
 func (x *reqCtx) String() string { return "server.reqCtx" }
 
 // The HTTP/1.1 front's side: its monitor (see conn.wantMonitor).
-func (c *conn) watchClient()        { c.wantMonitor() }
-func (c *conn) localAddr() net.Addr { return c.rwc.LocalAddr() }
+func (c *conn) watchClient() { c.wantMonitor() }
+
+// localAddr is nil once the connection is parked detached (see
+// parker.park): only a goroutine that outlived its request asks then.
+func (c *conn) localAddr() net.Addr {
+	if rwc := c.rwc; rwc != nil {
+		return rwc.LocalAddr()
+	}
+	return nil
+}
 
 // The uwsgi listener's side: its background read (see
 // uwConn.wantBackgroundRead).
