@@ -14,8 +14,10 @@ import (
 	"golang.org/x/net/http2"
 )
 
-// h2stream is one request and its response, in one allocation. Its fields
-// are under the connection's mu unless said otherwise.
+// h2stream is one request and its response, in one allocation. req and
+// url are written by the reader before the handler starts and only read
+// after; w belongs to the handler's goroutine (it takes mu to send); the
+// other fields are under the connection's mu.
 type h2stream struct {
 	c  *h2conn
 	id uint32
@@ -50,7 +52,7 @@ type h2stream struct {
 	writeDeadline time.Time // explicit; zero: the send timeout
 }
 
-// body aliases bodyBuf for the connection's accounting.
+// bodyLen is the number of body bytes received and not read yet.
 func (st *h2stream) bodyLen() int { return len(st.bodyBuf) - st.bodyOff }
 
 // endLocked ends the stream for its handler: the context is cancelled,
