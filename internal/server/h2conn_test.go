@@ -626,3 +626,31 @@ func TestH2PrefaceTimeout(t *testing.T) {
 		t.Fatalf("closed after %v, want about the header timeout", d)
 	}
 }
+
+// TestH2ContextCancel: a request's context ends when the client resets
+// its stream, and when the connection ends.
+func TestH2ContextCancel(t *testing.T) {
+	started := make(chan struct{}, 2)
+	ended := make(chan error, 2)
+	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started <- struct{}{}
+		<-r.Context().Done()
+		ended <- r.Context().Err()
+	}), Options{})
+	addr := serveTLS(t, s)
+	c := dialH2(t, addr)
+
+	c.headers(1, true, c.block("GET", "/"))
+	<-started
+	c.fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("after RST_STREAM: %v, want context.Canceled", err)
+	}
+
+	c.headers(3, true, c.block("GET", "/"))
+	<-started
+	c.tc.Close()
+	if err := <-ended; !errors.Is(err, context.Canceled) {
+		t.Fatalf("after the connection closed: %v, want context.Canceled", err)
+	}
+}
