@@ -112,7 +112,7 @@ type h2conn struct {
 	closing     bool        // close once no stream and handler are left
 	closed      bool
 	idle        bool        // no stream, no handler: the idle timeout runs
-	idleNow     atomic.Bool // idle, for the reader's buffer
+	idleNow     atomic.Bool // idle, for the reader's buffer and Stats
 	shutStarted atomic.Bool // HTTP.Shutdown has called shutdown
 
 	// Flow control, under mu.
@@ -211,8 +211,6 @@ func (s *HTTP) serveH2Conn(tc *tls.Conn) {
 		tc.Close()
 		return
 	}
-	s.stats.tlsConnState(tc, http.StateNew)
-	defer s.stats.tlsConnState(tc, http.StateClosed)
 	defer s.untrackH2(c)
 	c.serve()
 }
@@ -589,8 +587,8 @@ func (c *h2conn) shut() {
 }
 
 // setIdleLocked records the connection going idle (no stream, no
-// handler) or busy: the idle timeout runs while it is idle, and the
-// server's stats count it.
+// handler) or busy: the idle timeout runs while it is idle, and Stats
+// counts it idle.
 func (c *h2conn) setIdleLocked(idle bool) {
 	if c.idle == idle {
 		return
@@ -603,12 +601,10 @@ func (c *h2conn) setIdleLocked(idle bool) {
 			clear(c.spareHeaders[1:])
 			c.spareHeaders = c.spareHeaders[:1]
 		}
-		c.srv.stats.tlsConnState(c.tc, http.StateIdle)
 		if d := c.srv.idleTimeout; d > 0 {
 			_ = c.tc.SetReadDeadline(time.Now().Add(d))
 		}
 	} else {
-		c.srv.stats.tlsConnState(c.tc, http.StateActive)
 		_ = c.tc.SetReadDeadline(time.Time{})
 	}
 }

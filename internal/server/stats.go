@@ -1,11 +1,6 @@
 package server
 
-import (
-	"net"
-	"net/http"
-	"sync"
-	"sync/atomic"
-)
+import "sync/atomic"
 
 // Stats is a snapshot of a server's connections, for the metrics.
 type Stats struct {
@@ -26,35 +21,6 @@ type Stats struct {
 type stats struct {
 	accepted atomic.Int64
 	refused  atomic.Int64
-
-	// HTTP/2 connections, from serveH2Conn (ServeTLS counts them
-	// accepted, or refused if their handshake failed, before it hands
-	// them over): StateNew, then StateIdle and StateActive as their
-	// streams come and go, then StateClosed.
-	mu       sync.Mutex
-	tlsConns map[net.Conn]http.ConnState
-	tlsIdle  int64
-}
-
-func (st *stats) tlsConnState(c net.Conn, state http.ConnState) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.tlsConns == nil {
-		st.tlsConns = map[net.Conn]http.ConnState{}
-	}
-	prev, known := st.tlsConns[c]
-	if prev == http.StateIdle && known {
-		st.tlsIdle--
-	}
-	switch state {
-	case http.StateNew, http.StateActive:
-		st.tlsConns[c] = state
-	case http.StateIdle:
-		st.tlsIdle++
-		st.tlsConns[c] = state
-	case http.StateClosed, http.StateHijacked:
-		delete(st.tlsConns, c)
-	}
 }
 
 // Stats returns a snapshot of the server's connections: plain and TLS
@@ -69,11 +35,12 @@ func (s *HTTP) Stats() Stats {
 		}
 	}
 	out.Open += int64(len(s.uwConns))
+	for c := range s.h2conns {
+		out.Open++
+		if c.idleNow.Load() {
+			out.Idle++
+		}
+	}
 	s.mu.Unlock()
-	st := &s.stats
-	st.mu.Lock()
-	out.Open += int64(len(st.tlsConns))
-	out.Idle += st.tlsIdle
-	st.mu.Unlock()
 	return out
 }
