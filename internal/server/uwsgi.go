@@ -82,8 +82,9 @@ const uwIdleServeTimeout = 10 * time.Second
 // UWSGI_CHDIR, UWSGI_SETENV ...) are ignored: Portico never lets a packet
 // choose code, directories or environment.
 //
-// On a *net.UnixListener (not wrapped), connections are accepted and served
-// with plain system calls while they need no waiting (see uwRawConn).
+// On a *net.UnixListener or *net.TCPListener (not wrapped), connections
+// are accepted and served with plain system calls while they need no
+// waiting (see uwRawConn).
 func (s *HTTP) ServeUWSGI(l net.Listener) error {
 	return s.acceptLoop(uwRawListen(l), func(rwc net.Conn) bool {
 		c := &uwConn{srv: s, rwc: rwc}

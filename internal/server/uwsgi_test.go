@@ -50,19 +50,36 @@ func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, log
 }
 
 // uwListen listens on a loopback port or, for "unix", a socket in the
-// test's temporary directory.
+// test's temporary directory; for "tcp+net", on a loopback port behind a
+// wrapper, so that ServeUWSGI takes the wrapper's net.Conns (as behind
+// connection limits or the PROXY protocol) instead of its uwRawConns.
 func uwListen(t *testing.T, network string) (net.Listener, error) {
-	laddr := "127.0.0.1:0"
-	if network == "unix" {
-		laddr = filepath.Join(t.TempDir(), "uwsgi.sock")
+	switch network {
+	case "unix":
+		return net.Listen("unix", filepath.Join(t.TempDir(), "uwsgi.sock"))
+	case "tcp+net":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		return uwWrapped{l}, err
 	}
-	return net.Listen(network, laddr)
+	return net.Listen(network, "127.0.0.1:0")
 }
 
-// uwBothNetworks runs test on a TCP listener and on a unix socket: the
-// latter's connections are uwRawConns, the former's net.TCPConns.
+// uwWrapped hides a listener's type from ServeUWSGI.
+type uwWrapped struct{ net.Listener }
+
+// uwDial dials a uwListen address.
+func uwDial(network, addr string) (net.Conn, error) {
+	if network == "tcp+net" {
+		network = "tcp"
+	}
+	return net.Dial(network, addr)
+}
+
+// uwBothNetworks runs test on a TCP listener and on a unix socket, whose
+// connections are uwRawConns, and on a wrapped TCP listener, whose
+// connections are net.TCPConns.
 func uwBothNetworks(t *testing.T, test func(t *testing.T, network string)) {
-	for _, network := range []string{"tcp", "unix"} {
+	for _, network := range []string{"tcp", "unix", "tcp+net"} {
 		t.Run(network, func(t *testing.T) { test(t, network) })
 	}
 }
@@ -103,7 +120,7 @@ func uwRecorder(t *testing.T) (http.Handler, <-chan uwSeen) {
 // after if closeWrite, and returns all the server sent.
 func uwExchange(t *testing.T, network, addr string, raw []byte, closeWrite bool) []byte {
 	t.Helper()
-	c, err := net.Dial(network, addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +193,7 @@ func uwDel(vars []uwKV, key string) []uwKV {
 	return out
 }
 
-// TestUWSGIServeNginxRequest runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeNginxRequest runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeNginxRequest(t *testing.T) { uwBothNetworks(t, testUWSGIServeNginxRequest) }
 
 func testUWSGIServeNginxRequest(t *testing.T, network string) {
@@ -235,7 +252,7 @@ func testUWSGIServeNginxRequest(t *testing.T, network string) {
 	}
 	switch p := s.origin.Peer.(type) {
 	case *net.TCPAddr:
-		if network != "tcp" || !p.IP.IsLoopback() {
+		if network == "unix" || !p.IP.IsLoopback() {
 			t.Errorf("origin Peer = %v, want the loopback client", p)
 		}
 	case *net.UnixAddr:
@@ -448,7 +465,7 @@ func TestUWSGIServeRequests(t *testing.T) {
 	}
 }
 
-// TestUWSGIServeRejects runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeRejects runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeRejects(t *testing.T) { uwBothNetworks(t, testUWSGIServeRejects) }
 
 func testUWSGIServeRejects(t *testing.T, network string) {
@@ -503,7 +520,7 @@ func testUWSGIServeRejects(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeReadTimeout runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeReadTimeout runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeReadTimeout(t *testing.T) { uwBothNetworks(t, testUWSGIServeReadTimeout) }
 
 func testUWSGIServeReadTimeout(t *testing.T, network string) {
@@ -525,7 +542,7 @@ func testUWSGIServeReadTimeout(t *testing.T, network string) {
 	uwReceive(t, ch)
 }
 
-// TestUWSGIServeProbe runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeProbe runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeProbe(t *testing.T) { uwBothNetworks(t, testUWSGIServeProbe) }
 
 func testUWSGIServeProbe(t *testing.T, network string) {
@@ -563,7 +580,7 @@ func TestUWSGIServeLargeVars(t *testing.T) {
 	}
 }
 
-// TestUWSGIServeLargeBody runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeLargeBody runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeLargeBody(t *testing.T) { uwBothNetworks(t, testUWSGIServeLargeBody) }
 
 func testUWSGIServeLargeBody(t *testing.T, network string) {
@@ -591,7 +608,7 @@ func uwSha256Sum(b []byte) []byte {
 	return s[:]
 }
 
-// TestUWSGIServeBodyCutShort runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeBodyCutShort runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeBodyCutShort(t *testing.T) { uwBothNetworks(t, testUWSGIServeBodyCutShort) }
 
 func testUWSGIServeBodyCutShort(t *testing.T, network string) {
@@ -611,7 +628,7 @@ func testUWSGIServeBodyCutShort(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeBodyUnread runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeBodyUnread runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeBodyUnread(t *testing.T) { uwBothNetworks(t, testUWSGIServeBodyUnread) }
 
 func testUWSGIServeBodyUnread(t *testing.T, network string) {
@@ -628,7 +645,7 @@ func testUWSGIServeBodyUnread(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeResponses runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeResponses runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeResponses(t *testing.T) { uwBothNetworks(t, testUWSGIServeResponses) }
 
 func testUWSGIServeResponses(t *testing.T, network string) {
@@ -763,7 +780,7 @@ func testUWSGIServeResponses(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeStreamingFlush runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeStreamingFlush runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeStreamingFlush(t *testing.T) { uwBothNetworks(t, testUWSGIServeStreamingFlush) }
 
 func testUWSGIServeStreamingFlush(t *testing.T, network string) {
@@ -781,7 +798,7 @@ func testUWSGIServeStreamingFlush(t *testing.T, network string) {
 		}
 		io.WriteString(w, "second\n")
 	})})
-	c, err := net.Dial(network, addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -866,7 +883,7 @@ func uwExchange2(t *testing.T, addr string, raw []byte) []byte {
 // uwRawExchange sends raw on a new connection and returns what arrives
 // until the server closes or resets it. Safe off the test goroutine.
 func uwRawExchange(network, addr string, raw []byte) ([]byte, error) {
-	c, err := net.Dial(network, addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -882,7 +899,7 @@ func uwRawExchange(network, addr string, raw []byte) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// TestUWSGIServeClientGone runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIServeClientGone runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIServeClientGone(t *testing.T) { uwBothNetworks(t, testUWSGIServeClientGone) }
 
 func testUWSGIServeClientGone(t *testing.T, network string) {
@@ -897,7 +914,7 @@ func testUWSGIServeClientGone(t *testing.T, network string) {
 			cancelled <- errors.New("not cancelled")
 		}
 	})})
-	c, err := net.Dial(network, addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -931,7 +948,7 @@ func TestUWSGIServeUnixSocket(t *testing.T) {
 	}
 }
 
-// TestUWSGIShutdown runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIShutdown runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIShutdown(t *testing.T) { uwBothNetworks(t, testUWSGIShutdown) }
 
 func testUWSGIShutdown(t *testing.T, network string) {
@@ -966,7 +983,7 @@ func testUWSGIShutdown(t *testing.T, network string) {
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve = %v, want http.ErrServerClosed", err)
 	}
-	if c, err := net.Dial(network, ln.Addr().String()); err == nil {
+	if c, err := uwDial(network, ln.Addr().String()); err == nil {
 		c.Close()
 		t.Error("still accepting after Shutdown")
 	}
@@ -991,7 +1008,7 @@ func testUWSGIShutdown(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIShutdownTimeout runs on a TCP and on a unix socket (ServeUWSGI's uwRawConn).
+// TestUWSGIShutdownTimeout runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
 func TestUWSGIShutdownTimeout(t *testing.T) { uwBothNetworks(t, testUWSGIShutdownTimeout) }
 
 func testUWSGIShutdownTimeout(t *testing.T, network string) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,11 +274,77 @@ func TestUWSGIRawConnLargeWrite(t *testing.T) {
 	}
 }
 
+// TestUWSGIRawConnTCP checks what a uwRawConn does on TCP as net.TCPConn
+// does: its addresses; TCP_NODELAY (set before a second write, so that a
+// streamed response is not held back by Nagle's algorithm); keep-alive
+// once it waits in the poller; SetLinger(0), which makes Close reset the
+// connection.
+func TestUWSGIRawConnTCP(t *testing.T) {
+	a, b := uwSocketPairOn(t, "tcp", "packet")
+	defer b.Close()
+	rc := a.(*uwRawConn)
+	if ra, ok := a.RemoteAddr().(*net.TCPAddr); !ok || ra.String() != b.LocalAddr().String() {
+		t.Errorf("RemoteAddr %v, want %v", a.RemoteAddr(), b.LocalAddr())
+	}
+	if la, ok := a.LocalAddr().(*net.TCPAddr); !ok || la.String() != b.RemoteAddr().String() {
+		t.Errorf("LocalAddr %v, want %v", a.LocalAddr(), b.RemoteAddr())
+	}
+	opt := func(level, name int) int {
+		t.Helper()
+		var v int
+		if err := rc.control(func(fd int) error {
+			var err error
+			v, err = syscall.GetsockoptInt(fd, level, name)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	buf := make([]byte, 64)
+	if n, err := a.Read(buf); string(buf[:n]) != "packet" || err != nil {
+		t.Errorf("Read: %q, %v", buf[:n], err)
+	}
+	a.Write([]byte("one"))
+	if opt(syscall.IPPROTO_TCP, syscall.TCP_NODELAY) != 0 {
+		t.Error("TCP_NODELAY set for a first write")
+	}
+	a.Write([]byte("two"))
+	if opt(syscall.IPPROTO_TCP, syscall.TCP_NODELAY) == 0 {
+		t.Error("TCP_NODELAY not set for a second write")
+	}
+	if opt(syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) != 0 {
+		t.Error("keep-alive set before the connection waited")
+	}
+	a.SetReadDeadline(time.Now().Add(time.Millisecond))
+	if _, err := a.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("Read with nothing to read, past its deadline: %v", err)
+	}
+	if rc.f.Load() == nil || opt(syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) == 0 ||
+		opt(syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE) != uwKeepAliveIdle {
+		t.Error("keep-alive not set when the connection went to the poller")
+	}
+	if err := a.(interface{ SetLinger(int) error }).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	got, err := io.ReadAll(b)
+	if string(got) != "onetwo" || !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("peer read %q, %v; want onetwo, then a reset", got, err)
+	}
+}
+
 // uwSocketPair returns a uwRawConn accepted on a unix socket and the
 // net.Conn connected to it, which wrote first before the accept.
 func uwSocketPair(t *testing.T, first string) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := uwListen(t, "unix")
+	return uwSocketPairOn(t, "unix", first)
+}
+
+// uwSocketPairOn is uwSocketPair on network "unix" or "tcp".
+func uwSocketPairOn(t *testing.T, network, first string) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := uwListen(t, network)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +353,7 @@ func uwSocketPair(t *testing.T, first string) (net.Conn, net.Conn) {
 	if _, ok := rl.(*uwRawListener); !ok {
 		t.Fatalf("uwRawListen gave a %T", rl)
 	}
-	b, err := net.Dial("unix", ln.Addr().String())
+	b, err := net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
