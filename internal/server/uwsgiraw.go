@@ -35,10 +35,16 @@ import (
 // costs its getsockname when asked for.
 //
 // Measured on a unix socket (bench/run.sh hello, nginx -> portico on one
-// core, 3 interleaved runs, medians): Portico's system calls per request
-// 9 -> 6 (accept4, read and write of the packet and response, write and
-// read on the worker's slot, close); the whole stack's CPU 175 -> 142
-// us/req, 5,600 -> 6,430 req/s. On TCP (nginx uwsgi_pass 127.0.0.1:port,
+// core, 64 connections; three sets of 3 interleaved runs, medians, on a
+// machine shared with other benchmarks): Portico's system calls per
+// request 9 -> 6 (accept4, read and write of the packet and response,
+// write and read on the worker's slot, close); the whole stack's CPU
+// 175 -> 142, 158 -> 129 and 148 -> 139 us/req; 5,600 -> 6,427,
+// 5,544 -> 5,331 (the noisiest set) and 6,440 -> 7,090 req/s. nginx ->
+// uWSGI in the same runs: about 15,700 req/s at 60 us/req. What is left of
+// the gap is the hop through Go itself: about 1.2 process switches of
+// Portico per request, and its share of the request (router, middleware,
+// proxy queue, the worker's frames), spread with no hot spot. On TCP (nginx uwsgi_pass 127.0.0.1:port,
 // perf stat): 14.2 -> 7.0 system calls per request, about 7% of the
 // connections waiting for their packet in the poller (nginx writes it once
 // its connect completes).
