@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +21,17 @@ import (
 // TestNginxUWSGIPassPEP3333 puts a real nginx with the stock uwsgi_params
 // and uwsgi_pass in front of --uwsgi-socket and runs the PEP 3333 checks of
 // the worker tests' app through it, side by side with direct HTTP: the
-// environ the app sees must be the same either way.
+// environ the app sees must be the same either way. It runs with the uwsgi
+// socket on TCP and on a unix socket (whose connections the listener
+// serves with plain system calls).
 func TestNginxUWSGIPassPEP3333(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) { testNginxUWSGIPassPEP3333(t, "127.0.0.1:0") })
+	t.Run("unix", func(t *testing.T) { testNginxUWSGIPassPEP3333(t, "unix:"+filepath.Join(t.TempDir(), "uwsgi.sock")) })
+}
+
+func testNginxUWSGIPassPEP3333(t *testing.T, uwsgiSocket string) {
 	python := needPython(t)
-	p := startPortico(t, "--uwsgi-socket", "127.0.0.1:0", "--python", python, "--workers", "2",
+	p := startPortico(t, "--uwsgi-socket", uwsgiSocket, "--python", python, "--workers", "2",
 		"--chdir", repoPath(t, "internal/worker/testdata"), "--max-body", "64MiB", "pep3333:application")
 	if p.UWSGIAddr == "" {
 		t.Fatal("no uwsgi listener logged")

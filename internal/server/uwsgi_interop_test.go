@@ -71,7 +71,11 @@ type uwNginxEcho struct {
 	Env                                                         map[string]string
 }
 
-func TestUWSGINginxInterop(t *testing.T) {
+// TestUWSGINginxInterop runs nginx's uwsgi_pass to a TCP and to a unix
+// socket (uwRawConn), and to a wrapped TCP listener (net.Conn).
+func TestUWSGINginxInterop(t *testing.T) { uwBothNetworks(t, testUWSGINginxInterop) }
+
+func testUWSGINginxInterop(t *testing.T, network string) {
 	porticotest.RequireProgram(t, "nginx")
 	if _, err := os.Stat(uwUwsgiParams); err != nil {
 		porticotest.Missing(t, "nginx's uwsgi_params: %v", err)
@@ -112,7 +116,10 @@ func TestUWSGINginxInterop(t *testing.T) {
 		w.Header().Set("X-Upstream", "portico")
 		json.NewEncoder(w).Encode(e)
 	})}
-	upstream, logs := uwTestServer(t, "tcp", srv)
+	upstream, logs := uwTestServer(t, network, srv)
+	if network == "unix" {
+		upstream = "unix:" + upstream
+	}
 
 	ngx := porticotest.StartNginx(t, fmt.Sprintf(`
     client_max_body_size 8m;

@@ -29,11 +29,7 @@ func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, log
 	t.Helper()
 	logs = porticotest.NewLogRecorder()
 	srv.Logger = logs.Logger()
-	laddr := "127.0.0.1:0"
-	if network == "unix" {
-		laddr = filepath.Join(t.TempDir(), "uwsgi.sock")
-	}
-	ln, err := net.Listen(network, laddr)
+	ln, err := uwListen(t, network)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +47,41 @@ func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, log
 		}
 	})
 	return ln.Addr().String(), logs
+}
+
+// uwListen listens on a loopback port or, for "unix", a socket in the
+// test's temporary directory; for "tcp+net", on a loopback port behind a
+// wrapper, so that ServeUWSGI takes the wrapper's net.Conns (as behind
+// connection limits or the PROXY protocol) instead of its uwRawConns.
+func uwListen(t *testing.T, network string) (net.Listener, error) {
+	switch network {
+	case "unix":
+		return net.Listen("unix", filepath.Join(t.TempDir(), "uwsgi.sock"))
+	case "tcp+net":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		return uwWrapped{l}, err
+	}
+	return net.Listen(network, "127.0.0.1:0")
+}
+
+// uwWrapped hides a listener's type from ServeUWSGI.
+type uwWrapped struct{ net.Listener }
+
+// uwDial dials a uwListen address.
+func uwDial(network, addr string) (net.Conn, error) {
+	if network == "tcp+net" {
+		network = "tcp"
+	}
+	return net.Dial(network, addr)
+}
+
+// uwBothNetworks runs test on a TCP listener and on a unix socket, whose
+// connections are uwRawConns, and on a wrapped TCP listener, whose
+// connections are net.TCPConns.
+func uwBothNetworks(t *testing.T, test func(t *testing.T, network string)) {
+	for _, network := range []string{"tcp", "unix", "tcp+net"} {
+		t.Run(network, func(t *testing.T) { test(t, network) })
+	}
 }
 
 // uwSeen is what a handler saw of its request.
@@ -89,7 +120,7 @@ func uwRecorder(t *testing.T) (http.Handler, <-chan uwSeen) {
 // after if closeWrite, and returns all the server sent.
 func uwExchange(t *testing.T, network, addr string, raw []byte, closeWrite bool) []byte {
 	t.Helper()
-	c, err := net.Dial(network, addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,10 +193,13 @@ func uwDel(vars []uwKV, key string) []uwKV {
 	return out
 }
 
-func TestUWSGIServeNginxRequest(t *testing.T) {
+// TestUWSGIServeNginxRequest runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeNginxRequest(t *testing.T) { uwBothNetworks(t, testUWSGIServeNginxRequest) }
+
+func testUWSGIServeNginxRequest(t *testing.T, network string) {
 	h, ch := uwRecorder(t)
-	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: h})
-	resp, body := uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, uwStockParams()), false), "GET")
+	addr, _ := uwTestServer(t, network, &uwServer{Handler: h})
+	resp, body := uwParse(t, uwExchange(t, network, addr, uwPacket(0, uwStockParams()), false), "GET")
 	if resp.StatusCode != 200 || body != "ok" {
 		t.Fatalf("response %d %q, want 200 ok", resp.StatusCode, body)
 	}
@@ -216,8 +250,17 @@ func TestUWSGIServeNginxRequest(t *testing.T) {
 	if s.origin.HasScriptName {
 		t.Error("origin HasScriptName without SCRIPT_NAME")
 	}
-	if p, ok := s.origin.Peer.(*net.TCPAddr); !ok || !p.IP.IsLoopback() {
-		t.Errorf("origin Peer = %v, want the loopback client", s.origin.Peer)
+	switch p := s.origin.Peer.(type) {
+	case *net.TCPAddr:
+		if network == "unix" || !p.IP.IsLoopback() {
+			t.Errorf("origin Peer = %v, want the loopback client", p)
+		}
+	case *net.UnixAddr:
+		if network != "unix" || p.Net != "unix" {
+			t.Errorf("origin Peer = %#v, want the unix client", p)
+		}
+	default:
+		t.Errorf("origin Peer = %#v", p)
 	}
 	if extra := uwDecodeVars(t, s.origin.Extra); !uwEqualKV(extra, []uwKV{{"DOCUMENT_ROOT", "/usr/share/nginx/html"}}) {
 		t.Errorf("origin Extra = %q, want only DOCUMENT_ROOT", extra)
@@ -422,7 +465,10 @@ func TestUWSGIServeRequests(t *testing.T) {
 	}
 }
 
-func TestUWSGIServeRejects(t *testing.T) {
+// TestUWSGIServeRejects runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeRejects(t *testing.T) { uwBothNetworks(t, testUWSGIServeRejects) }
+
+func testUWSGIServeRejects(t *testing.T, network string) {
 	short := uwPacket(0, uwStockParams())
 	tests := []struct {
 		name   string
@@ -445,18 +491,22 @@ func TestUWSGIServeRejects(t *testing.T) {
 		{"bad SERVER_PROTOCOL", uwPacket(0, uwSet(uwStockParams(), "SERVER_PROTOCOL", "SPDY")), 400, "SERVER_PROTOCOL"},
 	}
 	h, ch := uwRecorder(t)
-	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h})
+	addr, logs := uwTestServer(t, network, &uwServer{Handler: h})
+	peer := "peer=127.0.0.1:"
+	if network == "unix" {
+		peer = "peer=@" // an unbound unix socket, as Go's net prints it
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, body := uwParse(t, uwExchange(t, "tcp", addr, tt.raw, true), "GET")
+			resp, body := uwParse(t, uwExchange(t, network, addr, tt.raw, true), "GET")
 			if resp.StatusCode != tt.status || !strings.HasPrefix(body, strconv.Itoa(tt.status)) {
 				t.Errorf("response %d %q, want %d", resp.StatusCode, body, tt.status)
 			}
-			if l := logs.String(); !strings.Contains(l, tt.log) || !strings.Contains(l, "peer=127.0.0.1:") || !strings.Contains(l, "level=WARN") {
+			if l := logs.String(); !strings.Contains(l, tt.log) || !strings.Contains(l, peer) || !strings.Contains(l, "level=WARN") {
 				t.Errorf("log lacks %q, the peer or the level:\n%s", tt.log, l)
 			}
 			// The server still serves.
-			resp, body = uwParse(t, uwExchange(t, "tcp", addr, uwPacket(0, uwStockParams()), false), "GET")
+			resp, body = uwParse(t, uwExchange(t, network, addr, uwPacket(0, uwStockParams()), false), "GET")
 			if resp.StatusCode != 200 || body != "ok" {
 				t.Fatalf("next request: %d %q", resp.StatusCode, body)
 			}
@@ -470,29 +520,35 @@ func TestUWSGIServeRejects(t *testing.T) {
 	}
 }
 
-func TestUWSGIServeReadTimeout(t *testing.T) {
+// TestUWSGIServeReadTimeout runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeReadTimeout(t *testing.T) { uwBothNetworks(t, testUWSGIServeReadTimeout) }
+
+func testUWSGIServeReadTimeout(t *testing.T, network string) {
 	h, ch := uwRecorder(t)
-	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h, ReadTimeout: 100 * time.Millisecond})
+	addr, logs := uwTestServer(t, network, &uwServer{Handler: h, ReadTimeout: 100 * time.Millisecond})
 	pkt := uwPacket(0, uwStockParams())
 	// Half a uwPacket, then silence (the connection stays open).
-	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, pkt[:len(pkt)/2], false), "GET")
+	resp, _ := uwParse(t, uwExchange(t, network, addr, pkt[:len(pkt)/2], false), "GET")
 	if resp.StatusCode != 400 {
 		t.Errorf("status %d, want 400", resp.StatusCode)
 	}
 	if !strings.Contains(logs.String(), "timeout") {
 		t.Errorf("log does not name the timeout:\n%s", logs)
 	}
-	resp, _ = uwParse(t, uwExchange(t, "tcp", addr, pkt, false), "GET")
+	resp, _ = uwParse(t, uwExchange(t, network, addr, pkt, false), "GET")
 	if resp.StatusCode != 200 {
 		t.Errorf("next request: status %d", resp.StatusCode)
 	}
 	uwReceive(t, ch)
 }
 
-func TestUWSGIServeProbe(t *testing.T) {
+// TestUWSGIServeProbe runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeProbe(t *testing.T) { uwBothNetworks(t, testUWSGIServeProbe) }
+
+func testUWSGIServeProbe(t *testing.T, network string) {
 	h, _ := uwRecorder(t)
-	addr, logs := uwTestServer(t, "tcp", &uwServer{Handler: h})
-	if out := uwExchange(t, "tcp", addr, nil, true); len(out) != 0 {
+	addr, logs := uwTestServer(t, network, &uwServer{Handler: h})
+	if out := uwExchange(t, network, addr, nil, true); len(out) != 0 {
 		t.Errorf("answer to an empty connection: %q", out)
 	}
 	if strings.Contains(logs.String(), "level=WARN") {
@@ -524,10 +580,13 @@ func TestUWSGIServeLargeVars(t *testing.T) {
 	}
 }
 
-func TestUWSGIServeLargeBody(t *testing.T) {
+// TestUWSGIServeLargeBody runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeLargeBody(t *testing.T) { uwBothNetworks(t, testUWSGIServeLargeBody) }
+
+func testUWSGIServeLargeBody(t *testing.T, network string) {
 	body := make([]byte, 1<<20)
 	rand.Read(body)
-	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, network, &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := sha256.New()
 		n, err := io.Copy(io.MultiWriter(h, w), r.Body) // echo while hashing
 		if err != nil || n != r.ContentLength {
@@ -538,7 +597,7 @@ func TestUWSGIServeLargeBody(t *testing.T) {
 		}
 	})})
 	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "PUT"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
-	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), body...), false), "PUT")
+	resp, got := uwParse(t, uwExchange(t, network, addr, append(uwPacket(0, vars), body...), false), "PUT")
 	if resp.StatusCode != 200 || got != string(body) {
 		t.Errorf("status %d, echoed %d bytes equal=%v", resp.StatusCode, len(got), got == string(body))
 	}
@@ -549,15 +608,18 @@ func uwSha256Sum(b []byte) []byte {
 	return s[:]
 }
 
-func TestUWSGIServeBodyCutShort(t *testing.T) {
+// TestUWSGIServeBodyCutShort runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeBodyCutShort(t *testing.T) { uwBothNetworks(t, testUWSGIServeBodyCutShort) }
+
+func testUWSGIServeBodyCutShort(t *testing.T, network string) {
 	errc := make(chan error, 1)
-	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, network, &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, err := io.ReadAll(r.Body)
 		errc <- err
 		w.WriteHeader(http.StatusBadRequest)
 	})})
 	vars := uwSet(uwStockParams(), "CONTENT_LENGTH", "100")
-	resp, _ := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), "only ten.."...), true), "GET")
+	resp, _ := uwParse(t, uwExchange(t, network, addr, append(uwPacket(0, vars), "only ten.."...), true), "GET")
 	if resp.StatusCode != 400 {
 		t.Errorf("status %d", resp.StatusCode)
 	}
@@ -566,21 +628,27 @@ func TestUWSGIServeBodyCutShort(t *testing.T) {
 	}
 }
 
-func TestUWSGIServeBodyUnread(t *testing.T) {
+// TestUWSGIServeBodyUnread runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeBodyUnread(t *testing.T) { uwBothNetworks(t, testUWSGIServeBodyUnread) }
+
+func testUWSGIServeBodyUnread(t *testing.T, network string) {
 	// The handler answers without reading a large body: the response must
 	// still arrive whole (the server lingers instead of resetting).
-	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, network, &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 	})})
 	body := make([]byte, 1<<20)
 	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
-	resp, got := uwParse(t, uwExchange(t, "tcp", addr, append(uwPacket(0, vars), body...), false), "POST")
+	resp, got := uwParse(t, uwExchange(t, network, addr, append(uwPacket(0, vars), body...), false), "POST")
 	if resp.StatusCode != 413 || got != "too large\n" {
 		t.Errorf("response %d %q", resp.StatusCode, got)
 	}
 }
 
-func TestUWSGIServeResponses(t *testing.T) {
+// TestUWSGIServeResponses runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeResponses(t *testing.T) { uwBothNetworks(t, testUWSGIServeResponses) }
+
+func testUWSGIServeResponses(t *testing.T, network string) {
 	tests := []struct {
 		name    string
 		method  string
@@ -699,12 +767,12 @@ func TestUWSGIServeResponses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: tt.handler})
+			addr, _ := uwTestServer(t, network, &uwServer{Handler: tt.handler})
 			method := tt.method
 			if method == "" {
 				method = "GET"
 			}
-			raw := uwExchange(t, "tcp", addr, uwPacket(0, uwSet(uwStockParams(), "REQUEST_METHOD", method)), false)
+			raw := uwExchange(t, network, addr, uwPacket(0, uwSet(uwStockParams(), "REQUEST_METHOD", method)), false)
 			if string(raw) != tt.want {
 				t.Errorf("response\n got %q\nwant %q", raw, tt.want)
 			}
@@ -712,9 +780,12 @@ func TestUWSGIServeResponses(t *testing.T) {
 	}
 }
 
-func TestUWSGIServeStreamingFlush(t *testing.T) {
+// TestUWSGIServeStreamingFlush runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeStreamingFlush(t *testing.T) { uwBothNetworks(t, testUWSGIServeStreamingFlush) }
+
+func testUWSGIServeStreamingFlush(t *testing.T, network string) {
 	release := make(chan struct{})
-	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, network, &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "first\n")
 		if err := http.NewResponseController(w).Flush(); err != nil {
 			t.Errorf("Flush: %v", err)
@@ -727,7 +798,7 @@ func TestUWSGIServeStreamingFlush(t *testing.T) {
 		}
 		io.WriteString(w, "second\n")
 	})})
-	c, err := net.Dial("tcp", addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -802,17 +873,17 @@ func TestUWSGIServePanic(t *testing.T) {
 // arrived before it.
 func uwExchange2(t *testing.T, addr string, raw []byte) []byte {
 	t.Helper()
-	out, err := uwRawExchange(addr, raw)
+	out, err := uwRawExchange("tcp", addr, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-// uwRawExchange sends raw on a new TCP connection and returns what arrives
+// uwRawExchange sends raw on a new connection and returns what arrives
 // until the server closes or resets it. Safe off the test goroutine.
-func uwRawExchange(addr string, raw []byte) ([]byte, error) {
-	c, err := net.Dial("tcp", addr)
+func uwRawExchange(network, addr string, raw []byte) ([]byte, error) {
+	c, err := uwDial(network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -828,10 +899,13 @@ func uwRawExchange(addr string, raw []byte) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-func TestUWSGIServeClientGone(t *testing.T) {
+// TestUWSGIServeClientGone runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIServeClientGone(t *testing.T) { uwBothNetworks(t, testUWSGIServeClientGone) }
+
+func testUWSGIServeClientGone(t *testing.T, network string) {
 	started := make(chan struct{})
 	cancelled := make(chan error, 1)
-	addr, _ := uwTestServer(t, "tcp", &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	addr, _ := uwTestServer(t, network, &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		select {
 		case <-r.Context().Done():
@@ -840,7 +914,7 @@ func TestUWSGIServeClientGone(t *testing.T) {
 			cancelled <- errors.New("not cancelled")
 		}
 	})})
-	c, err := net.Dial("tcp", addr)
+	c, err := uwDial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -874,7 +948,10 @@ func TestUWSGIServeUnixSocket(t *testing.T) {
 	}
 }
 
-func TestUWSGIShutdown(t *testing.T) {
+// TestUWSGIShutdown runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIShutdown(t *testing.T) { uwBothNetworks(t, testUWSGIShutdown) }
+
+func testUWSGIShutdown(t *testing.T, network string) {
 	started := make(chan struct{})
 	release := make(chan struct{})
 	srv := &uwServer{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -882,7 +959,7 @@ func TestUWSGIShutdown(t *testing.T) {
 		<-release
 		io.WriteString(w, "finished")
 	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := uwListen(t, network)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -896,7 +973,7 @@ func TestUWSGIShutdown(t *testing.T) {
 	}
 	got := make(chan result, 1)
 	go func() {
-		raw, err := uwRawExchange(ln.Addr().String(), uwPacket(0, uwStockParams()))
+		raw, err := uwRawExchange(network, ln.Addr().String(), uwPacket(0, uwStockParams()))
 		got <- result{raw, err}
 	}()
 	<-started
@@ -906,7 +983,7 @@ func TestUWSGIShutdown(t *testing.T) {
 	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("Serve = %v, want http.ErrServerClosed", err)
 	}
-	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+	if c, err := uwDial(network, ln.Addr().String()); err == nil {
 		c.Close()
 		t.Error("still accepting after Shutdown")
 	}
@@ -931,13 +1008,16 @@ func TestUWSGIShutdown(t *testing.T) {
 	}
 }
 
-func TestUWSGIShutdownTimeout(t *testing.T) {
+// TestUWSGIShutdownTimeout runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+func TestUWSGIShutdownTimeout(t *testing.T) { uwBothNetworks(t, testUWSGIShutdownTimeout) }
+
+func testUWSGIShutdownTimeout(t *testing.T, network string) {
 	started := make(chan struct{})
 	srv := &uwServer{Logger: slog.New(slog.DiscardHandler), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(started)
 		<-r.Context().Done() // ends when Close drops the connection
 	})}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := uwListen(t, network)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -945,7 +1025,7 @@ func TestUWSGIShutdownTimeout(t *testing.T) {
 	go func() { served <- srv.Serve(ln) }()
 	done := make(chan error, 1)
 	go func() {
-		_, err := uwRawExchange(ln.Addr().String(), uwPacket(0, uwStockParams()))
+		_, err := uwRawExchange(network, ln.Addr().String(), uwPacket(0, uwStockParams()))
 		done <- err
 	}()
 	<-started

@@ -117,7 +117,14 @@ func AppendRequest(dst []byte, r *http.Request, opt EnvironOptions) ([]byte, err
 		host = urlHost
 	}
 	hostName, hostPort := SplitHost(host)
-	local, _ := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	// The local address only when the name or the port has no other
+	// source: a uwsgi listener's connection may pay a getsockname for it.
+	var local *net.TCPAddr
+	nameNeeds := (o == nil || o.ServerName == "") && hostName == ""
+	portNeeds := (o == nil || o.ServerPort == "") && hostPort == ""
+	if nameNeeds || portNeeds {
+		local, _ = r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr)
+	}
 
 	dst, mark = appendKey(dst, "SERVER_NAME")
 	switch {
