@@ -22,8 +22,7 @@ import (
 // and uwsgi_pass in front of --uwsgi-socket and runs the PEP 3333 checks of
 // the worker tests' app through it, side by side with direct HTTP: the
 // environ the app sees must be the same either way. It runs with the uwsgi
-// socket on TCP and on a unix socket (whose connections the listener
-// serves with plain system calls).
+// socket on TCP and on a unix socket.
 func TestNginxUWSGIPassPEP3333(t *testing.T) {
 	t.Run("tcp", func(t *testing.T) { testNginxUWSGIPassPEP3333(t, "127.0.0.1:0") })
 	t.Run("unix", func(t *testing.T) { testNginxUWSGIPassPEP3333(t, "unix:"+filepath.Join(t.TempDir(), "uwsgi.sock")) })

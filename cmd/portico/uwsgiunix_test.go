@@ -17,8 +17,8 @@ import (
 )
 
 // TestNginxUWSGIUnixSocket puts a real nginx in front of --uwsgi-socket on a
-// unix socket, whose connections the listener serves with plain system
-// calls (uwRawConn), and checks the worker's guarantees through it: a
+// unix socket (the setup the README shows) and checks the worker's
+// guarantees through it: a
 // request past --timeout is interrupted and nginx gets 504; a worker crash
 // gives 502 and a replacement serves the next request; --max-requests
 // recycles workers and a SIGHUP reload replaces them, with no failed

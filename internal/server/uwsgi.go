@@ -81,12 +81,8 @@ const uwIdleServeTimeout = 10 * time.Second
 // net/http/cgi does. uWSGI's "magic" UWSGI_* variables (UWSGI_SCRIPT,
 // UWSGI_CHDIR, UWSGI_SETENV ...) are ignored: Portico never lets a packet
 // choose code, directories or environment.
-//
-// On a *net.UnixListener or *net.TCPListener (not wrapped), connections
-// are accepted and served with plain system calls while they need no
-// waiting (see uwRawConn).
 func (s *HTTP) ServeUWSGI(l net.Listener) error {
-	return s.acceptLoop(uwRawListen(l), func(rwc net.Conn) bool {
+	return s.acceptLoop(l, func(rwc net.Conn) bool {
 		c := &uwConn{srv: s, rwc: rwc}
 		if !s.trackUWSGI(c, true) {
 			return false

@@ -72,7 +72,7 @@ type uwNginxEcho struct {
 }
 
 // TestUWSGINginxInterop runs nginx's uwsgi_pass to a TCP and to a unix
-// socket (uwRawConn), and to a wrapped TCP listener (net.Conn).
+// socket.
 func TestUWSGINginxInterop(t *testing.T) { uwBothNetworks(t, testUWSGINginxInterop) }
 
 func testUWSGINginxInterop(t *testing.T, network string) {

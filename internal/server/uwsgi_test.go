@@ -50,36 +50,20 @@ func uwTestServer(t *testing.T, network string, srv *uwServer) (addr string, log
 }
 
 // uwListen listens on a loopback port or, for "unix", a socket in the
-// test's temporary directory; for "tcp+net", on a loopback port behind a
-// wrapper, so that ServeUWSGI takes the wrapper's net.Conns (as behind
-// connection limits or the PROXY protocol) instead of its uwRawConns.
+// test's temporary directory (nginx's uwsgi_pass unix:).
 func uwListen(t *testing.T, network string) (net.Listener, error) {
-	switch network {
-	case "unix":
+	if network == "unix" {
 		return net.Listen("unix", filepath.Join(t.TempDir(), "uwsgi.sock"))
-	case "tcp+net":
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		return uwWrapped{l}, err
 	}
 	return net.Listen(network, "127.0.0.1:0")
 }
 
-// uwWrapped hides a listener's type from ServeUWSGI.
-type uwWrapped struct{ net.Listener }
-
 // uwDial dials a uwListen address.
-func uwDial(network, addr string) (net.Conn, error) {
-	if network == "tcp+net" {
-		network = "tcp"
-	}
-	return net.Dial(network, addr)
-}
+func uwDial(network, addr string) (net.Conn, error) { return net.Dial(network, addr) }
 
-// uwBothNetworks runs test on a TCP listener and on a unix socket, whose
-// connections are uwRawConns, and on a wrapped TCP listener, whose
-// connections are net.TCPConns.
+// uwBothNetworks runs test on a TCP listener and on a unix socket.
 func uwBothNetworks(t *testing.T, test func(t *testing.T, network string)) {
-	for _, network := range []string{"tcp", "unix", "tcp+net"} {
+	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) { test(t, network) })
 	}
 }
@@ -193,7 +177,7 @@ func uwDel(vars []uwKV, key string) []uwKV {
 	return out
 }
 
-// TestUWSGIServeNginxRequest runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeNginxRequest runs on a TCP and a unix socket.
 func TestUWSGIServeNginxRequest(t *testing.T) { uwBothNetworks(t, testUWSGIServeNginxRequest) }
 
 func testUWSGIServeNginxRequest(t *testing.T, network string) {
@@ -465,7 +449,7 @@ func TestUWSGIServeRequests(t *testing.T) {
 	}
 }
 
-// TestUWSGIServeRejects runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeRejects runs on a TCP and a unix socket.
 func TestUWSGIServeRejects(t *testing.T) { uwBothNetworks(t, testUWSGIServeRejects) }
 
 func testUWSGIServeRejects(t *testing.T, network string) {
@@ -520,7 +504,7 @@ func testUWSGIServeRejects(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeReadTimeout runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeReadTimeout runs on a TCP and a unix socket.
 func TestUWSGIServeReadTimeout(t *testing.T) { uwBothNetworks(t, testUWSGIServeReadTimeout) }
 
 func testUWSGIServeReadTimeout(t *testing.T, network string) {
@@ -542,7 +526,7 @@ func testUWSGIServeReadTimeout(t *testing.T, network string) {
 	uwReceive(t, ch)
 }
 
-// TestUWSGIServeProbe runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeProbe runs on a TCP and a unix socket.
 func TestUWSGIServeProbe(t *testing.T) { uwBothNetworks(t, testUWSGIServeProbe) }
 
 func testUWSGIServeProbe(t *testing.T, network string) {
@@ -580,7 +564,7 @@ func TestUWSGIServeLargeVars(t *testing.T) {
 	}
 }
 
-// TestUWSGIServeLargeBody runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeLargeBody runs on a TCP and a unix socket.
 func TestUWSGIServeLargeBody(t *testing.T) { uwBothNetworks(t, testUWSGIServeLargeBody) }
 
 func testUWSGIServeLargeBody(t *testing.T, network string) {
@@ -608,7 +592,7 @@ func uwSha256Sum(b []byte) []byte {
 	return s[:]
 }
 
-// TestUWSGIServeBodyCutShort runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeBodyCutShort runs on a TCP and a unix socket.
 func TestUWSGIServeBodyCutShort(t *testing.T) { uwBothNetworks(t, testUWSGIServeBodyCutShort) }
 
 func testUWSGIServeBodyCutShort(t *testing.T, network string) {
@@ -628,7 +612,7 @@ func testUWSGIServeBodyCutShort(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeBodyUnread runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeBodyUnread runs on a TCP and a unix socket.
 func TestUWSGIServeBodyUnread(t *testing.T) { uwBothNetworks(t, testUWSGIServeBodyUnread) }
 
 func testUWSGIServeBodyUnread(t *testing.T, network string) {
@@ -645,7 +629,7 @@ func testUWSGIServeBodyUnread(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeResponses runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeResponses runs on a TCP and a unix socket.
 func TestUWSGIServeResponses(t *testing.T) { uwBothNetworks(t, testUWSGIServeResponses) }
 
 func testUWSGIServeResponses(t *testing.T, network string) {
@@ -780,7 +764,7 @@ func testUWSGIServeResponses(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIServeStreamingFlush runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeStreamingFlush runs on a TCP and a unix socket.
 func TestUWSGIServeStreamingFlush(t *testing.T) { uwBothNetworks(t, testUWSGIServeStreamingFlush) }
 
 func testUWSGIServeStreamingFlush(t *testing.T, network string) {
@@ -899,7 +883,7 @@ func uwRawExchange(network, addr string, raw []byte) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// TestUWSGIServeClientGone runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIServeClientGone runs on a TCP and a unix socket.
 func TestUWSGIServeClientGone(t *testing.T) { uwBothNetworks(t, testUWSGIServeClientGone) }
 
 func testUWSGIServeClientGone(t *testing.T, network string) {
@@ -948,7 +932,7 @@ func TestUWSGIServeUnixSocket(t *testing.T) {
 	}
 }
 
-// TestUWSGIShutdown runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIShutdown runs on a TCP and a unix socket.
 func TestUWSGIShutdown(t *testing.T) { uwBothNetworks(t, testUWSGIShutdown) }
 
 func testUWSGIShutdown(t *testing.T, network string) {
@@ -1008,7 +992,7 @@ func testUWSGIShutdown(t *testing.T, network string) {
 	}
 }
 
-// TestUWSGIShutdownTimeout runs on a TCP and a unix socket (uwRawConn), and on a wrapped listener (net.Conn).
+// TestUWSGIShutdownTimeout runs on a TCP and a unix socket.
 func TestUWSGIShutdownTimeout(t *testing.T) { uwBothNetworks(t, testUWSGIShutdownTimeout) }
 
 func testUWSGIShutdownTimeout(t *testing.T, network string) {
