@@ -280,10 +280,8 @@ func (s *HTTP) newH2conn(tc *tls.Conn) *h2conn {
 
 func (c *h2conn) serve() {
 	defer c.shut()
-	c.fr = http2.NewFramer(nil, &c.rd)
+	c.newFramer()
 	c.block.init(c.maxHeaderListSize())
-	c.fr.SetMaxReadFrameSize(h2FrameSize)
-	c.fr.SetReuseFrames()
 
 	s := c.srv
 	c.mu.Lock()
@@ -330,7 +328,7 @@ func (c *h2conn) serve() {
 		c.rd.atFrame = true
 		f, err := c.fr.ReadFrame()
 		if err == errH2Wait {
-			err = c.waitReadable()
+			err = c.waitLong()
 		}
 		if err != nil {
 			if !c.readError(err) {
@@ -723,7 +721,7 @@ func (c *h2conn) waitIdle() error {
 		if !c.idleWait(err) {
 			return err
 		}
-		if err := c.waitReadable(); err != nil {
+		if err := c.waitLong(); err != nil {
 			return err
 		}
 	}
@@ -745,6 +743,34 @@ func (c *h2conn) idleWait(err error) bool {
 		_ = c.tc.SetReadDeadline(c.idleUntil)
 	}
 	return ok
+}
+
+func (c *h2conn) newFramer() {
+	c.fr = http2.NewFramer(nil, &c.rd)
+	c.fr.SetMaxReadFrameSize(h2FrameSize)
+	c.fr.SetReuseFrames()
+}
+
+// waitLong is the reader's wait on an idle connection once parkDelay has
+// passed. It first lets go of what the connection keeps for its next
+// request: the Framer's read buffer (as large as the largest frame read:
+// 16 KiB after an upload), the header block's field slices, the spare
+// response header map, the stream map (grown to the most streams open at
+// once); a connection busy again takes new ones, once per parkDelay of
+// idleness at most.
+func (c *h2conn) waitLong() error {
+	if !c.block.active {
+		c.newFramer()
+	}
+	c.block.pseudo, c.block.regular = nil, nil
+	c.mu.Lock()
+	clear(c.spareHeaders)
+	c.spareHeaders = c.spareHeaders[:0]
+	if len(c.streams) == 0 {
+		c.streams = map[uint32]*h2stream{}
+	}
+	c.mu.Unlock()
+	return c.waitReadable()
 }
 
 // waitReadable waits until c's socket is readable (or closed, or past
