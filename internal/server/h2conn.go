@@ -117,6 +117,7 @@ type h2conn struct {
 	idle        bool        // no stream, no handler: the idle timeout runs
 	idleUntil   time.Time   // the idle timeout's end, while idle; zero: none
 	shortWait   bool        // the read deadline is waitIdle's, before idleUntil
+	woke        bool        // the reader's: waitLong ended, the wait is to be armed again
 	idleNow     atomic.Bool // idle, for the reader's buffer and Stats
 	shutStarted atomic.Bool // HTTP.Shutdown has called shutdown
 
@@ -704,12 +705,31 @@ func (c *h2conn) armIdleLocked() {
 // usually comes within it), then, if the connection is still idle, for
 // its socket to become readable, in a shallow stack: the read had timed
 // out, so crypto/tls holds no complete record (one it holds in part ends
-// on the socket). At the collections that follow the goroutine's stack,
-// grown to 8 KiB by the handshake and kept there by the depth of a TLS
-// read under a frame read (2.9 KiB), shrinks to 2 KiB. The wait on the
-// socket costs a peek (one system call) once per parkDelay of idleness
-// at most; a connection busy again waits in the TLS read again.
+// on the socket). At the next collection the goroutine's stack, grown to
+// 8 KiB by the handshake and kept there by the depth of a TLS read under
+// a frame read (2.9 KiB used), shrinks to 4 KiB: the runtime halves a
+// stack of which less than a quarter, less 800 bytes, is used, and this
+// wait uses about 1 KiB (serveTLS and serveH2Conn keep their large
+// locals in helpers for it). A read begun while a stream was open ends
+// the same way, with errH2Wait. The wait on the socket costs a peek (one
+// system call) once per parkDelay of idleness at most; a connection busy
+// again waits in the TLS read again. (Parking the connection without its
+// goroutine, as the HTTP/1.1 front does, would save the other 4 KiB.)
 func (c *h2conn) waitIdle() error {
+	if c.woke {
+		// Woken by frames that left the connection idle (a PING, the
+		// start of a header block): wait in the full stack again for
+		// parkDelay at most, then in the shallow one.
+		c.woke = false
+		c.mu.Lock()
+		if c.idle && !c.closed {
+			if deadline := time.Now().Add(c.srv.parkDelay()); c.idleUntil.IsZero() || deadline.Before(c.idleUntil) {
+				c.shortWait = true
+				_ = c.tc.SetReadDeadline(deadline)
+			}
+		}
+		c.mu.Unlock()
+	}
 	for {
 		n, err := c.rd.fill()
 		if n > 0 {
@@ -759,10 +779,10 @@ func (c *h2conn) newFramer() {
 // once); a connection busy again takes new ones, once per parkDelay of
 // idleness at most.
 func (c *h2conn) waitLong() error {
-	if !c.block.active {
+	if !c.block.active { // else the Framer checks the CONTINUATIONs to come
 		c.newFramer()
+		c.block.pseudo, c.block.regular = nil, nil
 	}
-	c.block.pseudo, c.block.regular = nil, nil
 	c.mu.Lock()
 	clear(c.spareHeaders)
 	c.spareHeaders = c.spareHeaders[:0]
@@ -770,8 +790,17 @@ func (c *h2conn) waitLong() error {
 		c.streams = map[uint32]*h2stream{}
 	}
 	c.mu.Unlock()
+	c.woke = true
+	if h := testHookWaitLong; h != nil {
+		h(c.block.active)
+	}
 	return c.waitReadable()
 }
+
+// testHookWaitLong, if set (by tests, before any connection), is called
+// as a connection starts waitLong's wait, with whether a header block is
+// open.
+var testHookWaitLong func(blockOpen bool)
 
 // waitReadable waits until c's socket is readable (or closed, or past
 // its read deadline).

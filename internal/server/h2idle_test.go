@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +163,66 @@ func testH2IdleMemory(t *testing.T, upload int, bound float64) {
 		c.request(t, upload)
 		c.request(t, 0)
 	}
+}
+
+// TestH2IdleWake: a connection that went idle past parkDelay serves its
+// next request, also one whose header block was open (HEADERS without
+// END_HEADERS) while it waited, and one after a PING read by the shallow
+// wait.
+func TestH2IdleWake(t *testing.T) {
+	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}), Options{})
+	s.parkAfter = 50 * time.Millisecond
+	waits := make(chan bool, 10)
+	testHookWaitLong = func(blockOpen bool) { waits <- blockOpen }
+	t.Cleanup(func() { testHookWaitLong = nil })
+	addr := serveTLS(t, s)
+	c := dialH2(t, addr)
+	wait := func(blockOpen bool) {
+		t.Helper()
+		select {
+		case open := <-waits:
+			if open != blockOpen {
+				t.Fatalf("waitLong with a header block open: %v, want %v", open, blockOpen)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no waitLong within 10s")
+		}
+	}
+	get := func(id uint32, path string) {
+		t.Helper()
+		if r := c.response(id, nil); r.status != "200" || string(r.body) != path {
+			t.Fatalf("stream %d: %+v, want 200 %s", id, r, path)
+		}
+	}
+	c.headers(1, true, c.block("GET", "/one"))
+	get(1, "/one")
+	wait(false)
+	c.headers(3, true, c.block("GET", "/two"))
+	get(3, "/two")
+
+	// A header block split around the wait.
+	wait(false)
+	block := c.block("GET", "/three", "x-pad", strings.Repeat("p", 100))
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 5, BlockFragment: block[:10], EndStream: true}); err != nil {
+		t.Fatal(err)
+	}
+	wait(true)
+	if err := c.fr.WriteContinuation(5, true, block[10:]); err != nil {
+		t.Fatal(err)
+	}
+	get(5, "/three")
+
+	// A PING while idle: answered, and the wait goes on.
+	wait(false)
+	if err := c.fr.WritePing(false, [8]byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c.read().(*http2.PingFrame); !ok || !p.IsAck() || p.Data != [8]byte{1, 2, 3} {
+		t.Fatalf("got %v, want the PING's ACK", p)
+	}
+	wait(false)
+	c.headers(7, true, c.block("GET", "/four"))
+	get(7, "/four")
 }
