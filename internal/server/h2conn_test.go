@@ -376,11 +376,20 @@ func TestH2Continue(t *testing.T) {
 }
 
 // TestH2IdleTimeout: a connection without streams for IdleTimeout gets a
-// GOAWAY and is closed; the stats count it idle meanwhile.
+// GOAWAY and is closed; the stats count it idle meanwhile. The timeout
+// ends the wait in the TLS read, or (parkDelay shorter than the timeout)
+// waitIdle's wait on the socket.
 func TestH2IdleTimeout(t *testing.T) {
+	for _, park := range []time.Duration{0, 50 * time.Millisecond} {
+		t.Run("park="+park.String(), func(t *testing.T) { testH2IdleTimeout(t, park) })
+	}
+}
+
+func testH2IdleTimeout(t *testing.T, park time.Duration) {
 	s := NewHTTP(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	}), Options{IdleTimeout: 300 * time.Millisecond})
+	s.parkAfter = park
 	addr := serveTLS(t, s)
 	c := dialH2(t, addr)
 	c.headers(1, true, c.block("GET", "/"))

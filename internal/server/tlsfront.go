@@ -51,7 +51,28 @@ func (s *HTTP) ServeTLS(l net.Listener) error {
 }
 
 // serveTLS completes the handshake of tc and serves the connection.
+// It is the connection goroutine's first frame, so it stays small: an
+// idle HTTP/2 connection waits in a stack shallow enough for the runtime
+// to shrink (see h2conn.waitIdle).
 func (c *conn) serveTLS(tc *tls.Conn) {
+	switch c.handshakeTLS(tc) {
+	case tlsServeH2:
+		c.srv.serveH2(tc)
+	case tlsServeH1:
+		c.serve()
+	}
+}
+
+const (
+	tlsDone    = iota // the connection is closed
+	tlsServeH1        // HTTP/1.1 on the plain front
+	tlsServeH2        // HTTP/2
+)
+
+// handshakeTLS completes the handshake of tc and says how to serve it.
+//
+//go:noinline
+func (c *conn) handshakeTLS(tc *tls.Conn) int {
 	s := c.srv
 	if d := s.readHeaderTimeout; d > 0 {
 		_ = tc.SetDeadline(time.Now().Add(d))
@@ -59,22 +80,21 @@ func (c *conn) serveTLS(tc *tls.Conn) {
 	err := tc.HandshakeContext(context.Background())
 	if err != nil {
 		c.handshakeFailed(tc, err)
-		return
+		return tlsDone
 	}
 	_ = tc.SetDeadline(time.Time{})
 	if !c.state.CompareAndSwap(stateHandshake, stateActive) {
 		c.close() // Shutdown or Close came first
-		return
+		return tlsDone
 	}
 	c.remote = tc.RemoteAddr().String() // a PROXY header's client, read by the handshake
 	cs := tc.ConnectionState()
 	if cs.NegotiatedProtocol == "h2" {
 		s.untrack(c)
-		s.serveH2(tc)
-		return
+		return tlsServeH2
 	}
 	c.tls = &cs
-	c.serve()
+	return tlsServeH1
 }
 
 // handshakeFailed counts and logs a handshake that did not complete and
