@@ -105,8 +105,8 @@ func h2Get(t *testing.T, addr, path string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-// TestTLSStrict: the requests net/http reads on a TLS listener get the
-// plain front's refusals that net/http does not make itself.
+// TestTLSStrict: HTTP/1.1 requests on a TLS listener get the plain
+// front's refusals (they go through its parser).
 func TestTLSStrict(t *testing.T) {
 	var leaked atomic.Pointer[string] // a refused request the handler saw
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -462,5 +462,57 @@ loop:
 	}
 	if code, err := h2Get(t, addr, "/ok"); code != 200 {
 		t.Errorf("after the flood: %d, %v", code, err)
+	}
+}
+
+// TestH2Strict: HTTP/2 requests get the plain front's refusals (strictTLS)
+// without reaching the handler, and the connection serves on.
+func TestH2Strict(t *testing.T) {
+	var leaked atomic.Pointer[string]
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "refused") {
+			l := r.Method + " " + r.URL.Path
+			leaked.Store(&l)
+		}
+		io.WriteString(w, "ok")
+	})
+	addr := serveTLS(t, NewHTTP(h, Options{MaxHeaderFields: 10, Logger: slog.New(slog.DiscardHandler)}))
+	client := h2Client(t)
+	for _, tt := range []struct {
+		name, method, path string
+		fields             int
+		status             int
+	}{
+		{"NUL in the path", "GET", "/refused%00", 0, 400},
+		{"lower-case method", "get", "/refused", 0, 400},
+		// With Host (counted as on the plain front), User-Agent and
+		// Accept-Encoding: 10 and 11 fields.
+		{"10 header fields", "GET", "/ok", 7, 200},
+		{"11 header fields", "GET", "/refused", 8, 431},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			leaked.Store(nil)
+			req, err := http.NewRequest(tt.method, "https://"+addr+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("User-Agent", "test")
+			req.Header.Set("Accept-Encoding", "identity")
+			for i := range tt.fields {
+				req.Header.Set(fmt.Sprintf("X-F%d", i), "v")
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 2 || resp.StatusCode != tt.status {
+				t.Errorf("%s: %d, want %d over HTTP/2", resp.Proto, resp.StatusCode, tt.status)
+			}
+			if l := leaked.Load(); l != nil {
+				t.Errorf("a refused request reached the handler: %s", *l)
+			}
+		})
 	}
 }

@@ -130,20 +130,15 @@ func (s *HTTP) serveH2(tc *tls.Conn) { s.serveH2Conn(tc) }
 
 // strictTLS puts in front of h, for the requests of HTTP/2 connections,
 // the refusals of the plain front's parser that the HTTP/2 server does not
-// make itself: CONNECT (405), a method outside
-// nginx's set, a host (Host, :authority or an absolute-form target's) that
-// is not host[:port], a NUL in the decoded path, more header fields than
-// MaxHeaderFields (431). Each is logged at info level as on the plain
-// front; an HTTP/1.1 connection closes after the answer. net/http's own
-// framing rules stand (it merges identical Content-Length headers and
-// trims tabs around values, where the plain front refuses both).
+// make itself: CONNECT (405), a method outside nginx's set, a host
+// (:authority or Host) that is not host[:port], a NUL in the decoded path,
+// more header fields than MaxHeaderFields (431). Each is logged at info
+// level as on the plain front. (HTTP/1.1 over TLS goes through the plain
+// front's parser, which makes them itself.)
 func (s *HTTP) strictTLS(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if herr := s.checkTLSRequest(r); herr != nil {
 			s.logger.Info("bad request", "remote", r.RemoteAddr, "status", herr.status, "reason", herr.reason)
-			if r.ProtoMajor == 1 {
-				w.Header().Set("Connection", "close")
-			}
 			http.Error(w, http.StatusText(herr.status), herr.status)
 			return
 		}
