@@ -622,6 +622,12 @@ func testUWSGIServeBodyUnread(t *testing.T, network string) {
 		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
 	})})
 	body := make([]byte, 1<<20)
+	if network == "unix" {
+		// Within uwLingerMax: on a unix socket, Linux reports a close with
+		// bytes left unread as a reset to the peer's next read, even after
+		// the half-close's end of data; over TCP the FIN comes first.
+		body = body[:uwLingerMax-1<<10]
+	}
 	vars := uwSet(uwSet(uwStockParams(), "REQUEST_METHOD", "POST"), "CONTENT_LENGTH", strconv.Itoa(len(body)))
 	resp, got := uwParse(t, uwExchange(t, network, addr, append(uwPacket(0, vars), body...), false), "POST")
 	if resp.StatusCode != 413 || got != "too large\n" {
