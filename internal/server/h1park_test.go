@@ -57,17 +57,7 @@ func TestParkResume(t *testing.T) {
 	addr := serve(t, s, "127.0.0.1:0")
 
 	const n = 20
-	conns := make([]net.Conn, n)
-	readers := make([]*bufio.Reader, n)
-	for i := range conns {
-		c, err := net.Dial("tcp", addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i], readers[i] = c, bufio.NewReader(c)
-		roundTrip(t, c, readers[i], "/first")
-	}
+	conns, readers := dialServed(t, addr, n)
 	before := runtime.NumGoroutine()
 	porticotest.WaitFor(t, "the connections to be parked", 5*time.Second, func() bool { return parkedCount(s) == n })
 	if after := runtime.NumGoroutine(); after > before-n+2 {
@@ -363,17 +353,7 @@ func TestParkDetaches(t *testing.T) {
 	addr := serve(t, s, "127.0.0.1:0")
 
 	const n = 10
-	conns := make([]net.Conn, n)
-	readers := make([]*bufio.Reader, n)
-	for i := range conns {
-		c, err := net.Dial("tcp", addr.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i], readers[i] = c, bufio.NewReader(c)
-		roundTrip(t, c, readers[i], "/first")
-	}
+	conns, readers := dialServed(t, addr, n)
 	porticotest.WaitFor(t, "the connections to be parked", 5*time.Second, func() bool { return parkedCount(s) == n })
 	fds := openFDs(t)
 	for round := range 3 {
@@ -424,4 +404,22 @@ func TestParkDetaches(t *testing.T) {
 	}
 	wp.mu.Unlock()
 	roundTrip(t, c, br, "/w2")
+}
+
+// dialServed opens n connections to addr, each served one request (so that
+// it is kept alive, waiting for its next one); they close with the test.
+func dialServed(t *testing.T, addr net.Addr, n int) ([]net.Conn, []*bufio.Reader) {
+	t.Helper()
+	conns := make([]net.Conn, n)
+	readers := make([]*bufio.Reader, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", addr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		conns[i], readers[i] = c, bufio.NewReader(c)
+		roundTrip(t, c, readers[i], "/first")
+	}
+	return conns, readers
 }

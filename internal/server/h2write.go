@@ -209,26 +209,24 @@ func (w *h2response) FlushError() error {
 // SetReadDeadline sets the deadline of the request body's reads (the
 // body timeout no longer applies), for http.ResponseController.
 func (w *h2response) SetReadDeadline(t time.Time) error {
-	if w.done {
-		return errWriteAfterReturn
-	}
-	c := w.st.c
-	c.mu.Lock()
-	w.st.readDeadline = t
-	c.cond.Broadcast()
-	c.mu.Unlock()
-	return nil
+	return w.setDeadline(&w.st.readDeadline, t)
 }
 
 // SetWriteDeadline sets the deadline of the response's writes (the send
 // timeout no longer applies), for http.ResponseController.
 func (w *h2response) SetWriteDeadline(t time.Time) error {
+	return w.setDeadline(&w.st.writeDeadline, t)
+}
+
+// setDeadline sets one of the stream's deadlines, under the connection's
+// lock, and wakes the waits that may now time out.
+func (w *h2response) setDeadline(d *time.Time, t time.Time) error {
 	if w.done {
 		return errWriteAfterReturn
 	}
 	c := w.st.c
 	c.mu.Lock()
-	w.st.writeDeadline = t
+	*d = t
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	return nil
