@@ -395,6 +395,16 @@ func TestCacheRedisNodes(t *testing.T) {
 	}
 	host := "Host: www.example.com"
 	_, fromA := fetch(t, c, at(a, "cc=max-age%3D60&tag=shared"), "MISS", host)
+	// A stores the entry once its handler returns, which may be after the
+	// client has the whole answer: wait for the store before asking B.
+	porticotest.WaitFor(t, "node A's store in Redis", 10*time.Second, func() bool {
+		for _, smp := range scrapeMetrics(t, c, a.admin).matching("portico_cache_stores_total") {
+			if smp.value >= 1 {
+				return true
+			}
+		}
+		return false
+	})
 	_, fromB := fetch(t, c, at(b, "cc=max-age%3D60&tag=shared"), "HIT", host)
 	if fromA != fromB {
 		t.Errorf("node B answered %q, want node A's stored %q", fromB, fromA)
